@@ -1,0 +1,138 @@
+"""CLI: python -m pdiff_core {run,list,show,presets,analyze}. Bad input exits 2 with one line."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import runs
+from .config import PRESETS, ConfigError, parse_overrides, preset_config
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):   # one line instead of usage + message
+        self.exit(2, f"error: {message} (see python -m pdiff_core {self.prog.split()[-1]} --help)\n")
+
+
+def pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def cmd_presets(args) -> int:
+    for name, p in PRESETS.items():
+        print(f"{name:<18} {p['description']}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    rows = runs.list_runs()
+    if not rows:
+        print(f"no runs in {runs.runs_root()}; start one with: python -m pdiff_core run --preset digits-quick")
+        return 0
+    print(f"{'run':<40} {'state':<10} {'dataset':<10} {'arch':<9} {'layers':<8} "
+          f"{'orig max/med':>13} {'gen max/med':>13}")
+    for r in rows:
+        c, m = r.get("config", {}), r.get("metrics") or {}
+        o = m.get("groups", {}).get("originals", {}).get("summary", {})
+        g = m.get("groups", {}).get("generated", {}).get("summary", {})
+        print(f"{r['run']:<40} {r.get('state', '?'):<10} {c.get('dataset', '?'):<10} {c.get('arch', '?'):<9} "
+              f"{str(c.get('layers', '?'))[:8]:<8} {pct(o.get('max')):>6}/{pct(o.get('median')):<6} "
+              f"{pct(g.get('max')):>6}/{pct(g.get('median')):<6}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    run_dir = runs.run_path(args.run)
+    status = runs.read_status(run_dir)
+    print(f"run {args.run}: {status.get('state')} ({status.get('message', '')})")
+    if not (run_dir / "metrics.json").exists():
+        return 0
+    m = runs.read_json(run_dir / "metrics.json")
+    print(f"dataset={m['dataset']} arch={m['arch']} layers={m['layers']} D={m['D']} K={m['K']} N={m['N']}")
+    print(f"base model: val {pct(m['base']['val_acc'])}  test {pct(m['base']['test_acc'])}")
+    print(f"{'group':<22} {'n':>4} {'max':>6} {'mean':>6} {'median':>6} {'min':>6} {'std':>5}  best-by-val(test)")
+    for g, gm in m["groups"].items():
+        s = gm["summary"]
+        if s.get("n", 0) == 0:
+            print(f"{g:<22} {0:>4}  (no finite models)")
+            continue
+        print(f"{g:<22} {s['n']:>4} {pct(s['max']):>6} {pct(s['mean']):>6} {pct(s['median']):>6} "
+              f"{pct(s['min']):>6} {pct(s['std']):>5}  {pct(gm['best_by_val']['test_acc'])}")
+    if m.get("generated_nonfinite"):
+        print(f"warning: {m['generated_nonfinite']} generated vectors were not finite and were not evaluated")
+    apath = run_dir / "analysis.json"
+    if apath.exists():
+        a = runs.read_json(apath)
+        if a.get("verdict"):
+            print("\n" + a["verdict"])
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .pipeline import Cancelled, execute, prepare
+    overrides = parse_overrides(args.set or [])
+    for key in ("device", "seed"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    cfg = preset_config(args.preset, **overrides)
+    prep = prepare(cfg)            # every bad-input error happens here, before a run directory exists
+    if args.run_id:
+        run_dir = runs.run_path(args.run_id, must_exist=False)
+        if (run_dir / "status.json").exists() and runs.read_status(run_dir).get("state") != "queued":
+            raise runs.RunError(f"run '{args.run_id}' already exists; pick another --run-id")
+    else:
+        run_dir = runs.run_path(runs.new_run_id(cfg.preset, cfg.seed), must_exist=False)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    print(f"run {run_dir.name} -> {run_dir}", flush=True)
+    try:
+        execute(cfg, run_dir, prep, bars=not args.quiet)
+    except Cancelled as e:
+        print(f"cancelled: {e}", file=sys.stderr)
+        return 3
+    except Exception as e:
+        print(f"run failed: {type(e).__name__}: {e} (traceback in {run_dir / 'log.txt'})", file=sys.stderr)
+        return 1
+    args.run = run_dir.name
+    return cmd_show(args)
+
+
+def cmd_analyze(args) -> int:
+    from .analysis import run_analysis
+    run_dir = runs.run_path(args.run)
+    run_analysis(run_dir, report=lambda f, m: None)
+    print(f"analysis written to {run_dir / 'analysis.json'}")
+    return cmd_show(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="python -m pdiff_core", description="p-diff Studio: neural network diffusion, headless")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
+    r = sub.add_parser("run", help="run the whole pipeline in the foreground")
+    r.add_argument("--preset", default="digits-quick", help="see `presets`")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
+    r.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    r.add_argument("--seed", type=int)
+    r.add_argument("--run-id", help="name of the run directory (default: time-preset-seed)")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(fn=cmd_run)
+    sub.add_parser("list", help="table of runs").set_defaults(fn=cmd_list)
+    s = sub.add_parser("show", help="metrics summary of a run")
+    s.add_argument("run")
+    s.set_defaults(fn=cmd_show)
+    sub.add_parser("presets", help="list presets").set_defaults(fn=cmd_presets)
+    a = sub.add_parser("analyze", help="(re)compute analysis.json/.npz of a finished run")
+    a.add_argument("run")
+    a.set_defaults(fn=cmd_analyze)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ConfigError, runs.RunError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""RunConfig: every knob of one p-diff run, its presets, and validation with one-line errors."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+
+class ConfigError(ValueError):
+    """A bad option. The message is one line and says what to do."""
+
+
+@dataclass
+class RunConfig:
+    preset: str = "digits-quick"
+    seed: int = 0
+    device: str = "auto"          # auto | cpu | cuda
+    # data and model
+    dataset: str = "digits"
+    data_root: str = ""           # folder for mnist/cifar, file path for npz
+    arch: str = "mlp"
+    width: int = 64               # hidden units (mlp) or base channels (cnn)
+    layers: str = "last_bn"       # last_bn | head | all | comma-separated parameter names
+    # stage 1: base training, then checkpoint collection of the selected parameters
+    base_epochs: int = 10
+    base_lr: float = 3e-3
+    batch_size: int = 128
+    k: int = 200                  # checkpoints saved, one per optimizer step
+    collect_lr: float = 0.3       # SGD lr of the collection phase; high enough that checkpoints differ
+    # stage 2: parameter autoencoder
+    latent_dim: int = 64
+    ae_channels: int = 32         # widest conv channel count; the AE is sized to D, not to this alone
+    ae_steps: int = 1000
+    ae_lr: float = 2e-3
+    ae_batch: int = 50
+    in_noise: float = 0.001       # sigma on normalized parameters during AE training
+    latent_noise: float = 0.1     # sigma on latents during AE training (makes the decoder robust)
+    # stage 3: latent DDPM
+    ddpm_steps: int = 1000
+    ddpm_lr: float = 2e-3
+    ddpm_batch: int = 50
+    ddpm_channels: int = 64
+    timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 2e-2
+    # stage 4: generation
+    n_generate: int = 200
+    sampler: str = "ddim"         # ddim | ddpm
+    ddim_steps: int = 50
+    # stage 5: analysis (baselines, similarity, memorization, embeddings, use cases)
+    analysis: bool = True
+    eval_chunk: int = 100         # models evaluated together in one vmapped call
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown config key(s) {unknown}; valid keys: {', '.join(sorted(names))}")
+        return cls(**d)
+
+
+PRESETS: dict[str, dict] = {
+    "digits-quick": dict(description="digits 8x8, MLP, last two BatchNorm layers (D=256); about 15 s on 2 CPU cores"),
+    "digits-cnn": dict(description="digits 8x8, small CNN, last two BatchNorm layers",
+                       arch="cnn", width=16, base_epochs=25),
+    "mnist1d-cnn": dict(description="MNIST-1D (generated offline), 1-D CNN, last two BatchNorm layers",
+                        dataset="mnist1d", arch="cnn", width=32, base_epochs=40, base_lr=3e-3),
+    "digits-whole": dict(description="digits 8x8, small MLP, every parameter generated (whole-model p-diff)",
+                         arch="mlp", width=32, layers="all", collect_lr=0.02, latent_dim=128,
+                         ae_steps=2500, ddpm_steps=2500),
+    "cifar10-resnet18": dict(description="CIFAR-10 from a local folder, ResNet-18, last_bn, K=300; wants a GPU",
+                             dataset="cifar10", data_root="data/cifar10", arch="resnet18", width=64,
+                             base_epochs=30, base_lr=1e-3, k=300, collect_lr=0.01, batch_size=256,
+                             ae_steps=3000, ddpm_steps=3000, latent_dim=64),
+    # The smallest real run: used by the test suite end to end.
+    "tiny": dict(description="tiny end-to-end smoke run (a few seconds)",
+                 width=16, base_epochs=5, k=24, ae_steps=150, ddpm_steps=150, n_generate=16,
+                 ddim_steps=10, latent_dim=16, ae_channels=16, ddpm_channels=16, timesteps=100),
+}
+
+
+def preset_config(name: str, **overrides) -> RunConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}'; choose one of: {', '.join(PRESETS)}")
+    values = {k: v for k, v in PRESETS[name].items() if k != "description"}
+    values.update(overrides)
+    cfg = RunConfig.from_dict({"preset": name, **values})
+    return cfg
+
+
+def _coerce(field_type: type, key: str, text: str):
+    try:
+        if field_type is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        return field_type(text)
+    except ValueError:
+        raise ConfigError(f"--set {key}={text}: expected a {field_type.__name__}") from None
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """Turn ['k=200', 'layers=head'] into typed values, with one-line errors."""
+    types = {f.name: f.type for f in dataclasses.fields(RunConfig)}
+    types = {k: {"int": int, "float": float, "str": str, "bool": bool}[t] for k, t in types.items()}
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set expects key=value, got '{pair}'")
+        key, text = pair.split("=", 1)
+        key = key.strip()
+        if key not in types:
+            raise ConfigError(f"unknown config key '{key}'; valid keys: {', '.join(sorted(types))}")
+        out[key] = _coerce(types[key], key, text.strip())
+    return out
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Cheap checks of values alone. Dataset files and layer names are checked in preflight."""
+    positive = ["width", "base_epochs", "batch_size", "k", "latent_dim", "ae_channels", "ae_steps",
+                "ae_batch", "ddpm_steps", "ddpm_batch", "ddpm_channels", "timesteps", "n_generate",
+                "ddim_steps", "eval_chunk"]
+    for name in positive:
+        v = getattr(cfg, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+    for name in ["base_lr", "collect_lr", "ae_lr", "ddpm_lr"]:
+        v = getattr(cfg, name)
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            raise ConfigError(f"{name} must be a positive number, got {v!r}")
+    for name in ["in_noise", "latent_noise"]:
+        v = getattr(cfg, name)
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            raise ConfigError(f"{name} must be a number >= 0, got {v!r}")
+    if not (0 < cfg.beta_start < cfg.beta_end < 1):
+        raise ConfigError(f"need 0 < beta_start < beta_end < 1, got {cfg.beta_start} and {cfg.beta_end}")
+    if cfg.k < 2:
+        raise ConfigError(f"k must be at least 2 checkpoints, got {cfg.k}")
+    if cfg.sampler not in ("ddim", "ddpm"):
+        raise ConfigError(f"sampler must be 'ddim' or 'ddpm', got '{cfg.sampler}'")
+    if cfg.ddim_steps > cfg.timesteps:
+        raise ConfigError(f"ddim_steps ({cfg.ddim_steps}) cannot exceed timesteps ({cfg.timesteps})")
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device must be auto, cpu or cuda, got '{cfg.device}'")
+    if cfg.seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {cfg.seed}")
+    return cfg
+
+
+def resolve_device(name: str) -> str:
+    import torch
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    return name

@@ -1,0 +1,136 @@
+"""Stage 3: DDPM on AE latents. Linear beta schedule, epsilon prediction, a small 1-D conv
+U-Net denoiser with a sinusoidal time embedding, and batched DDPM and DDIM samplers."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import RunConfig
+
+
+class Schedule:
+    def __init__(self, timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 2e-2,
+                 device: str = "cpu"):
+        self.T = timesteps
+        self.betas = torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
+        self.alpha_bar = torch.cumprod(1 - self.betas, dim=0)
+        self.betas, self.alpha_bar = self.betas.float().to(device), self.alpha_bar.float().to(device)
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, with one t per sample."""
+        ab = self.alpha_bar[t].view(-1, *([1] * (x0.dim() - 1)))
+        return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([args.sin(), args.cos()], dim=1)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, tdim: int):
+        super().__init__()
+        self.n1, self.c1 = nn.GroupNorm(min(8, cin), cin), nn.Conv1d(cin, cout, 3, padding=1)
+        self.t = nn.Linear(tdim, cout)
+        self.n2, self.c2 = nn.GroupNorm(min(8, cout), cout), nn.Conv1d(cout, cout, 3, padding=1)
+        self.skip = nn.Conv1d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x, temb):
+        h = self.c1(F.silu(self.n1(x))) + self.t(temb)[:, :, None]   # each sample gets its own timestep
+        return self.skip(x) + self.c2(F.silu(self.n2(h)))
+
+
+class Denoiser(nn.Module):
+    """eps_theta(x_t, t) for latents of shape (B, L). The latent is read as IN_CH channels of
+    length L/IN_CH (4x fewer positions: on CPU the cost is the number and size of conv calls),
+    then a stack of residual conv blocks whose receptive field covers the whole latent."""
+    IN_CH = 4
+
+    def __init__(self, latent_dim: int, channels: int = 64):
+        super().__init__()
+        c = channels
+        self.latent_dim, self.padded = latent_dim, math.ceil(latent_dim / self.IN_CH) * self.IN_CH
+        length = self.padded // self.IN_CH
+        depth = max(2, math.ceil((length - 1) / 4))   # each block's two k=3 convs see 4 more positions
+        self.c = c
+        self.temb = nn.Sequential(nn.Linear(c, 2 * c), nn.SiLU(), nn.Linear(2 * c, 2 * c))
+        self.inp = nn.Conv1d(self.IN_CH, c, 3, padding=1)
+        self.blocks = nn.ModuleList(ResBlock(c, c, 2 * c) for _ in range(depth))
+        self.out = nn.Sequential(nn.GroupNorm(min(8, c), c), nn.SiLU(), nn.Conv1d(c, self.IN_CH, 3, padding=1))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        temb = self.temb(timestep_embedding(t, self.c))
+        h = self.inp(F.pad(x, (0, self.padded - self.latent_dim)).view(len(x), self.IN_CH, -1))
+        for block in self.blocks:
+            h = block(h, temb)
+        return self.out(h).flatten(1)[:, :self.latent_dim]
+
+
+def train_ddpm(latents: torch.Tensor, cfg: RunConfig, device: str, tick, log_loss) -> Denoiser:
+    sched = Schedule(cfg.timesteps, cfg.beta_start, cfg.beta_end, device)
+    net = Denoiser(latents.shape[1], cfg.ddpm_channels).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.ddpm_lr, weight_decay=0.0, fused=True)
+    lr_sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.ddpm_lr, total_steps=cfg.ddpm_steps, pct_start=0.1)
+    x = latents.to(device)
+    batch = min(cfg.ddpm_batch, len(x))
+    net.train()
+    for step in range(cfg.ddpm_steps):
+        x0 = x[torch.randint(len(x), (batch,), device=device)]
+        t = torch.randint(sched.T, (batch,), device=device)
+        noise = torch.randn_like(x0)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
+            loss = F.mse_loss(net(sched.q_sample(x0, t, noise), t).float(), noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        lr_sched.step()
+        if step % 25 == 0 or step == cfg.ddpm_steps - 1:
+            log_loss(step, loss.item())
+            tick((step + 1) / cfg.ddpm_steps, f"DDPM step {step + 1}/{cfg.ddpm_steps}")
+    return net.eval()
+
+
+@torch.no_grad()
+def sample_ddpm(net: Denoiser, sched: Schedule, n: int, gen: torch.Generator, device: str = "cpu",
+                tick=None) -> torch.Tensor:
+    """Ancestral sampling, all n samples in one batch: T network calls in total."""
+    x = torch.randn(n, net.latent_dim, generator=gen, device=device)
+    for i in reversed(range(sched.T)):
+        t = torch.full((n,), i, device=device, dtype=torch.long)
+        beta, ab = sched.betas[i], sched.alpha_bar[i]
+        ab_prev = sched.alpha_bar[i - 1] if i > 0 else torch.ones((), device=device)
+        eps = net(x, t).float()
+        mean = (x - beta / (1 - ab).sqrt() * eps) / (1 - beta).sqrt()
+        if i > 0:
+            var = beta * (1 - ab_prev) / (1 - ab)    # posterior variance beta-tilde
+            x = mean + var.sqrt() * torch.randn(x.shape, generator=gen, device=device)
+        else:
+            x = mean
+        if tick and i % 50 == 0:
+            tick((sched.T - i) / sched.T, f"DDPM sampling {sched.T - i}/{sched.T}")
+    return x
+
+
+@torch.no_grad()
+def sample_ddim(net: Denoiser, sched: Schedule, n: int, steps: int, gen: torch.Generator,
+                device: str = "cpu", eta: float = 0.0, tick=None) -> torch.Tensor:
+    """DDIM with `steps` evenly spaced timesteps (eta=0: deterministic given the start noise)."""
+    ts = torch.linspace(sched.T - 1, 0, steps).round().long().tolist()
+    x = torch.randn(n, net.latent_dim, generator=gen, device=device)
+    for j, i in enumerate(ts):
+        ab = sched.alpha_bar[i]
+        ab_prev = sched.alpha_bar[ts[j + 1]] if j + 1 < len(ts) else torch.ones((), device=device)
+        eps = net(x, torch.full((n,), i, device=device, dtype=torch.long)).float()
+        x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
+        sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
+        x = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma ** 2).clamp(min=0).sqrt() * eps
+        if eta > 0 and j + 1 < len(ts):
+            x = x + sigma * torch.randn(x.shape, generator=gen, device=device)
+        if tick:
+            tick((j + 1) / len(ts), f"DDIM step {j + 1}/{len(ts)}")
+    return x

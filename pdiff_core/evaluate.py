@@ -1,0 +1,79 @@
+"""Evaluate many parameter vectors at once: one module, torch.func.functional_call under vmap.
+
+The stages before the first generated parameter give the same activations for every model,
+so they run once per input batch (shared prefix) and only the rest runs per model."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from .params import Codec
+
+
+@dataclass
+class EvalResult:
+    acc: np.ndarray      # (n,) float; NaN for a non-finite vector
+    preds: np.ndarray    # (n, B) int64; -1 for a non-finite vector
+    finite: np.ndarray   # (n,) bool
+
+
+def split_at_first_generated(model: nn.Sequential, names: list[str]) -> int:
+    """Index of the first top-level stage that owns a generated tensor."""
+    heads = {n.split(".", 1)[0] for n in names}
+    for i, key in enumerate(model._modules):
+        if key in heads:
+            return i
+    raise ValueError(f"none of the generated names {names[:3]}... belong to the model")
+
+
+class Evaluator:
+    def __init__(self, model: nn.Sequential, codec: Codec, device: str = "cpu",
+                 chunk: int = 100, x_batch: int = 2048, share_prefix: bool = True):
+        self.model = copy.deepcopy(model).to(device).eval()   # eval: BatchNorm uses the base model's running stats
+        self.codec, self.device, self.chunk, self.x_batch = codec, device, chunk, x_batch
+        cut = split_at_first_generated(self.model, codec.names) if share_prefix else 0
+        self.prefix, self.suffix = self.model[:cut], self.model[cut:]   # slices keep the stage names
+        self._call = vmap(lambda p, x: functional_call(self.suffix, p, (x,)), in_dims=(0, None))
+
+    @torch.no_grad()
+    def logits(self, thetas: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """(n, D) parameter vectors, (B, ...) inputs -> (n, B, classes) logits."""
+        thetas = thetas.to(self.device, torch.float32)
+        out = []
+        for xs in torch.split(x, self.x_batch):
+            h = self.prefix(xs.to(self.device))              # computed once for all n models
+            out.append(torch.cat([self._call(self.codec.unflatten(t), h)
+                                  for t in torch.split(thetas, self.chunk)]))
+        return torch.cat(out, dim=1)
+
+    @torch.no_grad()
+    def evaluate(self, thetas: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> EvalResult:
+        thetas = torch.as_tensor(thetas, dtype=torch.float32)
+        n = thetas.shape[0]
+        finite = torch.isfinite(thetas).all(dim=1)
+        preds = torch.full((n, len(y)), -1, dtype=torch.long)
+        acc = torch.full((n,), float("nan"), dtype=torch.float64)
+        if finite.any():
+            p = self.logits(thetas[finite], x).argmax(-1).cpu()
+            preds[finite] = p
+            acc[finite] = (p == y.cpu()).double().mean(dim=1)
+        return EvalResult(acc.numpy(), preds.numpy(), finite.numpy())
+
+
+@torch.no_grad()
+def evaluate_loop(model: nn.Module, codec: Codec, thetas: torch.Tensor, x: torch.Tensor,
+                  y: torch.Tensor) -> EvalResult:
+    """The plain reference: load each vector into a module and run it. Used by tests and bench."""
+    net = copy.deepcopy(model).eval()
+    preds, accs = [], []
+    for theta in torch.as_tensor(thetas, dtype=torch.float32):
+        net.load_state_dict(codec.unflatten(theta), strict=False)
+        p = net(x).argmax(-1)
+        preds.append(p)
+        accs.append((p == y).double().mean().item())
+    return EvalResult(np.array(accs), torch.stack(preds).numpy(), np.ones(len(accs), bool))

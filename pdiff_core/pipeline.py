@@ -1,0 +1,252 @@
+"""Wires the stages into one run and reports stage and progress through a callback.
+
+prepare() does every check that can fail on bad input (config values, dataset files, layer
+names) before a run directory exists; run_pipeline() then writes the run directory."""
+from __future__ import annotations
+
+import copy
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import runs
+from .autoencoder import train_autoencoder
+from .collect import checkpoint_spread, collect_checkpoints, train_base
+from .config import RunConfig, resolve_device, validate
+from .data import Splits, check_dataset, load_dataset
+from .diffusion import Schedule, sample_ddim, sample_ddpm, train_ddpm
+from .evaluate import Evaluator
+from .models import build_model
+from .params import Codec, select_names
+
+# (stage, share of the whole run's progress bar)
+STAGES = [("collect", 0.2), ("autoencoder", 0.25), ("diffusion", 0.25), ("generate", 0.05),
+          ("evaluate", 0.1), ("analysis", 0.15)]
+
+
+class Cancelled(Exception):
+    pass
+
+
+@dataclass
+class Prepared:
+    cfg: RunConfig
+    device: str
+    data: Splits
+    model: torch.nn.Sequential
+    names: list[str]
+
+
+def prepare(cfg: RunConfig) -> Prepared:
+    """All input checks; raises ConfigError / DataError / LayerError / ValueError with one line."""
+    validate(cfg)
+    device = resolve_device(cfg.device)
+    check_dataset(cfg.dataset, cfg.data_root or None)
+    data = load_dataset(cfg.dataset, cfg.data_root or None, seed=cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.arch, data.input_shape, data.n_classes, cfg.width)
+    names = select_names(model, cfg.layers)
+    return Prepared(cfg, device, data, model, names)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def summarize(acc: np.ndarray) -> dict:
+    a = acc[np.isfinite(acc)]
+    if len(a) == 0:
+        return {"n": 0}
+    return {"n": int(len(a)), "max": float(a.max()), "mean": float(a.mean()), "median": float(np.median(a)),
+            "min": float(a.min()), "std": float(a.std())}
+
+
+def group_metrics(val, test) -> dict:
+    """Per-model accuracies plus a summary; 'best_by_val' is chosen on validation, reported on test."""
+    finite = np.isfinite(val)
+    best = int(np.nanargmax(np.where(finite, val, -1))) if finite.any() else -1
+    return {
+        "val_acc": [None if not np.isfinite(v) else round(float(v), 6) for v in val],
+        "test_acc": [None if not np.isfinite(v) else round(float(v), 6) for v in test],
+        "summary": summarize(test),
+        "best_by_val": {"index": best, "val_acc": float(val[best]) if best >= 0 else None,
+                        "test_acc": float(test[best]) if best >= 0 else None},
+    }
+
+
+def run_pipeline(cfg: RunConfig, run_dir: Path, report: Callable[[str, float, str], None] = lambda *a: None,
+                 prep: Prepared | None = None, log_loss: Callable[[str, int, float], None] = lambda *a: None) -> dict:
+    """Run every stage and write the run directory. `report(stage, fraction, message)` is called
+    often; it may raise Cancelled to stop. Returns metrics.json's content."""
+    prep = prep or prepare(cfg)
+    device, data, names = prep.device, prep.data, prep.names
+    run_dir = Path(run_dir)
+    runs.write_json(run_dir / "config.json", cfg.to_dict())
+    gen = seed_everything(cfg.seed)
+    model = copy.deepcopy(prep.model)
+    timings: dict[str, float] = {}
+
+    def stage(name):
+        t0 = time.perf_counter()
+        report(name, 0.0, f"{name} started")
+        return lambda: timings.__setitem__(name, round(time.perf_counter() - t0, 3))
+
+    # 1. base model, then K checkpoints of the selected parameters
+    done = stage("collect")
+    train_base(model, data, cfg, device, gen, lambda f, m: report("collect", 0.4 * f, m))
+    base_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    theta = collect_checkpoints(model, names, data, cfg, device, gen, lambda f, m: report("collect", 0.4 + 0.6 * f, m))
+    model.load_state_dict(base_state)
+    shapes = [tuple(base_state[n].shape) for n in names]
+    codec = Codec.fit(names, shapes, theta)
+    done()
+
+    # 2. autoencoder on normalized checkpoints
+    done = stage("autoencoder")
+    z = codec.normalize(theta)
+    ae = train_autoencoder(z, cfg, device, lambda f, m: report("autoencoder", f, m),
+                           lambda s, l: log_loss("ae", s, l))
+    with torch.no_grad():
+        lat = ae.encode(z.to(device)).float().cpu()
+        recon = codec.denormalize(ae.decode(lat.to(device)).float().cpu())
+    # The DDPM sees latents scaled to unit variance; the scale is kept to undo it.
+    lat_mean, lat_std = float(lat.mean()), float(lat.std())
+    done()
+
+    # 3. DDPM on the latents
+    done = stage("diffusion")
+    denoiser = train_ddpm((lat - lat_mean) / lat_std, cfg, device, lambda f, m: report("diffusion", f, m),
+                          lambda s, l: log_loss("ddpm", s, l))
+    done()
+
+    # 4. generate N latents in one batched call, decode, de-normalize
+    done = stage("generate")
+    sched = Schedule(cfg.timesteps, cfg.beta_start, cfg.beta_end, device)
+    sgen = torch.Generator(device).manual_seed(cfg.seed + 1)
+    tick = lambda f, m: report("generate", 0.9 * f, m)
+    with torch.no_grad():
+        if cfg.sampler == "ddim":
+            g_lat = sample_ddim(denoiser, sched, cfg.n_generate, cfg.ddim_steps, sgen, device, tick=tick)
+        else:
+            g_lat = sample_ddpm(denoiser, sched, cfg.n_generate, sgen, device, tick=tick)
+        g_lat = g_lat.float() * lat_std + lat_mean
+        generated = codec.denormalize(ae.decode(g_lat).float()).cpu()
+    finite = torch.isfinite(generated).all(dim=1)
+    done()
+
+    # 5. evaluate base, originals and generated on val and test in batched calls
+    done = stage("evaluate")
+    ev = Evaluator(model, codec, device, chunk=cfg.eval_chunk)
+    base_vec = codec.flatten(base_state)[None]
+    res = {}
+    for split in ("val", "test"):
+        x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
+        res[split] = {g: ev.evaluate(v, x, y) for g, v in
+                      [("base", base_vec), ("originals", theta), ("generated", generated)]}
+        report("evaluate", 0.5 if split == "val" else 1.0, f"evaluated {split} split")
+    recon_acc = ev.evaluate(recon, data.x_test, data.y_test).acc
+    done()
+
+    meta = codec.to_metadata()
+    runs.write_safetensors(run_dir / "base_model.safetensors", base_state)
+    runs.write_safetensors(run_dir / "originals.safetensors", {"params": theta, "latents": lat}, meta)
+    runs.write_safetensors(run_dir / "generated.safetensors", {"params": generated, "latents": g_lat.cpu()}, meta)
+    runs.write_safetensors(run_dir / "ae.safetensors", ae.state_dict(),
+                           {"latent_mean": str(lat_mean), "latent_std": str(lat_std), "dim": str(codec.dim)})
+    runs.write_safetensors(run_dir / "denoiser.safetensors", denoiser.state_dict())
+    runs.write_npz(run_dir / "predictions.npz", {
+        "y_test": data.y_test.numpy(), "originals": res["test"]["originals"].preds,
+        "generated": res["test"]["generated"].preds, "base": res["test"]["base"].preds})
+    metrics = {
+        "dataset": cfg.dataset, "arch": cfg.arch, "layers": cfg.layers, "param_names": names, "D": codec.dim,
+        "K": cfg.k, "N": cfg.n_generate, "n_val": len(data.y_val), "n_test": len(data.y_test),
+        "base": {"val_acc": float(res["val"]["base"].acc[0]), "test_acc": float(res["test"]["base"].acc[0])},
+        "groups": {g: group_metrics(res["val"][g].acc, res["test"][g].acc) for g in ("originals", "generated")},
+        "generated_nonfinite": int((~finite).sum()),
+        "ae_reconstruction": {"mse_normalized": float(((codec.normalize(recon) - z) ** 2).mean()),
+                              "test_acc": summarize(recon_acc)},
+        "checkpoint_spread": checkpoint_spread(theta),
+    }
+    metrics["groups"]["generated"]["finite"] = finite.tolist()
+    runs.write_json(run_dir / "metrics.json", metrics)
+
+    if cfg.analysis:
+        done = stage("analysis")
+        from .analysis import run_analysis   # the last stage; it reads the files written above
+        run_analysis(run_dir, prep=prep, report=lambda f, m: report("analysis", f, m))
+        done()
+    metrics["timings"] = timings
+    return metrics
+
+
+def overall_progress(stage: str, fraction: float, analysis: bool = True) -> float:
+    stages = [(s, w) for s, w in STAGES if analysis or s != "analysis"]
+    total = sum(w for _, w in stages)
+    before = 0.0
+    for s, w in stages:
+        if s == stage:
+            return min(1.0, (before + w * fraction) / total)
+        before += w
+    return 0.0
+
+
+def execute(cfg: RunConfig, run_dir: Path, prep: Prepared | None = None, bars: bool = False) -> dict:
+    """Run with status.json, log.txt, CANCEL-file checks and (optionally) tqdm bars.
+    Ends in state done, failed or cancelled; never leaves 'running' behind."""
+    run_dir = Path(run_dir)
+    cancel_file = run_dir / "CANCEL"
+    losses: dict[str, list] = {"ae": [], "ddpm": []}
+    last = {"write": 0.0, "stage": None, "bar": None}
+    t_start = time.time()
+
+    def report(stage, fraction, message):
+        if cancel_file.exists():
+            raise Cancelled(f"cancelled by user during {stage}")
+        if stage != last["stage"]:
+            runs.append_log(run_dir, f"[{stage}] {message}")
+            if last["bar"] is not None:
+                last["bar"].close()
+            if bars:
+                from tqdm import tqdm
+                last["bar"] = tqdm(total=100, desc=f"{stage:<12}", bar_format="{desc} {bar} {n:3.0f}% {postfix}")
+            last["stage"] = stage
+        if last["bar"] is not None:
+            last["bar"].n = round(100 * fraction)
+            last["bar"].set_postfix_str(message, refresh=True)
+        now = time.time()
+        if now - last["write"] > 0.3 or fraction >= 1.0:
+            last["write"] = now
+            runs.update_status(run_dir, state="running", stage=stage, message=message,
+                               progress=round(overall_progress(stage, fraction, cfg.analysis), 4), losses=losses)
+
+    def log_loss(which, step, loss):
+        losses[which].append([step, round(loss, 6)])
+
+    runs.update_status(run_dir, state="running", stage="starting", progress=0.0, message="starting",
+                       started=t_start, error=None)
+    runs.append_log(run_dir, f"run started: preset={cfg.preset} seed={cfg.seed} device={cfg.device}")
+    try:
+        metrics = run_pipeline(cfg, run_dir, report, prep, log_loss)
+    except Cancelled as e:
+        runs.append_log(run_dir, str(e))
+        runs.update_status(run_dir, state="cancelled", message=str(e), finished=time.time(), losses=losses)
+        raise
+    except BaseException as e:
+        runs.append_log(run_dir, "FAILED\n" + traceback.format_exc())
+        msg = f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__
+        runs.update_status(run_dir, state="failed", message=msg, error=msg, finished=time.time(), losses=losses)
+        raise
+    finally:
+        if last["bar"] is not None:
+            last["bar"].close()
+    runs.append_log(run_dir, f"run done in {time.time() - t_start:.1f}s; stage timings {metrics['timings']}")
+    runs.update_status(run_dir, state="done", stage="done", progress=1.0, message="done", finished=time.time(),
+                       timings=metrics["timings"], losses=losses)
+    return metrics

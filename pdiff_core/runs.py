@@ -1,0 +1,159 @@
+"""The run directory: where it lives, atomic writers and readers, status, and listing.
+
+Every file is written to a temporary name in the same folder and moved into place with
+os.replace, so a reader (the app, a notebook) never sees half a file."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load as st_load_bytes
+from safetensors.torch import save as st_save_bytes
+from safetensors import safe_open
+
+STATES = ("queued", "running", "done", "failed", "cancelled")
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class RunError(ValueError):
+    """A missing, unsafe or corrupt run directory."""
+
+
+def runs_root() -> Path:
+    return Path(os.environ.get("PDIFF_RUNS_DIR") or "runs").resolve()
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:60] or "run"
+
+
+def new_run_id(preset: str, seed: int) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = f"{stamp}-{slug(preset)}-s{seed}"
+    root, rid, i = runs_root(), base, 1
+    while (root / rid).exists():
+        i += 1
+        rid = f"{base}-{i}"
+    return rid
+
+
+def run_path(run_id: str, must_exist: bool = True) -> Path:
+    """A run id is a slug inside the runs root; anything that could point outside is refused."""
+    if not RUN_ID.match(run_id or "") or run_id in (".", ".."):
+        raise RunError(f"'{run_id}' is not a valid run id (letters, digits, '.', '_', '-' only)")
+    path = runs_root() / run_id
+    if path.resolve().parent != runs_root():
+        raise RunError(f"run id '{run_id}' points outside the runs directory {runs_root()}")
+    if must_exist and not path.is_dir():
+        raise RunError(f"no run '{run_id}' in {runs_root()}; see `python -m pdiff_core list`")
+    return path
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    _atomic_bytes(Path(path), json.dumps(obj, indent=1, allow_nan=False).encode())
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise RunError(f"{path} is missing; the run may still be going or was never finished") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RunError(f"{path} is corrupt ({e}); delete the run and run it again") from None
+
+
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    _atomic_bytes(Path(path), st_save_bytes(tensors, metadata=metadata))
+
+
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata; never unpickles anything."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return st_load_bytes(Path(path).read_bytes()), meta
+    except FileNotFoundError:
+        raise RunError(f"{path} is missing; the run did not get that far") from None
+    except Exception as e:  # safetensors raises its own error types for bad headers
+        raise RunError(f"{path} is not a valid safetensors file ({e}); delete the run and run it again") from None
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    _atomic_bytes(Path(path), buf.getvalue())
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise RunError(f"{path} is missing; the run did not get that far") from None
+    except Exception as e:
+        raise RunError(f"{path} is corrupt ({e}); delete the run and run it again") from None
+
+
+def read_status(run_dir: Path) -> dict:
+    try:
+        return read_json(Path(run_dir) / "status.json")
+    except RunError as e:
+        return {"state": "failed", "stage": "", "progress": 0.0, "message": str(e), "error": str(e)}
+
+
+def update_status(run_dir: Path, **fields) -> dict:
+    """Read-modify-write of status.json; only the worker of a run writes it."""
+    path = Path(run_dir) / "status.json"
+    status = json.loads(path.read_text()) if path.exists() else {}
+    status.update(fields, updated=time.time())
+    write_json(path, status)
+    return status
+
+
+def append_log(run_dir: Path, line: str) -> None:
+    # log.txt is append-only, so a reader seeing a partial last line is harmless
+    with open(Path(run_dir) / "log.txt", "a") as f:
+        f.write(time.strftime("%H:%M:%S ") + line.rstrip() + "\n")
+
+
+def list_runs() -> list[dict]:
+    """One summary dict per run directory, newest first; unreadable runs show as failed."""
+    root = runs_root()
+    if not root.is_dir():
+        return []
+    out = []
+    for d in sorted(root.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
+        if not d.is_dir() or not RUN_ID.match(d.name) or not (d / "config.json").exists():
+            continue
+        row = {"run": d.name, **read_status(d)}
+        try:
+            row["config"] = read_json(d / "config.json")
+        except RunError:
+            row["config"] = {}
+        try:
+            row["metrics"] = read_json(d / "metrics.json") if (d / "metrics.json").exists() else None
+        except RunError:
+            row["metrics"] = None
+        out.append(row)
+    return out
