@@ -96,8 +96,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from .analysis import run_analysis
     run_dir = runs.run_path(args.run)
+    from .analysis import run_analysis
     run_analysis(run_dir, report=lambda f, m: None)
     print(f"analysis written to {run_dir / 'analysis.json'}")
     return cmd_show(args)

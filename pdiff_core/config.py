@@ -79,7 +79,7 @@ PRESETS: dict[str, dict] = {
     # The smallest real run: used by the test suite end to end.
     "tiny": dict(description="tiny end-to-end smoke run (a few seconds)",
                  width=16, base_epochs=5, k=24, ae_steps=150, ddpm_steps=150, n_generate=16,
-                 ddim_steps=10, latent_dim=16, ae_channels=16, ddpm_channels=16, timesteps=100),
+                 ddim_steps=10, latent_dim=16, ae_channels=16, ddpm_channels=16),
 }
 
 

@@ -120,7 +120,8 @@ def _mnist1d_arrays():
     try:
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError as e:
-        raise DataError(f"mnist1d needs the mnist1d package ({e}); pip install mnist1d") from None
+        raise DataError(f"the mnist1d package failed to import ({e}); pip install mnist1d (it also imports "
+                        f"scipy, matplotlib and requests)") from None
     args = get_dataset_args()
     args.seed = MNIST1D_SEED
     np_state, py_state = np.random.get_state(), random.getstate()
@@ -285,7 +286,7 @@ def _idx_dims(head, path):
     return struct.unpack(f">{head[3]}I", head[4:4 + 4 * head[3]])
 
 
-def read_idx(path):
+def read_idx(path: str) -> np.ndarray:
     """IDX file (gzipped when the name ends in .gz) -> read-only uint8 array, magic number and size checked"""
     try:
         with _open(path) as f:
@@ -306,9 +307,8 @@ def _idx_locate(name, root):
     if root:
         root = os.path.expanduser(str(root))
         for d in (root, os.path.join(root, sub)):
-            found = [[p for p in (os.path.join(d, f), os.path.join(d, f + ".gz")) if os.path.isfile(p)]
+            paths = [next(filter(os.path.isfile, (os.path.join(d, f), os.path.join(d, f + ".gz"))), None)
                      for f in _IDX_FILES]
-            paths = [ps[0] if ps else None for ps in found]
             if all(paths):
                 return paths
     files = ", ".join(f + "[.gz]" for f in _IDX_FILES)
@@ -465,7 +465,7 @@ def _read_cifar(name, root):
 # -----------------------------------------------------------------------------
 # the registry and the public entry points
 
-def read_raw(name, root):
+def read_raw(name: str, root: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(x_train, y_train, x_test, y_test) of a file-based image set as stored: uint8 N×C×H×W, int64 labels"""
     if name in _IDX_SETS:
         return _read_idx_set(name, root)
@@ -494,7 +494,7 @@ _CHECKS = {  # name -> cheap preflight(root); a dataset without an entry has not
 }
 
 
-def dataset_names():
+def dataset_names() -> list[str]:
     return sorted(DATASETS)
 
 
@@ -504,14 +504,15 @@ def _loader(name):
     return DATASETS[name]
 
 
-def check_dataset(name, root=None):
+def check_dataset(name: str, root: str | None = None) -> None:
     """Raise DataError for an unknown name or missing/malformed files; reads headers, not the data."""
     _loader(name)
     if name in _CHECKS:
         _CHECKS[name](root)
 
 
-def load_dataset(name, root=None, seed=0, val_frac=0.15, test_frac=0.2):
+def load_dataset(name: str, root: str | None = None, seed: int = 0, val_frac: float = 0.15,
+                 test_frac: float = 0.2) -> Splits:
     """Seeded, standardized splits; the same (name, root, seed, fractions) always gives identical tensors."""
     loader = _loader(name)
     if not (0 < val_frac < 1 and 0 < test_frac < 1 and val_frac + test_frac < 1):

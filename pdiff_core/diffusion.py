@@ -95,22 +95,31 @@ def train_ddpm(latents: torch.Tensor, cfg: RunConfig, device: str, tick, log_los
     return net.eval()
 
 
+def predict_x0(net: Denoiser, sched: Schedule, x: torch.Tensor, i: int, clip: float | None):
+    """(eps, x0) at timestep i. Clipping x0 to the training latents' range keeps an imperfect
+    eps at large t (where it is divided by sqrt(abar) ~ 0.006) from throwing samples far away."""
+    ab = sched.alpha_bar[i]
+    eps = net(x, torch.full((len(x),), i, device=x.device, dtype=torch.long)).float()
+    x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
+    if clip is not None:
+        x0 = x0.clamp(-clip, clip)
+        eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
+    return eps, x0
+
+
 @torch.no_grad()
 def sample_ddpm(net: Denoiser, sched: Schedule, n: int, gen: torch.Generator, device: str = "cpu",
-                tick=None) -> torch.Tensor:
-    """Ancestral sampling, all n samples in one batch: T network calls in total."""
+                clip: float | None = None, tick=None) -> torch.Tensor:
+    """Ancestral sampling from the posterior q(x_{t-1} | x_t, x0), all n samples in one batch."""
     x = torch.randn(n, net.latent_dim, generator=gen, device=device)
     for i in reversed(range(sched.T)):
-        t = torch.full((n,), i, device=device, dtype=torch.long)
         beta, ab = sched.betas[i], sched.alpha_bar[i]
         ab_prev = sched.alpha_bar[i - 1] if i > 0 else torch.ones((), device=device)
-        eps = net(x, t).float()
-        mean = (x - beta / (1 - ab).sqrt() * eps) / (1 - beta).sqrt()
+        _, x0 = predict_x0(net, sched, x, i, clip)
+        x = (ab_prev.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - ab_prev) * x) / (1 - ab)
         if i > 0:
             var = beta * (1 - ab_prev) / (1 - ab)    # posterior variance beta-tilde
-            x = mean + var.sqrt() * torch.randn(x.shape, generator=gen, device=device)
-        else:
-            x = mean
+            x = x + var.sqrt() * torch.randn(x.shape, generator=gen, device=device)
         if tick and i % 50 == 0:
             tick((sched.T - i) / sched.T, f"DDPM sampling {sched.T - i}/{sched.T}")
     return x
@@ -118,15 +127,14 @@ def sample_ddpm(net: Denoiser, sched: Schedule, n: int, gen: torch.Generator, de
 
 @torch.no_grad()
 def sample_ddim(net: Denoiser, sched: Schedule, n: int, steps: int, gen: torch.Generator,
-                device: str = "cpu", eta: float = 0.0, tick=None) -> torch.Tensor:
+                device: str = "cpu", eta: float = 0.0, clip: float | None = None, tick=None) -> torch.Tensor:
     """DDIM with `steps` evenly spaced timesteps (eta=0: deterministic given the start noise)."""
     ts = torch.linspace(sched.T - 1, 0, steps).round().long().tolist()
     x = torch.randn(n, net.latent_dim, generator=gen, device=device)
     for j, i in enumerate(ts):
         ab = sched.alpha_bar[i]
         ab_prev = sched.alpha_bar[ts[j + 1]] if j + 1 < len(ts) else torch.ones((), device=device)
-        eps = net(x, torch.full((n,), i, device=device, dtype=torch.long)).float()
-        x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
+        eps, x0 = predict_x0(net, sched, x, i, clip)
         sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
         x = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma ** 2).clamp(min=0).sqrt() * eps
         if eta > 0 and j + 1 < len(ts):

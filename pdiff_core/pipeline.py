@@ -5,6 +5,7 @@ names) before a run directory exists; run_pipeline() then writes the run directo
 from __future__ import annotations
 
 import copy
+import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -118,6 +119,7 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, report: Callable[[str, float, st
         recon = codec.denormalize(ae.decode(lat.to(device)).float().cpu())
     # The DDPM sees latents scaled to unit variance; the scale is kept to undo it.
     lat_mean, lat_std = float(lat.mean()), float(lat.std())
+    clip = 1.5 * float(((lat - lat_mean) / lat_std).abs().max())   # samplers keep x0 inside the data's range
     done()
 
     # 3. DDPM on the latents
@@ -133,9 +135,9 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, report: Callable[[str, float, st
     tick = lambda f, m: report("generate", 0.9 * f, m)
     with torch.no_grad():
         if cfg.sampler == "ddim":
-            g_lat = sample_ddim(denoiser, sched, cfg.n_generate, cfg.ddim_steps, sgen, device, tick=tick)
+            g_lat = sample_ddim(denoiser, sched, cfg.n_generate, cfg.ddim_steps, sgen, device, clip=clip, tick=tick)
         else:
-            g_lat = sample_ddpm(denoiser, sched, cfg.n_generate, sgen, device, tick=tick)
+            g_lat = sample_ddpm(denoiser, sched, cfg.n_generate, sgen, device, clip=clip, tick=tick)
         g_lat = g_lat.float() * lat_std + lat_mean
         generated = codec.denormalize(ae.decode(g_lat).float()).cpu()
     finite = torch.isfinite(generated).all(dim=1)
@@ -159,7 +161,8 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, report: Callable[[str, float, st
     runs.write_safetensors(run_dir / "originals.safetensors", {"params": theta, "latents": lat}, meta)
     runs.write_safetensors(run_dir / "generated.safetensors", {"params": generated, "latents": g_lat.cpu()}, meta)
     runs.write_safetensors(run_dir / "ae.safetensors", ae.state_dict(),
-                           {"latent_mean": str(lat_mean), "latent_std": str(lat_std), "dim": str(codec.dim)})
+                           {"latent_mean": str(lat_mean), "latent_std": str(lat_std), "x0_clip": str(clip),
+                            "dim": str(codec.dim)})
     runs.write_safetensors(run_dir / "denoiser.safetensors", denoiser.state_dict())
     runs.write_npz(run_dir / "predictions.npz", {
         "y_test": data.y_test.numpy(), "originals": res["test"]["originals"].preds,
@@ -230,7 +233,7 @@ def execute(cfg: RunConfig, run_dir: Path, prep: Prepared | None = None, bars: b
         losses[which].append([step, round(loss, 6)])
 
     runs.update_status(run_dir, state="running", stage="starting", progress=0.0, message="starting",
-                       started=t_start, error=None)
+                       started=t_start, error=None, pid=os.getpid())
     runs.append_log(run_dir, f"run started: preset={cfg.preset} seed={cfg.seed} device={cfg.device}")
     try:
         metrics = run_pipeline(cfg, run_dir, report, prep, log_loss)

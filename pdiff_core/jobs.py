@@ -1,0 +1,190 @@
+"""Background workers: start a run in its own process, cancel it, tell whether it is still alive.
+
+The app never trains in its own process. start() writes config.json and a "queued" status.json,
+then launches `python -m pdiff_core run ... --run-id ID --quiet` in a new session, with its
+stdout and stderr going to worker.out in the run directory. refresh() turns a run whose status
+says queued/running but whose process is gone into "failed", with the last lines it printed, so
+nothing is left "running" forever. Several runs may go at once: each is its own process."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import runs
+from .config import PRESETS, RunConfig
+
+WORKER_OUT = "worker.out"
+UPLOADS = "_uploads"          # inside the runs root; not a valid run id, so never listed as a run
+START_GRACE_S = 15.0          # a queued run without a pid yet is given this long before it counts as dead
+ACTIVE = ("queued", "running")
+_children: dict[int, subprocess.Popen] = {}   # workers started by this process, polled so they get reaped
+
+
+def _overrides(cfg: RunConfig) -> list[str]:
+    """--set pairs for every value that differs from the preset's, so the worker rebuilds cfg exactly."""
+    preset = RunConfig(**{k: v for k, v in PRESETS[cfg.preset].items() if k != "description"})
+    pairs = []
+    for f in dataclasses.fields(RunConfig):
+        v = getattr(cfg, f.name)
+        if f.name != "preset" and v != getattr(preset, f.name):
+            pairs += ["--set", f"{f.name}={str(v).lower() if isinstance(v, bool) else repr(v) if isinstance(v, float) else v}"]
+    return pairs
+
+
+def worker_command(cfg: RunConfig, run_id: str) -> list[str]:
+    return [sys.executable, "-m", "pdiff_core", "run", "--preset", cfg.preset, *_overrides(cfg),
+            "--run-id", run_id, "--quiet"]
+
+
+def start(cfg: RunConfig, run_id: str | None = None) -> str:
+    """Launch a worker for an already validated cfg; returns the run id at once."""
+    run_id = run_id or runs.new_run_id(cfg.preset, cfg.seed)
+    run_dir = runs.run_path(run_id, must_exist=False)
+    run_dir.mkdir(parents=True, exist_ok=False)
+    runs.write_json(run_dir / "config.json", cfg.to_dict())
+    now = time.time()
+    runs.write_json(run_dir / "status.json", {
+        "state": "queued", "stage": "queued", "progress": 0.0, "message": "starting the worker process",
+        "error": None, "pid": None, "queued": now, "updated": now})
+    env = dict(os.environ, PDIFF_RUNS_DIR=str(runs.runs_root()), PYTHONUNBUFFERED="1")
+    project = str(Path(__file__).resolve().parent.parent)      # so `-m pdiff_core` resolves from any cwd
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (project, env.get("PYTHONPATH")) if p)
+    with open(run_dir / WORKER_OUT, "ab") as out:
+        proc = subprocess.Popen(worker_command(cfg, run_id), stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    _children[proc.pid] = proc
+    # The worker needs seconds to import torch before its first status write, so this lands first.
+    runs.update_status(run_dir, pid=proc.pid, message=f"worker process {proc.pid} started")
+    return run_id
+
+
+def cancel(run_id: str) -> None:
+    """Ask the worker to stop at its next progress report (it ends in state "cancelled")."""
+    run_dir = runs.run_path(run_id)
+    (run_dir / "CANCEL").write_text("cancelled from the app\n")
+    status = refresh(run_id)
+    if status.get("state") == "queued" and not _alive(status.get("pid")):
+        runs.update_status(run_dir, state="cancelled", message="cancelled before the worker started",
+                           finished=time.time())
+
+
+def delete(run_id: str) -> None:
+    """Remove a run directory; refuses while its worker is alive."""
+    run_dir = runs.run_path(run_id)
+    if refresh(run_id).get("state") in ACTIVE:
+        raise runs.RunError(f"run '{run_id}' is still going; cancel it and wait for it to stop first")
+    shutil.rmtree(run_dir)
+
+
+def _alive(pid) -> bool:
+    if not pid:
+        return False
+    if pid in _children:                                    # our own child: poll() also reaps the zombie
+        return _children[pid].poll() is None
+    if Path("/proc/self/stat").exists():                   # Linux: a zombie has exited too
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    """The last lines of a text file ('' when missing); reads at most the last 64 KiB."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _death_note(run_dir: Path, pid) -> str:
+    proc = _children.pop(pid, None) if pid else None
+    code = proc.returncode if proc is not None else None
+    how = (f"was killed by signal {-code}" if code is not None and code < 0 else
+           f"exited with code {code}" if code is not None else "is gone")
+    out, log = ([l for l in tail(run_dir / name, 40).splitlines() if l.strip()] for name in (WORKER_OUT, "log.txt"))
+    errors = [l for l in out if l.startswith(("error:", "run failed:"))]
+    crashed = any(l.startswith("Traceback") for l in out)   # then its last line names the exception
+    detail = (out if crashed else errors or log or out or ["no output"])[-1].strip()
+    return f"the worker process {pid or ''} {how} without finishing; last output: {detail}"[:600]
+
+
+def refresh(run_id: str) -> dict:
+    """status.json of a run, with dead workers of queued/running runs turned into "failed" on disk."""
+    run_dir = runs.run_path(run_id)
+    status = runs.read_status(run_dir)
+    if status.get("state") not in ACTIVE:
+        return status
+    pid = status.get("pid")
+    if _alive(pid):
+        return status
+    if not pid:
+        born = status.get("queued") or status.get("started") or status.get("updated") or 0
+        if status.get("state") == "running" or time.time() - born < START_GRACE_S:
+            return status           # a foreground CLI run records no pid: nothing to judge it by
+    status = runs.read_status(run_dir)  # it may have finished between the two reads
+    if status.get("state") not in ACTIVE:
+        return status
+    note = _death_note(run_dir, pid)
+    return runs.update_status(run_dir, state="failed", message=note, error=note, finished=time.time())
+
+
+def list_runs() -> list[dict]:
+    """runs.list_runs() with liveness applied to every queued/running run."""
+    rows = runs.list_runs()
+    for row in rows:
+        if row.get("state") in ACTIVE:
+            row.update(refresh(row["run"]))
+    return rows
+
+
+def save_upload(filename: str, data: bytes) -> Path:
+    """Validate an uploaded .npz dataset (never unpickled) and store it under the runs root.
+    Returns its path, for data_root; raises DataError with one line when it is not usable."""
+    from .data import DataError, check_dataset, load_dataset
+    if not filename.lower().endswith(".npz"):
+        raise DataError(f"{filename}: upload a .npz file saved with np.savez")
+    folder = runs.runs_root() / UPLOADS
+    folder.mkdir(parents=True, exist_ok=True)
+    dest = folder / f"{hashlib.sha256(data).hexdigest()[:12]}-{runs.slug(Path(filename).stem)}.npz"
+    if dest.exists():
+        return dest
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upload.", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        check_dataset("npz", tmp)
+        load_dataset("npz", tmp)            # full read: NaNs, label gaps and split sizes are caught here
+        os.replace(tmp, dest)
+    except BaseException as e:
+        os.unlink(tmp)
+        if isinstance(e, DataError):
+            raise DataError(str(e).replace(tmp, filename)) from None
+        raise
+    return dest
+
+
+def stop_all_started() -> None:
+    """Terminate workers this process started (for tests and shutdown hooks)."""
+    for pid, proc in list(_children.items()):
+        if proc.poll() is None:
+            os.killpg(pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        _children.pop(pid, None)

@@ -1,0 +1,115 @@
+"""Every CLI error path exits 2 with one clear line and leaves no run 'running'."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pdiff_core.__main__ import main
+from tests.conftest import ROOT
+
+
+def run_cli(capsys, *argv):
+    try:
+        code = main(list(argv))
+    except SystemExit as e:        # argparse errors
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def assert_one_line_error(code, err, *needles):
+    assert code == 2
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error:")
+    for n in needles:
+        assert n in lines[0]
+
+
+def no_running_runs(runs_dir):
+    for status in runs_dir.glob("*/status.json"):
+        assert json.loads(status.read_text())["state"] != "running"
+
+
+@pytest.mark.parametrize("argv,needles", [
+    (["run", "--preset", "nope"], ["unknown preset 'nope'", "digits-quick"]),
+    (["run", "--set", "dataset=imagenet"], ["unknown dataset 'imagenet'", "digits"]),
+    (["run", "--set", "layers=bn7.weight"], ["bn7.weight", "last_bn", "bn1.weight"]),
+    (["run", "--set", "ae_steps=-5"], ["ae_steps must be a positive integer", "-5"]),
+    (["run", "--set", "k=0"], ["k must be"]),
+    (["run", "--set", "k=many"], ["expected a int"]),
+    (["run", "--set", "nonsense=1"], ["unknown config key 'nonsense'"]),
+    (["run", "--set", "k"], ["key=value"]),
+    (["run", "--set", "sampler=euler"], ["sampler must be"]),
+    (["run", "--set", "dataset=mnist", "--set", "data_root=/nonexistent/mnist"], ["/nonexistent/mnist", "train-images-idx3-ubyte"]),
+    (["run", "--set", "dataset=cifar10", "--set", "data_root=/nonexistent/c10"], ["/nonexistent/c10", "cifar-10"]),
+    (["run", "--seed", "-1"], ["seed must be >= 0"]),
+    (["run", "--bogus"], ["unrecognized arguments"]),
+    (["run", "--device", "tpu"], ["invalid choice"]),
+    (["frobnicate"], ["invalid choice"]),
+    (["show", "no-such-run"], ["no run 'no-such-run'"]),
+    (["show", "../etc"], ["not a valid run id"]),
+    (["analyze", ".."], ["not a valid run id"]),
+])
+def test_bad_arguments_exit_2_with_one_line(capsys, runs_dir, argv, needles):
+    code, out, err = run_cli(capsys, *argv)
+    assert_one_line_error(code, err, *needles)
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())     # nothing was created
+
+
+def test_cuda_requested_without_gpu(capsys, runs_dir):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    code, out, err = run_cli(capsys, "run", "--device", "cuda")
+    assert_one_line_error(code, err, "no CUDA GPU")
+
+
+def test_bad_npz_dataset(capsys, runs_dir, tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, X=np.random.rand(50, 4), y=np.arange(50) + 3)
+    code, out, err = run_cli(capsys, "run", "--set", "dataset=npz", "--set", f"data_root={bad}")
+    assert_one_line_error(code, err, "bad.npz", "label")
+    code, out, err = run_cli(capsys, "run", "--set", "dataset=npz", "--set", f"data_root={tmp_path / 'missing.npz'}")
+    assert_one_line_error(code, err, "missing.npz")
+
+
+def test_corrupt_run_directory(capsys, runs_dir):
+    d = runs_dir / "broken"
+    d.mkdir(parents=True)
+    (d / "config.json").write_text("{}")
+    (d / "status.json").write_text('{"state": "done"}')
+    (d / "metrics.json").write_text("{not json")
+    code, out, err = run_cli(capsys, "show", "broken")
+    assert code == 2 and "metrics.json is corrupt" in err and len(err.strip().splitlines()) == 1
+    # list still works and shows the other columns
+    code, out, err = run_cli(capsys, "list")
+    assert code == 0 and "broken" in out
+    assert (d / "metrics.json").read_text() == "{not json"        # nothing on disk was touched
+
+
+def test_existing_run_id_is_refused(capsys, runs_dir):
+    d = runs_dir / "taken"
+    d.mkdir(parents=True)
+    (d / "status.json").write_text('{"state": "done"}')
+    code, out, err = run_cli(capsys, "run", "--preset", "tiny", "--run-id", "taken")
+    assert_one_line_error(code, err, "already exists")
+    assert json.loads((d / "status.json").read_text()) == {"state": "done"}
+
+
+def test_presets_and_empty_list(capsys, runs_dir):
+    code, out, _ = run_cli(capsys, "presets")
+    assert code == 0 and "digits-quick" in out and "cifar10-resnet18" in out and "digits-whole" in out
+    code, out, _ = run_cli(capsys, "list")
+    assert code == 0 and "no runs" in out
+
+
+def test_real_process_exit_code(runs_dir):
+    """The same through `python -m pdiff_core`, as a user types it."""
+    p = subprocess.run([sys.executable, "-m", "pdiff_core", "run", "--set", "layers=nope"],
+                       cwd=ROOT, capture_output=True, text=True, env={**__import__("os").environ})
+    assert p.returncode == 2
+    assert len(p.stderr.strip().splitlines()) == 1 and "nope" in p.stderr
+    no_running_runs(runs_dir)
