@@ -14,10 +14,11 @@ from .data import Splits
 Tick = Callable[[float, str], None]   # (fraction done, message); raises Cancelled when asked to stop
 
 
-def minibatches(n: int, batch: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
-    """Endless shuffled index batches, reproducible from the generator."""
+def minibatches(n: int, batch: int, gen: torch.Generator, device: str = "cpu") -> Iterator[torch.Tensor]:
+    """Endless shuffled index batches, reproducible from the (CPU) generator; one host-to-device
+    copy per epoch, none per step."""
     while True:
-        perm = torch.randperm(n, generator=gen)
+        perm = torch.randperm(n, generator=gen).to(device)
         for i in range(0, n - batch + 1 if n >= batch else 1, batch):
             yield perm[i:i + batch]
 
@@ -30,16 +31,16 @@ def train_base(model: nn.Module, data: Splits, cfg: RunConfig, device: str, gen:
     total = cfg.base_epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
     x, y = data.x_train.to(device), data.y_train.to(device)
-    batches, losses = minibatches(len(y), min(cfg.batch_size, len(y)), gen), []
+    batches, losses = minibatches(len(y), min(cfg.batch_size, len(y)), gen, device), []
     for step in range(total):
-        idx = next(batches).to(device)
+        idx = next(batches)
         loss = F.cross_entropy(model(x[idx]), y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(loss.item())
-        if step % steps_per_epoch == 0 or step == total - 1:
+        if step % steps_per_epoch == 0 or step == total - 1:   # .item() syncs a GPU: once per epoch
+            losses.append(loss.item())
             tick((step + 1) / total, f"base training epoch {step // steps_per_epoch + 1}/{cfg.base_epochs}")
     return losses
 
@@ -59,10 +60,10 @@ def collect_checkpoints(model: nn.Module, names: list[str], data: Splits, cfg: R
     opt = torch.optim.SGD(trainable, lr=cfg.collect_lr, momentum=0.9)
     state = model.state_dict()
     x, y = data.x_train.to(device), data.y_train.to(device)
-    batches = minibatches(len(y), min(cfg.batch_size, len(y)), gen)
+    batches = minibatches(len(y), min(cfg.batch_size, len(y)), gen, device)
     rows = []
     for step in range(cfg.k):
-        idx = next(batches).to(device)
+        idx = next(batches)
         loss = F.cross_entropy(model(x[idx]), y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()

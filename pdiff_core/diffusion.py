@@ -46,26 +46,26 @@ class ResBlock(nn.Module):
 
 
 class Denoiser(nn.Module):
-    """eps_theta(x_t, t) for latents of shape (B, L). The latent is read as IN_CH channels of
-    length L/IN_CH (4x fewer positions: on CPU the cost is the number and size of conv calls),
-    then a stack of residual conv blocks whose receptive field covers the whole latent."""
-    IN_CH = 4
+    """eps_theta(x_t, t) for latents of shape (B, L). The latent is read as L/LENGTH channels of
+    LENGTH positions (on CPU the cost is the number and size of conv calls), then a stack of
+    residual conv blocks whose receptive field covers the whole latent."""
+    LENGTH = 16
 
     def __init__(self, latent_dim: int, channels: int = 64):
         super().__init__()
         c = channels
-        self.latent_dim, self.padded = latent_dim, math.ceil(latent_dim / self.IN_CH) * self.IN_CH
-        length = self.padded // self.IN_CH
-        depth = max(2, math.ceil((length - 1) / 4))   # each block's two k=3 convs see 4 more positions
+        self.in_ch = math.ceil(latent_dim / self.LENGTH)
+        self.latent_dim, self.padded = latent_dim, self.in_ch * self.LENGTH
+        depth = math.ceil((self.LENGTH - 1) / 4)     # each block's two k=3 convs see 4 more positions
         self.c = c
         self.temb = nn.Sequential(nn.Linear(c, 2 * c), nn.SiLU(), nn.Linear(2 * c, 2 * c))
-        self.inp = nn.Conv1d(self.IN_CH, c, 3, padding=1)
+        self.inp = nn.Conv1d(self.in_ch, c, 3, padding=1)
         self.blocks = nn.ModuleList(ResBlock(c, c, 2 * c) for _ in range(depth))
-        self.out = nn.Sequential(nn.GroupNorm(min(8, c), c), nn.SiLU(), nn.Conv1d(c, self.IN_CH, 3, padding=1))
+        self.out = nn.Sequential(nn.GroupNorm(min(8, c), c), nn.SiLU(), nn.Conv1d(c, self.in_ch, 3, padding=1))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         temb = self.temb(timestep_embedding(t, self.c))
-        h = self.inp(F.pad(x, (0, self.padded - self.latent_dim)).view(len(x), self.IN_CH, -1))
+        h = self.inp(F.pad(x, (0, self.padded - self.latent_dim)).view(len(x), self.in_ch, self.LENGTH))
         for block in self.blocks:
             h = block(h, temb)
         return self.out(h).flatten(1)[:, :self.latent_dim]

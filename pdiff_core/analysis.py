@@ -1,0 +1,661 @@
+"""Analysis, the pipeline's last stage: are generated models new, or copies of checkpoints?
+
+    run_analysis(run_dir, prep=None, report=lambda fraction, message: None) -> dict
+
+reads originals/generated.safetensors, metrics.json and predictions.npz of a finished run,
+builds the baselines (baselines.py), evaluates them with the batched Evaluator, and writes:
+
+* ``baselines.safetensors``: one (n, D) float32 tensor of raw parameters per baseline group,
+  metadata = the Codec (same as originals.safetensors) plus ``groups`` (JSON list) and ``seed``.
+* ``predictions.npz``: gains one int64 (n, n_test) array of test predictions per baseline group.
+* ``metrics.json``: ``groups`` gains one entry per baseline group, same structure as
+  ``originals`` (``val_acc``, ``test_acc``, ``summary``, ``best_by_val``).
+* ``analysis.json`` (deterministic: no timings; floats rounded to 6 significant digits;
+  NaN written as null) and ``analysis.npz``. Both are documented key by key in
+  docs/analysis-format.md. In short:
+
+  analysis.json
+    version, seed, groups{originals, generated, baselines[list]}, counts{group: {n, finite}}
+    baselines{noise_sigmas, average16_size, n_per_group}
+    similarity{oo, gg, og, og_max, groups{group: {within, to_originals, to_originals_max}}}
+    memorization{train_nn_raw{...}, train_nn_norm{...}, replica_threshold_raw, replica_threshold_norm,
+                 replica_rate, replica_rate_norm, within_train_median, median_ratio_raw,
+                 median_ratio_norm, dominated_share, dominated_by{baseline: share},
+                 matched_by{baseline: share},
+                 groups{group: {acc_mean, nn_raw_median, nn_norm_median, median_ratio_raw,
+                                median_ratio_norm, replica_rate, replica_rate_norm,
+                                within_train_median, smax_mean, smax_median, agree_mean}}}
+    ensembles{k, draws, generated, originals, generated_std, originals_std, gain_generated,
+              gain_originals, generated_gains_more, statement}
+    initialization{kinds, starts, steps, optimizer, lr, batch_size, step, curves{kind: [...]},
+                   final{kind}, auc{kind}, target, steps_to_target{kind}, fastest[list], statement}
+    embeddings{params{space, methods, pca_dims, per_baseline_cap, points{group: n}, umap},
+               latent{methods, pca_dims, points{group: n}}}
+    verdict  (one plain-language paragraph)
+
+  analysis.npz (every per-model array has one row per model of its group, in the order of
+  predictions.npz / the .safetensors files; rows of non-finite models hold -1 / NaN)
+    iou, agree            (K+N, K+N) over originals then generated
+    iou_labels, iou_index (K+N,) group name and index within the group of each row
+    train_nn_raw, train_nn_raw_idx, train_nn_norm, train_nn_norm_idx, train_smax, train_smax_idx
+                          (K,) leave-one-out among originals
+    {group}_nn_raw_idx, {group}_nn_raw_dist, {group}_nn_norm_idx, {group}_nn_norm_dist,
+    {group}_smax, {group}_smax_idx, {group}_agree     for generated and every baseline group
+    generated_dominated   (N,) bool, True when a baseline model Pareto-dominates it
+    ens_k, ens_generated, ens_originals (+ _std)       ensemble curves
+    init_step, init_generated, init_original, init_random   (starts, steps+1) val accuracy
+    emb_params_pca, emb_params_tsne, emb_params_umap (if umap-learn is installed): (M, 2)
+    emb_params_group, emb_params_index (M,)
+    emb_latent_pca, emb_latent_tsne (L, 2), emb_latent_group, emb_latent_index (L,)
+
+Stage timings go to status.json (``analysis_timings``), never into analysis.json.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, vmap
+
+from . import runs
+from .baselines import NOISE_SIGMAS, SUBSET, make_baselines
+from .collect import minibatches
+from .config import RunConfig
+from .evaluate import Evaluator
+from .params import Codec
+from .pipeline import Prepared, group_metrics, prepare
+
+VERSION = 1
+ENSEMBLE_KS = (1, 2, 5, 10, 20, 50)
+ENSEMBLE_DRAWS = 50
+INIT_STARTS = 4          # fine-tuning runs per kind of start
+INIT_STEPS = 60
+EMBED_PER_BASELINE = 50  # points per baseline family in the embeddings keep t-SNE/UMAP fast
+PCA_DIMS = 50            # t-SNE and UMAP run on this many principal components
+# seed offsets, so each random part has its own stream and adding one changes no other
+SALT_BASELINES, SALT_ENSEMBLE, SALT_INIT, SALT_EMBED = 101, 102, 103, 104
+
+
+# -----------------------------------------------------------------------------
+# metrics on hand-checkable inputs (DESIGN.md definitions)
+
+def error_sets(preds: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(n, B) bool: E(m) as a row, True where model m is wrong."""
+    return np.asarray(preds) != np.asarray(y)[None]
+
+
+def iou_matrix(ea: np.ndarray, eb: np.ndarray) -> np.ndarray:
+    """|E(a) & E(b)| / |E(a) | E(b)|, and 1 when both error sets are empty."""
+    inter = ea.astype(np.float64) @ eb.astype(np.float64).T   # exact integer counts
+    union = ea.sum(1)[:, None] + eb.sum(1)[None] - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union == 0, 1.0, inter / union)
+
+
+def agreement_matrix(pa: np.ndarray, pb: np.ndarray) -> np.ndarray:
+    """A(a, b): fraction of examples where a and b predict the same label."""
+    classes = np.union1d(np.unique(pa), np.unique(pb))
+    same = sum((pa == c).astype(np.float64) @ (pb == c).astype(np.float64).T for c in classes)
+    return same / pa.shape[1]
+
+
+def mean_offdiag(m: np.ndarray) -> float:
+    n = len(m)
+    return float((m.sum() - np.trace(m)) / (n * (n - 1))) if n > 1 else float("nan")
+
+
+def _cdist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    # the direct formula, not |a|^2 + |b|^2 - 2ab: tiny distances (noise 0.001) stay exact
+    return torch.cdist(a.double(), b.double(), compute_mode="donot_use_mm_for_euclid_dist")
+
+
+def nearest(a: torch.Tensor, b: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of a: index of and L2 distance to the nearest row of b."""
+    d, idx = _cdist(a, b).min(dim=1)
+    return idx.numpy(), d.numpy()
+
+
+def leave_one_out(b: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of b: its nearest other row (training -> training reference)."""
+    d = _cdist(b, b)
+    d.fill_diagonal_(float("inf"))
+    d, idx = d.min(dim=1)
+    return idx.numpy(), d.numpy()
+
+
+def replica_rate(d: np.ndarray, train_d: np.ndarray, q: float = 5.0) -> tuple[float, float]:
+    """Share of d strictly below the q-th percentile of the training LOO distances, and that threshold."""
+    thr = float(np.percentile(train_d, q))
+    return (float(np.mean(d < thr)) if len(d) else float("nan")), thr
+
+
+def dominated(acc: np.ndarray, smax: np.ndarray, acc_b: np.ndarray, smax_b: np.ndarray,
+              strict: bool = True) -> np.ndarray:
+    """(n,) bool: some (acc_b, smax_b) has accuracy >= and s_max <=, with at least one strict
+    when `strict` (Pareto dominance); with strict=False ties count too ("matched")."""
+    geq = acc_b[None] >= acc[:, None]
+    leq = smax_b[None] <= smax[:, None]
+    better = (acc_b[None] > acc[:, None]) | (smax_b[None] < smax[:, None])
+    return (geq & leq & (better if strict else True)).any(axis=1)
+
+
+def ensemble_accuracy(logits: torch.Tensor, y: torch.Tensor, ks: list[int], draws: int,
+                      gen: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std over `draws` random k-subsets of the accuracy of the averaged logits."""
+    n = len(logits)
+    means, stds = [], []
+    for k in ks:
+        idx = torch.rand((draws, n), generator=gen).argsort(dim=1)[:, :k]      # k distinct models per draw
+        pred = logits[idx].mean(dim=1).argmax(-1)                             # (draws, B)
+        acc = (pred == y).double().mean(dim=1)
+        means.append(acc.mean().item())
+        stds.append(acc.std(unbiased=False).item())
+    return np.array(means), np.array(stds)
+
+
+# -----------------------------------------------------------------------------
+# reading a run
+
+@dataclass
+class Group:
+    """One group of models, rows aligned with its parameter file and predictions.npz."""
+    params: torch.Tensor   # (n, D) raw parameters
+    preds: np.ndarray      # (n, n_test) test predictions, -1 where not finite
+    val: np.ndarray        # (n,) validation accuracy, NaN where not finite
+    acc: np.ndarray        # (n,) test accuracy, NaN where not finite
+
+    @property
+    def finite(self) -> np.ndarray:
+        return np.isfinite(self.acc)
+
+
+def _accs(values: list) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def load_run(run_dir: Path, prep: Prepared | None):
+    """Everything the analysis reads: prep, base model, codec, metrics, groups and latents."""
+    if prep is None:
+        prep = prepare(RunConfig.from_dict(runs.read_json(run_dir / "config.json")))
+    model = copy.deepcopy(prep.model)
+    model.load_state_dict(runs.read_safetensors(run_dir / "base_model.safetensors")[0])
+    metrics = runs.read_json(run_dir / "metrics.json")
+    preds = runs.read_npz(run_dir / "predictions.npz")
+    groups, latents, codec = {}, {}, None
+    for name in ("originals", "generated"):
+        tensors, meta = runs.read_safetensors(run_dir / f"{name}.safetensors")
+        codec = Codec.from_metadata(meta)
+        gm = metrics["groups"][name]
+        groups[name] = Group(tensors["params"], preds[name], _accs(gm["val_acc"]), _accs(gm["test_acc"]))
+        latents[name] = tensors["latents"]
+    return prep, model, codec, metrics, preds, groups, latents
+
+
+# -----------------------------------------------------------------------------
+# stages
+
+def evaluate_baselines(ev: Evaluator, prep: Prepared, theta: torch.Tensor, codec: Codec,
+                       seed: int) -> dict[str, Group]:
+    """Every baseline family in one batched evaluation per split."""
+    fams = make_baselines(theta, codec, prep.cfg.n_generate, seed)
+    allp = torch.cat(list(fams.values()))
+    data = prep.data
+    val = ev.evaluate(allp, data.x_val, data.y_val)
+    test = ev.evaluate(allp, data.x_test, data.y_test)
+    out, i = {}, 0
+    for name, p in fams.items():
+        s = slice(i, i + len(p))
+        out[name] = Group(p, test.preds[s], val.acc[s], test.acc[s])
+        i += len(p)
+    return out
+
+
+def write_baselines(run_dir: Path, base: dict[str, Group], codec: Codec, metrics: dict,
+                    preds: dict, seed: int) -> None:
+    """baselines.safetensors, plus the baseline rows of predictions.npz and metrics.json.
+    Keys are overwritten, so running the analysis again never duplicates a group."""
+    meta = {**codec.to_metadata(), "groups": json.dumps(list(base)), "seed": str(seed)}
+    runs.write_safetensors(run_dir / "baselines.safetensors", {g: b.params for g, b in base.items()}, meta)
+    runs.write_npz(run_dir / "predictions.npz", {**preds, **{g: b.preds for g, b in base.items()}})
+    for g, b in base.items():
+        metrics["groups"][g] = group_metrics(b.val, b.acc)
+    runs.write_json(run_dir / "metrics.json", metrics)
+
+
+def similarity(groups: dict[str, Group], y: np.ndarray) -> tuple[dict, dict]:
+    """IoU and agreement over originals then generated, and the four summary statistics."""
+    o, g = groups["originals"], groups["generated"]
+    preds = np.concatenate([o.preds, g.preds])
+    ok = np.concatenate([o.finite, g.finite])
+    iou = np.full((len(ok), len(ok)), np.nan)
+    agree = np.full_like(iou, np.nan)
+    iou[np.ix_(ok, ok)] = iou_matrix(error_sets(preds[ok], y), error_sets(preds[ok], y))
+    agree[np.ix_(ok, ok)] = agreement_matrix(preds[ok], preds[ok])
+    K = len(o.acc)
+    oo, og = iou[:K, :K][np.ix_(o.finite, o.finite)], iou[:K, K:][np.ix_(o.finite, g.finite)]
+    gg = iou[K:, K:][np.ix_(g.finite, g.finite)]
+    stats = {"oo": mean_offdiag(oo), "gg": mean_offdiag(gg),
+             "og": float(og.mean()) if og.size else float("nan"),
+             "og_max": float(og.max(axis=0).mean()) if og.size else float("nan")}
+    labels = np.array(["originals"] * K + ["generated"] * len(g.acc))
+    index = np.concatenate([np.arange(K), np.arange(len(g.acc))])
+    return stats, {"iou": iou.astype(np.float32), "agree": agree.astype(np.float32),
+                   "iou_labels": labels, "iou_index": index}
+
+
+def group_similarity(grp: Group, orig: Group, y: np.ndarray, smax_mean: float | None) -> dict:
+    """Mean IoU within a group, to the originals, and of each model to its closest original."""
+    e, eo = error_sets(grp.preds[grp.finite], y), error_sets(orig.preds[orig.finite], y)
+    to_orig = iou_matrix(e, eo)
+    return {"within": mean_offdiag(iou_matrix(e, e)),
+            "to_originals": float(to_orig.mean()) if to_orig.size else float("nan"),
+            "to_originals_max": smax_mean}
+
+
+def neighbours(grp: Group, orig: Group, codec: Codec, y: np.ndarray, name: str) -> dict:
+    """Nearest checkpoint (raw and normalized L2), s_max and agreement, per model of a group."""
+    n, ok = len(grp.acc), grp.finite
+    of = np.flatnonzero(orig.finite)                  # original rows that may be neighbours
+    out = {f"{name}_{k}": np.full(n, -1, np.int64) for k in ("nn_raw_idx", "nn_norm_idx", "smax_idx")}
+    out.update({f"{name}_{k}": np.full(n, np.nan) for k in ("nn_raw_dist", "nn_norm_dist", "smax", "agree")})
+    if not ok.any():
+        return out
+    p, po = grp.params[ok], orig.params[of]
+    for space, a, b in (("raw", p, po), ("norm", codec.normalize(p.double()), codec.normalize(po.double()))):
+        idx, d = nearest(a, b)
+        out[f"{name}_nn_{space}_idx"][ok], out[f"{name}_nn_{space}_dist"][ok] = of[idx], d
+    iou = iou_matrix(error_sets(grp.preds[ok], y), error_sets(orig.preds[of], y))
+    out[f"{name}_smax"][ok], out[f"{name}_smax_idx"][ok] = iou.max(axis=1), of[iou.argmax(axis=1)]
+    near = orig.preds[out[f"{name}_nn_raw_idx"][ok]]
+    out[f"{name}_agree"][ok] = (grp.preds[ok] == near).mean(axis=1)
+    return out
+
+
+def train_reference(orig: Group, codec: Codec, y: np.ndarray) -> dict:
+    """Leave-one-out among the originals: the distances and s_max a checkpoint has to the others."""
+    of = np.flatnonzero(orig.finite)
+    out = {}
+    for space, p in (("raw", orig.params[of]), ("norm", codec.normalize(orig.params[of].double()))):
+        idx, d = leave_one_out(p)
+        out[f"train_nn_{space}"], out[f"train_nn_{space}_idx"] = d, of[idx]
+    e = error_sets(orig.preds[of], y)
+    iou = iou_matrix(e, e)
+    np.fill_diagonal(iou, -np.inf)
+    out["train_smax"], out["train_smax_idx"] = iou.max(axis=1), of[iou.argmax(axis=1)]
+    return out
+
+
+def _dist_stats(d: np.ndarray) -> dict:
+    return {"median": float(np.median(d)), "mean": float(d.mean()), "p5": float(np.percentile(d, 5)),
+            "min": float(d.min()), "max": float(d.max())}
+
+
+def group_memorization(name: str, grp: Group, nb: dict, ref: dict) -> dict:
+    ok = grp.finite
+    if not ok.any():
+        return {"acc_mean": None}
+    d_raw, d_norm = nb[f"{name}_nn_raw_dist"][ok], nb[f"{name}_nn_norm_dist"][ok]
+    rr, _ = replica_rate(d_raw, ref["train_nn_raw"])
+    rrn, _ = replica_rate(d_norm, ref["train_nn_norm"])
+    return {
+        "acc_mean": float(grp.acc[ok].mean()),
+        "nn_raw_median": float(np.median(d_raw)), "nn_norm_median": float(np.median(d_norm)),
+        "median_ratio_raw": float(np.median(d_raw) / np.median(ref["train_nn_raw"])),
+        "median_ratio_norm": float(np.median(d_norm) / np.median(ref["train_nn_norm"])),
+        "replica_rate": rr, "replica_rate_norm": rrn,
+        "within_train_median": float(np.mean(d_raw < np.median(ref["train_nn_raw"]))),
+        "smax_mean": float(nb[f"{name}_smax"][ok].mean()), "smax_median": float(np.median(nb[f"{name}_smax"][ok])),
+        "agree_mean": float(nb[f"{name}_agree"][ok].mean()),
+    }
+
+
+def pareto(gen: Group, base: dict[str, Group], nb: dict) -> tuple[dict, np.ndarray]:
+    """Which generated models some baseline model beats on (test accuracy up, s_max down)."""
+    ok = gen.finite
+    acc, smax = gen.acc[ok], nb["generated_smax"][ok]
+    flags, by, matched = np.zeros(len(gen.acc), bool), {}, {}
+    for g, b in base.items():
+        bf = b.finite
+        d = dominated(acc, smax, b.acc[bf], nb[f"{g}_smax"][bf])
+        by[g] = float(d.mean()) if len(d) else float("nan")
+        matched[g] = float(dominated(acc, smax, b.acc[bf], nb[f"{g}_smax"][bf], strict=False).mean()) if len(d) else float("nan")
+        flags[ok] |= d
+    share = float(flags[ok].mean()) if ok.any() else float("nan")
+    return {"dominated_share": share, "dominated_by": by, "matched_by": matched}, flags
+
+
+def memorization(groups: dict[str, Group], base: dict[str, Group], codec: Codec, y: np.ndarray,
+                 sim: dict) -> tuple[dict, dict]:
+    """Nearest checkpoints, s_max, replica rates and Pareto dominance for generated and baselines.
+    Also fills sim["groups"], the per-group IoU statistics."""
+    orig, arrays = groups["originals"], train_reference(groups["originals"], codec, y)
+    per_group, sim["groups"] = {}, {}
+    for g, grp in {"generated": groups["generated"], **base}.items():
+        nb = neighbours(grp, orig, codec, y, g)
+        arrays.update(nb)
+        per_group[g] = group_memorization(g, grp, nb, arrays)
+        sim["groups"][g] = group_similarity(grp, orig, y, per_group[g].get("smax_mean"))
+    dom, arrays["generated_dominated"] = pareto(groups["generated"], base, arrays)
+    gm = per_group["generated"]
+    mem = {"train_nn_raw": _dist_stats(arrays["train_nn_raw"]), "train_nn_norm": _dist_stats(arrays["train_nn_norm"]),
+           "replica_threshold_raw": replica_rate(np.array([]), arrays["train_nn_raw"])[1],
+           "replica_threshold_norm": replica_rate(np.array([]), arrays["train_nn_norm"])[1],
+           **{k: gm.get(k) for k in ("replica_rate", "replica_rate_norm", "within_train_median",
+                                     "median_ratio_raw", "median_ratio_norm")},
+           **dom, "groups": per_group}
+    return mem, arrays
+
+
+def ensembles(ev: Evaluator, groups: dict[str, Group], prep: Prepared, seed: int) -> tuple[dict, dict]:
+    """Logit-averaged ensembles of k generated vs k originals; the same ks for both."""
+    x, y = prep.data.x_test, prep.data.y_test
+    logits = {g: ev.logits(groups[g].params[groups[g].finite], x).cpu() for g in ("generated", "originals")}
+    n = min(len(v) for v in logits.values())
+    ks = sorted({min(k, n) for k in ENSEMBLE_KS}) if n else []
+    res, arrays = {"k": ks, "draws": ENSEMBLE_DRAWS}, {"ens_k": np.array(ks)}
+    for g, lg in logits.items():
+        m, s = ensemble_accuracy(lg, y, ks, ENSEMBLE_DRAWS, torch.Generator().manual_seed(seed))
+        res[g], res[f"{g}_std"] = m.tolist(), s.tolist()
+        arrays[f"ens_{g}"], arrays[f"ens_{g}_std"] = m, s
+    if ks:
+        res["gain_generated"] = res["generated"][-1] - res["generated"][0]
+        res["gain_originals"] = res["originals"][-1] - res["originals"][0]
+        res["generated_gains_more"] = bool(res["gain_generated"] > res["gain_originals"])
+        res["statement"] = ensemble_statement(res)
+    return res, arrays
+
+
+def ensemble_statement(r: dict) -> str:
+    k = 10 if 10 in r["k"] else r["k"][-1]
+    i = r["k"].index(k)
+    more = "more" if r["generated_gains_more"] else "less"
+    evidence = "some evidence of diversity" if r["generated_gains_more"] else "no evidence that they are more diverse"
+    return (f"Averaging the logits of {k} generated models gives {100 * r['generated'][i]:.1f} % test accuracy "
+            f"against {100 * r['originals'][i]:.1f} % for {k} originals; from 1 to {r['k'][-1]} models, generated "
+            f"ensembles gain {100 * r['gain_generated']:+.1f} points and original ones "
+            f"{100 * r['gain_originals']:+.1f}, so generated models gain {more} from ensembling: {evidence}.")
+
+
+# -----------------------------------------------------------------------------
+# use case: generated parameters as a fine-tuning start
+
+def fresh_init(model: torch.nn.Module, codec: Codec, seed: int) -> torch.Tensor:
+    """The selected layers with their own default initialization (reset_parameters), seeded."""
+    net = copy.deepcopy(model)
+    owners = {n.rsplit(".", 1)[0] for n in codec.names}
+    with torch.random.fork_rng(devices=[]):   # reset_parameters draws from the global RNG
+        torch.manual_seed(seed)
+        for name, m in net.named_modules():
+            if name in owners and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+    return codec.flatten({k: v.cpu() for k, v in net.state_dict().items()})
+
+
+def pick(grp: Group, n: int, gen: torch.Generator) -> torch.Tensor:
+    """n distinct random finite rows of a group."""
+    ok = np.flatnonzero(grp.finite)
+    return grp.params[ok[torch.randperm(len(ok), generator=gen)[:n].numpy()]]
+
+
+def finetune(ev: Evaluator, starts: torch.Tensor, prep: Prepared, steps: int, gen: torch.Generator) -> np.ndarray:
+    """Fine-tune all starts at once (vmap; SGD state is per coordinate, so the runs stay
+    independent) on the same minibatches. Returns (starts, steps+1) validation accuracy."""
+    cfg, data, dev = prep.cfg, prep.data, ev.device
+    for p in ev.model.parameters():
+        p.requires_grad_(False)   # only the stacked vectors learn
+    P = starts.clone().to(dev).requires_grad_(True)
+    opt = torch.optim.SGD([P], lr=cfg.collect_lr, momentum=0.9)   # the collection phase's optimizer
+    call = vmap(lambda p, h: functional_call(ev.suffix, ev.codec.unflatten(p), (h,)), in_dims=(0, None))
+    x, y = data.x_train, data.y_train
+    batches = minibatches(len(y), min(cfg.batch_size, len(y)), gen)
+
+    def val_acc():   # a diverged start counts as wrong on every example
+        return np.nan_to_num(ev.evaluate(P.detach(), data.x_val, data.y_val).acc, nan=0.0)
+
+    curve = [val_acc()]
+    for _ in range(steps):
+        idx = next(batches)
+        with torch.no_grad():
+            h = ev.prefix(x[idx].to(dev))
+        logits = call(P, h)                                                       # (S, b, classes)
+        loss = F.cross_entropy(logits.flatten(0, 1), y[idx].to(dev).repeat(len(P))) * len(P)   # sum of per-run means
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        curve.append(val_acc())
+    return np.stack(curve, axis=1)
+
+
+def initialization(ev: Evaluator, model: torch.nn.Module, groups: dict[str, Group], prep: Prepared,
+                   seed: int) -> tuple[dict, dict]:
+    """Generated vs original vs fresh starts: same data, optimizer and steps for all."""
+    gen = torch.Generator().manual_seed(seed)
+    starts = {"generated": pick(groups["generated"], INIT_STARTS, gen),
+              "original": pick(groups["originals"], INIT_STARTS, gen),
+              "random": torch.stack([fresh_init(model, ev.codec, seed + i) for i in range(INIT_STARTS)])}
+    starts = {k: v for k, v in starts.items() if len(v)}
+    acc = finetune(ev, torch.cat(list(starts.values())), prep, INIT_STEPS, gen)
+    curves, arrays, i = {}, {"init_step": np.arange(INIT_STEPS + 1)}, 0
+    for k, v in starts.items():
+        arrays[f"init_{k}"] = acc[i:i + len(v)]
+        curves[k] = acc[i:i + len(v)].mean(axis=0)
+        i += len(v)
+    target = max(c.max() for c in curves.values()) - 0.01
+    reach = {k: int(np.argmax(c >= target)) for k, c in curves.items()}   # every curve's max >= target for the best
+    reach = {k: (s if curves[k][s] >= target else None) for k, s in reach.items()}
+    best = min(s for s in reach.values() if s is not None)
+    res = {"kinds": list(starts), "starts": {k: len(v) for k, v in starts.items()}, "steps": INIT_STEPS,
+           "optimizer": "SGD momentum 0.9 (the collection phase's)", "lr": prep.cfg.collect_lr,
+           "batch_size": prep.cfg.batch_size, "step": list(range(INIT_STEPS + 1)),
+           "curves": {k: c.tolist() for k, c in curves.items()},
+           "final": {k: float(c[-1]) for k, c in curves.items()},
+           "auc": {k: float(c.mean()) for k, c in curves.items()},
+           "target": float(target), "steps_to_target": reach,
+           "fastest": [k for k, s in reach.items() if s == best]}
+    res["statement"] = init_statement(res)
+    return res, arrays
+
+
+def init_statement(r: dict) -> str:
+    reach = ", ".join(f"{k} {'never' if s is None else s}" for k, s in r["steps_to_target"].items())
+    final = ", ".join(f"{k} {100 * v:.1f} %" for k, v in r["final"].items())
+    who = " and ".join(f"the {k} start" for k in r["fastest"])
+    return (f"Fine-tuning the generated layers for {r['steps']} steps, {who} converged fastest (steps to come "
+            f"within 1 point of the best validation accuracy {100 * (r['target'] + 0.01):.1f} %: {reach}; "
+            f"final validation accuracy: {final}).")
+
+
+# -----------------------------------------------------------------------------
+# embeddings (PCA, t-SNE, UMAP): seeded, on PCA-reduced inputs
+
+def pca(x: np.ndarray, dims: int, seed: int) -> np.ndarray:
+    from sklearn.decomposition import PCA
+    dims = min(dims, x.shape[0], x.shape[1])
+    return PCA(dims, svd_solver="full", random_state=seed).fit_transform(x)
+
+
+def tsne(x: np.ndarray, seed: int) -> np.ndarray:
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+    perplexity = min(30.0, max(2.0, (len(x) - 1) / 3))   # must stay below the point count
+    # One thread: the Barnes-Hut result depends on the thread count, and on a busy 2-core
+    # machine two OpenMP threads run several times slower than one.
+    with threadpool_limits(1):
+        return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(pca(x, PCA_DIMS, seed))
+
+
+def umap_embed(x: np.ndarray, seed: int, timings: dict) -> np.ndarray | None:
+    """UMAP if umap-learn is installed (imported here only: the cold import takes 30-40 s)."""
+    t0 = time.perf_counter()
+    try:
+        import umap
+    except ImportError:
+        return None
+    timings["umap_import"] = round(time.perf_counter() - t0, 3)
+    t0 = time.perf_counter()
+    reducer = umap.UMAP(n_components=2, n_neighbors=min(15, len(x) - 1), random_state=seed, n_jobs=1)
+    out = reducer.fit_transform(pca(x, PCA_DIMS, seed))
+    timings["umap_fit"] = round(time.perf_counter() - t0, 3)
+    return out
+
+
+def embedding_points(groups: dict[str, Group], base: dict[str, Group], codec: Codec, seed: int):
+    """Normalized parameters of originals, generated and a seeded subsample of each baseline."""
+    gen = torch.Generator().manual_seed(seed)
+    xs, names, index = [], [], []
+    for g, grp in {**groups, **base}.items():
+        idx = np.flatnonzero(grp.finite)
+        if g in base and len(idx) > EMBED_PER_BASELINE:
+            idx = np.sort(idx[torch.randperm(len(idx), generator=gen)[:EMBED_PER_BASELINE].numpy()])
+        xs.append(codec.normalize(grp.params[idx].double()).numpy())
+        names += [g] * len(idx)
+        index.append(idx)
+    return np.concatenate(xs), np.array(names), np.concatenate(index)
+
+
+def embeddings(groups, base, latents, codec, seed, timings, report) -> tuple[dict, dict]:
+    x, names, index = embedding_points(groups, base, codec, seed)
+    arrays = {"emb_params_group": names, "emb_params_index": index,
+              "emb_params_pca": pca(x, 2, seed).astype(np.float32)}
+    t0 = time.perf_counter()
+    arrays["emb_params_tsne"] = tsne(x, seed).astype(np.float32)
+    timings["tsne_params"] = round(time.perf_counter() - t0, 3)
+    report(0.75, "UMAP of parameters")
+    u = umap_embed(x, seed, timings)
+    if u is not None:
+        arrays["emb_params_umap"] = u.astype(np.float32)
+    report(0.9, "latent embeddings")
+    ok = {g: groups[g].finite for g in ("originals", "generated")}
+    lat = np.concatenate([latents[g][ok[g]].double().numpy() for g in ok])
+    arrays.update({"emb_latent_group": np.concatenate([[g] * int(ok[g].sum()) for g in ok]).astype(str),
+                   "emb_latent_index": np.concatenate([np.flatnonzero(ok[g]) for g in ok]),
+                   "emb_latent_pca": pca(lat, 2, seed).astype(np.float32),
+                   "emb_latent_tsne": tsne(lat, seed).astype(np.float32)})
+    info = {"params": {"space": "normalized", "methods": ["pca", "tsne"] + (["umap"] if u is not None else []),
+                       "pca_dims": min(PCA_DIMS, *x.shape), "per_baseline_cap": EMBED_PER_BASELINE,
+                       "points": {g: int((names == g).sum()) for g in dict.fromkeys(names)},
+                       "umap": "ok" if u is not None else "skipped: umap-learn is not installed"},
+            "latent": {"methods": ["pca", "tsne"], "pca_dims": min(PCA_DIMS, *lat.shape),
+                       "points": {g: int(v.sum()) for g, v in ok.items()}}}
+    return info, arrays
+
+
+# -----------------------------------------------------------------------------
+# verdict and output
+
+def pct(v: float) -> str:
+    return f"{100 * v:.0f} %"
+
+
+def verdict(sim: dict, mem: dict, ens: dict) -> str:
+    g = mem["groups"]["generated"]
+    if g.get("acc_mean") is None:
+        return "No generated model has finite parameters, so there is nothing to compare."
+    parts = [
+        f"{pct(g['replica_rate'])} of generated models are replicas (closer to a checkpoint than the 5th percentile "
+        f"of the checkpoints' own nearest-neighbour distances) and {pct(g['within_train_median'])} are within the "
+        f"training set's own median neighbour distance of a checkpoint; their median nearest-checkpoint distance is "
+        f"{g['median_ratio_raw']:.2f}x the checkpoints' own.",
+        f"Their errors overlap the most similar checkpoint's at IoU {sim['og_max']:.2f} on average "
+        f"(checkpoints among themselves {sim['oo']:.2f}, generated among themselves {sim['gg']:.2f}).",
+    ]
+    best = max(mem["matched_by"], key=lambda k: mem["matched_by"][k])
+    if mem["matched_by"][best] > 0:
+        parts.append(f"{pct(mem['dominated_share'])} of generated models are Pareto-dominated by a baseline, and the "
+                     f"{best} baseline reaches the same or better accuracy at the same or better novelty for "
+                     f"{pct(mem['matched_by'][best])} of them.")
+    else:
+        parts.append("No baseline model reaches a generated model's accuracy at the same novelty.")
+    if "statement" in ens:
+        parts.append(ens["statement"])
+    if g["replica_rate"] >= 0.5:
+        parts.append("In plain words: most generated models are near-copies of training checkpoints.")
+    elif g["within_train_median"] >= 0.5:
+        parts.append("In plain words: generated models sit closer to the checkpoints than the checkpoints sit to "
+                     "each other; they look more like copies than new solutions.")
+    else:
+        parts.append("In plain words: by distance, generated models are not near-copies of the checkpoints.")
+    if mem["dominated_share"] >= 0.5:
+        parts.append("A cheap baseline does at least as well for most of them, so the diffusion model adds little here.")
+    return " ".join(parts)
+
+
+def clean(obj):
+    """JSON-safe and stable: numpy to Python, NaN to None, floats to 6 significant digits."""
+    if isinstance(obj, dict):
+        return {str(k): clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [clean(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(f"{obj:.6g}") if np.isfinite(obj) else None
+    return obj
+
+
+def run_analysis(run_dir: Path, prep: Prepared | None = None, report=lambda fraction, message: None) -> dict:
+    """The analysis stage; returns analysis.json's content. `report` may raise Cancelled."""
+    run_dir, timings = Path(run_dir), {}
+    t_all = t_last = time.perf_counter()
+
+    def lap(name):   # stage timings go to status.json only: analysis.json must be reproducible
+        nonlocal t_last
+        now = time.perf_counter()
+        timings[name], t_last = round(now - t_last, 3), now
+
+    report(0.0, "loading the run")
+    prep, model, codec, metrics, preds, groups, latents = load_run(run_dir, prep)
+    seed, y = prep.cfg.seed, preds["y_test"]
+    ev = Evaluator(model, codec, prep.device, chunk=prep.cfg.eval_chunk)
+    lap("load")
+
+    report(0.05, "building and evaluating baselines")
+    base = evaluate_baselines(ev, prep, groups["originals"].params, codec, seed + SALT_BASELINES)
+    write_baselines(run_dir, base, codec, metrics, preds, seed + SALT_BASELINES)
+    lap("baselines")
+
+    report(0.25, "similarity and memorization")
+    sim, arrays = similarity(groups, y)
+    mem, a = memorization(groups, base, codec, y, sim)
+    arrays.update(a)
+    lap("memorization")
+
+    report(0.4, "ensembles")
+    ens, a = ensembles(ev, groups, prep, seed + SALT_ENSEMBLE)
+    arrays.update(a)
+    lap("ensembles")
+
+    report(0.5, "fine-tuning from generated, original and random starts")
+    init, a = initialization(ev, model, groups, prep, seed + SALT_INIT)
+    arrays.update(a)
+    lap("initialization")
+
+    report(0.6, "t-SNE of parameters")
+    emb, a = embeddings(groups, base, latents, codec, seed + SALT_EMBED, timings, report)
+    arrays.update(a)
+    lap("embeddings")
+
+    counts = {g: {"n": len(grp.acc), "finite": int(grp.finite.sum())} for g, grp in {**groups, **base}.items()}
+    result = clean({
+        "version": VERSION, "seed": seed,
+        "groups": {"originals": "originals", "generated": "generated", "baselines": list(base)},
+        "counts": counts,
+        "baselines": {"noise_sigmas": list(NOISE_SIGMAS), "average16_size": min(SUBSET, len(groups["originals"].acc)),
+                      "n_per_group": {g: len(b.acc) for g, b in base.items()}},
+        "similarity": sim, "memorization": mem, "ensembles": ens, "initialization": init, "embeddings": emb,
+    })
+    result["verdict"] = verdict(result["similarity"], result["memorization"], result["ensembles"])
+    runs.write_npz(run_dir / "analysis.npz", arrays)
+    runs.write_json(run_dir / "analysis.json", result)
+    timings["total"] = round(time.perf_counter() - t_all, 3)
+    runs.update_status(run_dir, analysis_timings=timings)
+    report(1.0, "analysis done")
+    return result

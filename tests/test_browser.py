@@ -1,0 +1,166 @@
+"""End to end in a real browser: Playwright drives Debian's chromium against `streamlit run app.py`.
+
+It clicks the quick demo on an empty runs directory, waits for the run to land on its results,
+then opens every page (twice: the second visit is the warm one the 2 s budget is about) and checks
+that each shows its chart and no error. Per-page render times are printed (pytest -s to see them).
+Set PDIFF_SCREENSHOTS=DIR to save a full-page PNG of each page there."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+DEMO_BUTTON = "Run the quick demo (digits, about 30 s)"
+DEMO_TIMEOUT_S = float(os.environ.get("PDIFF_DEMO_TIMEOUT", 420))
+IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+CHART = '[data-testid="stPlotlyChart"]'
+# nav label, page title (its h1), the element that shows the page worked
+PAGES = [
+    ("Home", "p-diff Studio", '[data-testid="stGraphVizChart"]'),
+    ("Launch", "Launch", 'button:has-text("Launch")'),
+    ("Runs", "Runs", '[data-testid="stDataFrame"]'),
+    ("Accuracy", "Accuracy", CHART),
+    ("Similarity", "Similarity", CHART),
+    ("Parameter space", "Parameter space", CHART),
+    ("Memorization", "Memorization", CHART),
+    ("Use cases", "Use cases", CHART),
+]
+ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def streamlit_server(runs_dir: Path, log: Path):
+    """`streamlit run app.py` on a free loopback port with PDIFF_RUNS_DIR=runs_dir; yields its URL."""
+    port = free_port()
+    env = dict(os.environ, PDIFF_RUNS_DIR=str(runs_dir), PYTHONUNBUFFERED="1")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"streamlit did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextmanager
+def chromium_page():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser.new_page(viewport={"width": 1400, "height": 900})
+        finally:
+            browser.close()
+
+
+def wait_page(page, title: str, selector: str, timeout_s: float = 60) -> None:
+    """Until the page titled `title` has finished its script run and shows `selector`."""
+    page.wait_for_selector(f'h1:has-text("{title}")', timeout=timeout_s * 1000)
+    page.wait_for_selector(IDLE, timeout=timeout_s * 1000)
+    page.wait_for_selector(selector, timeout=timeout_s * 1000)
+
+
+def problems(page) -> list[str]:
+    return [e.inner_text()[:300] for e in page.query_selector_all(ERRORS)]
+
+
+def visit(page, label: str, title: str, selector: str, shots: Path | None = None, tag: str = "") -> float:
+    """Click a sidebar navigation link; seconds until the page is idle and shows its element."""
+    t0 = time.perf_counter()
+    page.locator('[data-testid="stSidebarNavLink"]', has_text=label).first.click()
+    wait_page(page, title, selector)
+    seconds = time.perf_counter() - t0
+    if shots:
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / f"{tag}{label.lower().replace(' ', '_')}.png"), full_page=True)
+    return seconds
+
+
+def visit_all(page, shots: Path | None = None) -> dict[str, tuple[float, float]]:
+    """Every page twice; returns {label: (first visit s, second visit s)} and asserts each page is healthy."""
+    times: dict[str, list[float]] = {}
+    for round_ in range(2):
+        for label, title, selector in PAGES:
+            seconds = visit(page, label, title, selector, shots if round_ == 1 else None)
+            assert not problems(page), f"{label} page shows an error: {problems(page)}"
+            times.setdefault(label, []).append(seconds)
+    return {k: (v[0], v[1]) for k, v in times.items()}
+
+
+def report(times: dict[str, tuple[float, float]]) -> str:
+    lines = [f"{'page':<16} {'first s':>8} {'again s':>8}"]
+    lines += [f"{k:<16} {a:>8.2f} {b:>8.2f}" for k, (a, b) in times.items()]
+    return "\n".join(lines)
+
+
+def need_browser():
+    missing = [what for what, ok in [(CHROMIUM, os.path.exists(CHROMIUM)), ("playwright", _has_playwright())]
+               if not ok]
+    if missing and os.environ.get("CI"):
+        pytest.fail(f"browser test needs {' and '.join(missing)}, and CI is set: install them")
+    if missing:
+        pytest.skip(f"{' and '.join(missing)} not installed (apt install chromium; pip install playwright)")
+
+
+def _has_playwright() -> bool:
+    try:
+        import playwright.sync_api  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def test_quick_demo_then_every_page(tmp_path):
+    need_browser()
+    shots = Path(os.environ["PDIFF_SCREENSHOTS"]) if os.environ.get("PDIFF_SCREENSHOTS") else None
+    runs_dir = tmp_path / "runs"
+    with streamlit_server(runs_dir, tmp_path / "streamlit.log") as url, chromium_page() as page:
+        page.goto(url)
+        wait_page(page, "p-diff Studio", f'button:has-text("{DEMO_BUTTON}")')
+        t0 = time.perf_counter()
+        page.get_by_role("button", name=DEMO_BUTTON).click()
+        # the app lands on the results by itself when the run is done, or shows why it failed
+        page.wait_for_selector(f'h1:has-text("Accuracy"), {ERRORS}', timeout=DEMO_TIMEOUT_S * 1000)
+        assert not problems(page), f"quick demo failed: {problems(page)}"
+        wait_page(page, "Accuracy", CHART)
+        demo_s = time.perf_counter() - t0
+        assert "run=" in page.url, f"the active run is not in the URL: {page.url}"
+        times = visit_all(page, shots)
+    print(f"\nquick demo, click to results: {demo_s:.1f} s\n" + report(times))
+    slow = {k: b for k, (a, b) in times.items() if b > 2.0 and k not in ("Home", "Launch", "Runs")}
+    assert not slow, f"analysis pages slower than 2 s on a second visit: {slow}"
