@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from . import runs
-from .autoencoder import train_autoencoder
+from .autoencoder import ParamAutoencoder, train_autoencoder
 from .collect import checkpoint_spread, collect_checkpoints, train_base
 from .config import RunConfig, resolve_device, validate
 from .data import Splits, check_dataset, load_dataset
-from .diffusion import Schedule, sample_ddim, sample_ddpm, train_ddpm
+from .diffusion import Denoiser, Schedule, sample_ddim, sample_ddpm, train_ddpm
 from .evaluate import Evaluator
 from .models import build_model
 from .params import Codec, select_names
@@ -253,3 +253,16 @@ def execute(cfg: RunConfig, run_dir: Path, prep: Prepared | None = None, bars: b
     runs.update_status(run_dir, state="done", stage="done", progress=1.0, message="done", finished=time.time(),
                        timings=metrics["timings"], losses=losses)
     return metrics
+
+
+def load_generator(run_dir: Path, cfg: RunConfig, device: str = "cpu"):
+    """The trained AE and denoiser of a finished run, with the latent scaling and x0 clip the
+    run sampled with: everything needed to sample more models from it."""
+    ae_state, meta = runs.read_safetensors(Path(run_dir) / "ae.safetensors")
+    dim = int(meta["dim"])
+    ae = ParamAutoencoder(dim, cfg.latent_dim, cfg.ae_channels, cfg.in_noise, cfg.latent_noise)
+    ae.load_state_dict(ae_state)
+    denoiser = Denoiser(cfg.latent_dim, cfg.ddpm_channels)
+    denoiser.load_state_dict(runs.read_safetensors(Path(run_dir) / "denoiser.safetensors")[0])
+    scale = {k: float(meta[k]) for k in ("latent_mean", "latent_std", "x0_clip")}
+    return ae.to(device).eval(), denoiser.to(device).eval(), scale

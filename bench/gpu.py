@@ -1,0 +1,132 @@
+"""GPU check: ResNet-18 (CIFAR variant), last_bn (D=2048), K=300, N=200, evaluation on
+10,000 images, analysis included, every stage timed.
+
+    python bench/gpu.py              # on a CUDA machine (one H200 in our checks)
+    python bench/gpu.py --dry-run    # tiny sizes on the CPU: checks the script end to end
+
+The data is SYNTHETIC and CIFAR-shaped (3x32x32, 10 classes, learnable class patterns):
+real CIFAR-10 cannot be downloaded on the GPU machine. Times are real; accuracies only show
+that the pipeline works, not what ResNet-18 reaches on CIFAR-10."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pdiff_core import pipeline, runs  # noqa: E402
+from pdiff_core.config import preset_config  # noqa: E402
+from pdiff_core.data import Splits  # noqa: E402
+from pdiff_core.evaluate import Evaluator, evaluate_loop  # noqa: E402
+from pdiff_core.models import build_model  # noqa: E402
+from pdiff_core.params import Codec, select_names  # noqa: E402
+
+# the original p-diff v2 code on the same kind of H200 (synthetic data, bf16), from issue 5
+REFERENCE = {"collect (300 steps)": 2.4, "autoencoder (500 steps)": 4.0, "diffusion (1000 steps)": 6.3,
+             "generate 200 (one at a time)": 270.0, "evaluate (per-model loop, 10k images)": 8.6}
+
+
+def synthetic_cifar(n_train: int, n_val: int, n_test: int, seed: int = 0) -> Splits:
+    """Class-dependent low-frequency patterns plus noise: learnable, CIFAR-shaped."""
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.nn.functional.interpolate(torch.randn(10, 3, 4, 4, generator=g), size=32, mode="bilinear")
+
+    def make(n):
+        y = torch.randint(0, 10, (n,), generator=g)
+        return protos[y] + 1.5 * torch.randn(n, 3, 32, 32, generator=g), y
+    (xt, yt), (xv, yv), (xs, ys) = make(n_train), make(n_val), make(n_test)
+    return Splits("synthetic-cifar", xt, yt, xv, yv, xs, ys, (3, 32, 32), 10)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU")
+    ap.add_argument("--out", default=None, help="also write the results as JSON here")
+    args = ap.parse_args()
+    dry = args.dry_run
+    device = "cpu" if dry else "cuda"
+    if not dry and not torch.cuda.is_available():
+        raise SystemExit("no CUDA GPU visible; use --dry-run to check the script on the CPU")
+    if not dry:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    sizes = dict(n_train=512, n_val=256, n_test=256) if dry else dict(n_train=20000, n_val=5000, n_test=10000)
+    over = dict(width=8, k=12, n_generate=8, ae_steps=20, ddpm_steps=20, base_epochs=1, ddim_steps=5) if dry else \
+        dict(k=300, n_generate=200, ae_steps=500, ddpm_steps=1000, base_epochs=1, eval_chunk=50)
+    cfg = preset_config("cifar10-resnet18", device=device, dataset="synthetic-cifar", data_root="", **over)
+
+    t0 = time.perf_counter()
+    data = synthetic_cifar(**sizes)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.arch, data.input_shape, data.n_classes, cfg.width)
+    prep = pipeline.Prepared(cfg, device, data, model, select_names(model, cfg.layers))
+    t_data = time.perf_counter() - t0
+    if not dry:
+        torch.cuda.reset_peak_memory_stats()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["PDIFF_RUNS_DIR"] = tmp
+        d = runs.run_path("gpu-check", must_exist=False)
+        d.mkdir(parents=True)
+        t0 = time.perf_counter()
+        metrics = pipeline.execute(cfg, d, prep)
+        if not dry:
+            torch.cuda.synchronize()
+        total = time.perf_counter() - t0
+        timings = runs.read_json(d / "status.json")["timings"]
+
+        # ratio (a) on this model: per-model loop vs batched (with and without the shared prefix)
+        theta, meta = runs.read_safetensors(d / "generated.safetensors")
+        codec = Codec.from_metadata(meta)
+        base = build_model(cfg.arch, data.input_shape, data.n_classes, cfg.width)
+        base.load_state_dict(runs.read_safetensors(d / "base_model.safetensors")[0])
+        x, y = data.x_test.to(device), data.y_test.to(device)
+
+        def clock(fn):
+            fn()                                         # warm-up (cudnn autotune, allocator)
+            if not dry:
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            out = fn()
+            if not dry:
+                torch.cuda.synchronize()
+            return time.perf_counter() - t, out
+        t_loop, ref = clock(lambda: evaluate_loop(base.to(device), codec, theta["params"].to(device), x, y))
+        t_full, full = clock(lambda: Evaluator(base, codec, device, cfg.eval_chunk, 1000, share_prefix=False)
+                             .evaluate(theta["params"], x, y))
+        t_pre, pre = clock(lambda: Evaluator(base, codec, device, cfg.eval_chunk, 1000).evaluate(theta["params"], x, y))
+        agree = float((ref.preds == pre.preds).mean())
+    peak = torch.cuda.max_memory_allocated() / 2 ** 30 if not dry else float("nan")
+
+    o, g = metrics["groups"]["originals"]["summary"], metrics["groups"]["generated"]["summary"]
+    print(f"\nGPU check ({'DRY RUN on CPU, tiny sizes' if dry else torch.cuda.get_device_name()}), "
+          f"SYNTHETIC CIFAR-shaped data: {sizes}")
+    print(f"ResNet-18 {cfg.layers} D={metrics['D']} K={cfg.k} N={cfg.n_generate}")
+    print(f"{'stage':<14} {'seconds':>8}")
+    for k, v in timings.items():
+        print(f"{k:<14} {v:>8.2f}")
+    print(f"{'end to end':<14} {total:>8.2f}   (data generation {t_data:.2f} s not included)")
+    print(f"peak GPU memory: {peak:.2f} GiB")
+    print(f"evaluation of {len(theta['params'])} vectors on {len(y)} images: loop {t_loop:.3f} s, vmap {t_full:.3f} s, "
+          f"vmap+prefix {t_pre:.3f} s -> ratio (a) {t_loop / t_pre:.1f}x, prefix {t_full / t_pre:.2f}x; "
+          f"prediction agreement with loop {100 * agree:.2f}%")
+    print(f"test acc % originals median {100 * o['median']:.2f}, generated median {100 * g.get('median', float('nan')):.2f}")
+    print("reference (original p-diff v2, same H200): " + ", ".join(f"{k} {v} s" for k, v in REFERENCE.items()))
+    if args.out:
+        Path(args.out).write_text(json.dumps({"timings": timings, "total": total, "peak_gib": peak,
+                                              "eval": {"loop": t_loop, "vmap": t_full, "prefix": t_pre},
+                                              "dry_run": dry}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
