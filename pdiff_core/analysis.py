@@ -15,18 +15,18 @@ builds the baselines (baselines.py), evaluates them with the batched Evaluator, 
   docs/analysis-format.md. In short:
 
   analysis.json
-    version, seed, groups{originals, generated, baselines[list]}, counts{group: {n, finite}}
+    version, seed, groups[all, in order], baseline_groups[list], counts{group: {n, finite}}
     baselines{noise_sigmas, average16_size, n_per_group}
     similarity{oo, gg, og, og_max, groups{group: {within, to_originals, to_originals_max}}}
     memorization{train_nn_raw{...}, train_nn_norm{...}, replica_threshold_raw, replica_threshold_norm,
-                 replica_rate, replica_rate_norm, within_train_median, median_ratio_raw,
-                 median_ratio_norm, dominated_share, dominated_by{baseline: share},
+                 train_smax_one, replica_rate, replica_rate_norm, within_train_median,
+                 median_ratio_raw, median_ratio_norm, dominated_share, dominated_by{baseline: share},
                  matched_by{baseline: share},
                  groups{group: {acc_mean, nn_raw_median, nn_norm_median, median_ratio_raw,
                                 median_ratio_norm, replica_rate, replica_rate_norm,
-                                within_train_median, smax_mean, smax_median, agree_mean}}}
-    ensembles{k, draws, generated, originals, generated_std, originals_std, gain_generated,
-              gain_originals, generated_gains_more, statement}
+                                within_train_median, smax_mean, smax_median, smax_one, agree_mean}}}
+    ensembles{k, draws, tolerance, generated, originals, generated_std, originals_std,
+              gain_generated, gain_originals, generated_gains_more, statement}
     initialization{kinds, starts, steps, optimizer, lr, batch_size, step, curves{kind: [...]},
                    final{kind}, auc{kind}, target, steps_to_target{kind}, fastest[list], statement}
     embeddings{params{space, methods, pca_dims, per_baseline_cap, points{group: n}, umap},
@@ -48,19 +48,27 @@ builds the baselines (baselines.py), evaluates them with the batched Evaluator, 
     emb_params_group, emb_params_index (M,)
     emb_latent_pca, emb_latent_tsne (L, 2), emb_latent_group, emb_latent_index (L,)
 
+Groups: originals, generated, noise_0.001, noise_0.01, noise_0.05, noise_0.1, noise_0.15,
+average (the soup, 1 model), average16, gaussian, interpolation. Fractions are in [0, 1].
 Stage timings go to status.json (``analysis_timings``), never into analysis.json.
+The metric functions (iou_matrix, agreement_matrix, error_sets, nearest, ...) are public,
+so pages can compute views the files do not store.
 """
 from __future__ import annotations
 
 import copy
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.decomposition import PCA   # imported here, not lazily, so one_thread() also limits scipy's BLAS
+from sklearn.manifold import TSNE
+from threadpoolctl import threadpool_limits
 from torch.func import functional_call, vmap
 
 from . import runs
@@ -100,9 +108,11 @@ def iou_matrix(ea: np.ndarray, eb: np.ndarray) -> np.ndarray:
 
 def agreement_matrix(pa: np.ndarray, pb: np.ndarray) -> np.ndarray:
     """A(a, b): fraction of examples where a and b predict the same label."""
-    classes = np.union1d(np.unique(pa), np.unique(pb))
-    same = sum((pa == c).astype(np.float64) @ (pb == c).astype(np.float64).T for c in classes)
-    return same / pa.shape[1]
+    out = np.empty((len(pa), len(pb)))
+    rows = max(1, int(2e7 // max(1, pb.size)))   # bounds the (rows, nb, B) comparison in memory
+    for i in range(0, len(pa), rows):
+        out[i:i + rows] = np.count_nonzero(pa[i:i + rows, None] == pb[None], axis=-1)
+    return out / pa.shape[1]
 
 
 def mean_offdiag(m: np.ndarray) -> float:
@@ -129,10 +139,18 @@ def leave_one_out(b: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return idx.numpy(), d.numpy()
 
 
+def replica_threshold(train_d: np.ndarray, q: float = 5.0) -> float:
+    return float(np.percentile(train_d, q))
+
+
 def replica_rate(d: np.ndarray, train_d: np.ndarray, q: float = 5.0) -> tuple[float, float]:
     """Share of d strictly below the q-th percentile of the training LOO distances, and that threshold."""
-    thr = float(np.percentile(train_d, q))
-    return (float(np.mean(d < thr)) if len(d) else float("nan")), thr
+    thr = replica_threshold(train_d, q)
+    return share(d < thr), thr
+
+
+def share(mask: np.ndarray) -> float:
+    return float(np.mean(mask)) if len(mask) else float("nan")
 
 
 def dominated(acc: np.ndarray, smax: np.ndarray, acc_b: np.ndarray, smax_b: np.ndarray,
@@ -152,8 +170,7 @@ def ensemble_accuracy(logits: torch.Tensor, y: torch.Tensor, ks: list[int], draw
     means, stds = [], []
     for k in ks:
         idx = torch.rand((draws, n), generator=gen).argsort(dim=1)[:, :k]      # k distinct models per draw
-        pred = logits[idx].mean(dim=1).argmax(-1)                             # (draws, B)
-        acc = (pred == y).double().mean(dim=1)
+        acc = torch.stack([(logits[i].mean(dim=0).argmax(-1) == y).double().mean() for i in idx])
         means.append(acc.mean().item())
         stds.append(acc.std(unbiased=False).item())
     return np.array(means), np.array(stds)
@@ -179,22 +196,32 @@ def _accs(values: list) -> np.ndarray:
     return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
 
-def load_run(run_dir: Path, prep: Prepared | None):
-    """Everything the analysis reads: prep, base model, codec, metrics, groups and latents."""
+@dataclass
+class RunInputs:
+    prep: Prepared
+    model: torch.nn.Sequential    # the base model, trained weights loaded
+    codec: Codec
+    metrics: dict                 # metrics.json
+    preds: dict[str, np.ndarray]  # predictions.npz
+    groups: dict[str, Group]      # originals, generated
+    latents: dict[str, torch.Tensor]
+
+
+def load_run(run_dir: Path, prep: Prepared | None) -> RunInputs:
+    """Everything the analysis reads from a run directory (prep is rebuilt from config.json)."""
     if prep is None:
         prep = prepare(RunConfig.from_dict(runs.read_json(run_dir / "config.json")))
-    model = copy.deepcopy(prep.model)
+    model = copy.deepcopy(prep.model)   # prep holds the untrained model; the weights are on disk
     model.load_state_dict(runs.read_safetensors(run_dir / "base_model.safetensors")[0])
     metrics = runs.read_json(run_dir / "metrics.json")
     preds = runs.read_npz(run_dir / "predictions.npz")
-    groups, latents, codec = {}, {}, None
+    groups, latents = {}, {}
     for name in ("originals", "generated"):
         tensors, meta = runs.read_safetensors(run_dir / f"{name}.safetensors")
-        codec = Codec.from_metadata(meta)
         gm = metrics["groups"][name]
         groups[name] = Group(tensors["params"], preds[name], _accs(gm["val_acc"]), _accs(gm["test_acc"]))
         latents[name] = tensors["latents"]
-    return prep, model, codec, metrics, preds, groups, latents
+    return RunInputs(prep, model, Codec.from_metadata(meta), metrics, preds, groups, latents)
 
 
 # -----------------------------------------------------------------------------
@@ -278,16 +305,19 @@ def neighbours(grp: Group, orig: Group, codec: Codec, y: np.ndarray, name: str) 
 
 
 def train_reference(orig: Group, codec: Codec, y: np.ndarray) -> dict:
-    """Leave-one-out among the originals: the distances and s_max a checkpoint has to the others."""
-    of = np.flatnonzero(orig.finite)
+    """Leave-one-out among the originals: the distance and s_max of each to its nearest other one.
+    Full-length arrays (-1 / NaN for a non-finite original), like every per-model array."""
+    k, of = len(orig.acc), np.flatnonzero(orig.finite)
     out = {}
     for space, p in (("raw", orig.params[of]), ("norm", codec.normalize(orig.params[of].double()))):
         idx, d = leave_one_out(p)
-        out[f"train_nn_{space}"], out[f"train_nn_{space}_idx"] = d, of[idx]
+        out[f"train_nn_{space}"], out[f"train_nn_{space}_idx"] = np.full(k, np.nan), np.full(k, -1, np.int64)
+        out[f"train_nn_{space}"][of], out[f"train_nn_{space}_idx"][of] = d, of[idx]
     e = error_sets(orig.preds[of], y)
     iou = iou_matrix(e, e)
     np.fill_diagonal(iou, -np.inf)
-    out["train_smax"], out["train_smax_idx"] = iou.max(axis=1), of[iou.argmax(axis=1)]
+    out["train_smax"], out["train_smax_idx"] = np.full(k, np.nan), np.full(k, -1, np.int64)
+    out["train_smax"][of], out["train_smax_idx"][of] = iou.max(axis=1), of[iou.argmax(axis=1)]
     return out
 
 
@@ -296,21 +326,23 @@ def _dist_stats(d: np.ndarray) -> dict:
             "min": float(d.min()), "max": float(d.max())}
 
 
-def group_memorization(name: str, grp: Group, nb: dict, ref: dict) -> dict:
+def group_memorization(name: str, grp: Group, nb: dict, train: dict[str, np.ndarray]) -> dict:
+    """Summary of one group against the training LOO distances `train` {"raw": ..., "norm": ...}."""
     ok = grp.finite
     if not ok.any():
         return {"acc_mean": None}
-    d_raw, d_norm = nb[f"{name}_nn_raw_dist"][ok], nb[f"{name}_nn_norm_dist"][ok]
-    rr, _ = replica_rate(d_raw, ref["train_nn_raw"])
-    rrn, _ = replica_rate(d_norm, ref["train_nn_norm"])
+    d = {space: nb[f"{name}_nn_{space}_dist"][ok] for space in ("raw", "norm")}
+    smax = nb[f"{name}_smax"][ok]
     return {
         "acc_mean": float(grp.acc[ok].mean()),
-        "nn_raw_median": float(np.median(d_raw)), "nn_norm_median": float(np.median(d_norm)),
-        "median_ratio_raw": float(np.median(d_raw) / np.median(ref["train_nn_raw"])),
-        "median_ratio_norm": float(np.median(d_norm) / np.median(ref["train_nn_norm"])),
-        "replica_rate": rr, "replica_rate_norm": rrn,
-        "within_train_median": float(np.mean(d_raw < np.median(ref["train_nn_raw"]))),
-        "smax_mean": float(nb[f"{name}_smax"][ok].mean()), "smax_median": float(np.median(nb[f"{name}_smax"][ok])),
+        "nn_raw_median": float(np.median(d["raw"])), "nn_norm_median": float(np.median(d["norm"])),
+        "median_ratio_raw": float(np.median(d["raw"]) / np.median(train["raw"])),
+        "median_ratio_norm": float(np.median(d["norm"]) / np.median(train["norm"])),
+        "replica_rate": replica_rate(d["raw"], train["raw"])[0],
+        "replica_rate_norm": replica_rate(d["norm"], train["norm"])[0],
+        "within_train_median": share(d["raw"] < np.median(train["raw"])),
+        "smax_mean": float(smax.mean()), "smax_median": float(np.median(smax)),
+        "smax_one": share(smax == 1.0),   # makes exactly the errors of some original
         "agree_mean": float(nb[f"{name}_agree"][ok].mean()),
     }
 
@@ -321,13 +353,11 @@ def pareto(gen: Group, base: dict[str, Group], nb: dict) -> tuple[dict, np.ndarr
     acc, smax = gen.acc[ok], nb["generated_smax"][ok]
     flags, by, matched = np.zeros(len(gen.acc), bool), {}, {}
     for g, b in base.items():
-        bf = b.finite
-        d = dominated(acc, smax, b.acc[bf], nb[f"{g}_smax"][bf])
-        by[g] = float(d.mean()) if len(d) else float("nan")
-        matched[g] = float(dominated(acc, smax, b.acc[bf], nb[f"{g}_smax"][bf], strict=False).mean()) if len(d) else float("nan")
+        acc_b, smax_b = b.acc[b.finite], nb[f"{g}_smax"][b.finite]
+        d = dominated(acc, smax, acc_b, smax_b)
+        by[g], matched[g] = share(d), share(dominated(acc, smax, acc_b, smax_b, strict=False))
         flags[ok] |= d
-    share = float(flags[ok].mean()) if ok.any() else float("nan")
-    return {"dominated_share": share, "dominated_by": by, "matched_by": matched}, flags
+    return {"dominated_share": share(flags[ok]), "dominated_by": by, "matched_by": matched}, flags
 
 
 def memorization(groups: dict[str, Group], base: dict[str, Group], codec: Codec, y: np.ndarray,
@@ -335,17 +365,19 @@ def memorization(groups: dict[str, Group], base: dict[str, Group], codec: Codec,
     """Nearest checkpoints, s_max, replica rates and Pareto dominance for generated and baselines.
     Also fills sim["groups"], the per-group IoU statistics."""
     orig, arrays = groups["originals"], train_reference(groups["originals"], codec, y)
+    train = {space: arrays[f"train_nn_{space}"][orig.finite] for space in ("raw", "norm")}
     per_group, sim["groups"] = {}, {}
     for g, grp in {"generated": groups["generated"], **base}.items():
         nb = neighbours(grp, orig, codec, y, g)
         arrays.update(nb)
-        per_group[g] = group_memorization(g, grp, nb, arrays)
+        per_group[g] = group_memorization(g, grp, nb, train)
         sim["groups"][g] = group_similarity(grp, orig, y, per_group[g].get("smax_mean"))
     dom, arrays["generated_dominated"] = pareto(groups["generated"], base, arrays)
     gm = per_group["generated"]
-    mem = {"train_nn_raw": _dist_stats(arrays["train_nn_raw"]), "train_nn_norm": _dist_stats(arrays["train_nn_norm"]),
-           "replica_threshold_raw": replica_rate(np.array([]), arrays["train_nn_raw"])[1],
-           "replica_threshold_norm": replica_rate(np.array([]), arrays["train_nn_norm"])[1],
+    mem = {"train_nn_raw": _dist_stats(train["raw"]), "train_nn_norm": _dist_stats(train["norm"]),
+           "replica_threshold_raw": replica_threshold(train["raw"]),
+           "replica_threshold_norm": replica_threshold(train["norm"]),
+           "train_smax_one": share(arrays["train_smax"][orig.finite] == 1.0),
            **{k: gm.get(k) for k in ("replica_rate", "replica_rate_norm", "within_train_median",
                                      "median_ratio_raw", "median_ratio_norm")},
            **dom, "groups": per_group}
@@ -358,7 +390,8 @@ def ensembles(ev: Evaluator, groups: dict[str, Group], prep: Prepared, seed: int
     logits = {g: ev.logits(groups[g].params[groups[g].finite], x).cpu() for g in ("generated", "originals")}
     n = min(len(v) for v in logits.values())
     ks = sorted({min(k, n) for k in ENSEMBLE_KS}) if n else []
-    res, arrays = {"k": ks, "draws": ENSEMBLE_DRAWS}, {"ens_k": np.array(ks)}
+    res = {"k": ks, "draws": ENSEMBLE_DRAWS, "tolerance": 1 / len(y)}   # one test example
+    arrays = {"ens_k": np.array(ks)}
     for g, lg in logits.items():
         m, s = ensemble_accuracy(lg, y, ks, ENSEMBLE_DRAWS, torch.Generator().manual_seed(seed))
         res[g], res[f"{g}_std"] = m.tolist(), s.tolist()
@@ -372,14 +405,19 @@ def ensembles(ev: Evaluator, groups: dict[str, Group], prep: Prepared, seed: int
 
 
 def ensemble_statement(r: dict) -> str:
-    k = 10 if 10 in r["k"] else r["k"][-1]
-    i = r["k"].index(k)
-    more = "more" if r["generated_gains_more"] else "less"
-    evidence = "some evidence of diversity" if r["generated_gains_more"] else "no evidence that they are more diverse"
-    return (f"Averaging the logits of {k} generated models gives {100 * r['generated'][i]:.1f} % test accuracy "
-            f"against {100 * r['originals'][i]:.1f} % for {k} originals; from 1 to {r['k'][-1]} models, generated "
-            f"ensembles gain {100 * r['gain_generated']:+.1f} points and original ones "
-            f"{100 * r['gain_originals']:+.1f}, so generated models gain {more} from ensembling: {evidence}.")
+    i = r["k"].index(10) if 10 in r["k"] else len(r["k"]) - 1
+    gg, go = r["gain_generated"], r["gain_originals"]
+    text = (f"Averaging the logits of {r['k'][i]} generated models gives {100 * r['generated'][i]:.1f} % test "
+            f"accuracy against {100 * r['originals'][i]:.1f} % for {r['k'][i]} originals; from 1 to {r['k'][-1]} "
+            f"models, generated ensembles gain {100 * gg:+.1f} points and original ones {100 * go:+.1f}")
+    if abs(gg - go) < r["tolerance"]:
+        return text + ", less than one test example apart: no evidence of extra diversity."
+    if gg > go and r["generated"][-1] > r["originals"][-1]:
+        return text + ". Generated ensembles gain more and end higher: evidence of useful diversity."
+    if gg > go:
+        return text + (". Generated ensembles gain more but end no higher than the originals' ensembles: the gain "
+                       "repairs weaker single models rather than showing useful diversity.")
+    return text + ". Original ensembles gain more: no evidence that generated models are more diverse."
 
 
 # -----------------------------------------------------------------------------
@@ -416,7 +454,7 @@ def finetune(ev: Evaluator, starts: torch.Tensor, prep: Prepared, steps: int, ge
     batches = minibatches(len(y), min(cfg.batch_size, len(y)), gen)
 
     def val_acc():   # a diverged start counts as wrong on every example
-        return np.nan_to_num(ev.evaluate(P.detach(), data.x_val, data.y_val).acc, nan=0.0)
+        return np.nan_to_num(ev.evaluate(P.detach().cpu(), data.x_val, data.y_val).acc, nan=0.0)
 
     curve = [val_acc()]
     for _ in range(steps):
@@ -446,10 +484,10 @@ def initialization(ev: Evaluator, model: torch.nn.Module, groups: dict[str, Grou
         arrays[f"init_{k}"] = acc[i:i + len(v)]
         curves[k] = acc[i:i + len(v)].mean(axis=0)
         i += len(v)
-    target = max(c.max() for c in curves.values()) - 0.01
-    reach = {k: int(np.argmax(c >= target)) for k, c in curves.items()}   # every curve's max >= target for the best
-    reach = {k: (s if curves[k][s] >= target else None) for k, s in reach.items()}
-    best = min(s for s in reach.values() if s is not None)
+    # target: the best final accuracy of any kind, less one validation example
+    target = max(c[-1] for c in curves.values()) - 1 / len(prep.data.y_val)
+    reach = {k: first_reach(c, target) for k, c in curves.items()}
+    best = min(s for s in reach.values() if s is not None)   # the kind with the best final always reaches
     res = {"kinds": list(starts), "starts": {k: len(v) for k, v in starts.items()}, "steps": INIT_STEPS,
            "optimizer": "SGD momentum 0.9 (the collection phase's)", "lr": prep.cfg.collect_lr,
            "batch_size": prep.cfg.batch_size, "step": list(range(INIT_STEPS + 1)),
@@ -462,47 +500,48 @@ def initialization(ev: Evaluator, model: torch.nn.Module, groups: dict[str, Grou
     return res, arrays
 
 
+def first_reach(curve: np.ndarray, target: float) -> int | None:
+    hit = np.flatnonzero(curve >= target)
+    return int(hit[0]) if len(hit) else None
+
+
 def init_statement(r: dict) -> str:
     reach = ", ".join(f"{k} {'never' if s is None else s}" for k, s in r["steps_to_target"].items())
     final = ", ".join(f"{k} {100 * v:.1f} %" for k, v in r["final"].items())
-    who = " and ".join(f"the {k} start" for k in r["fastest"])
-    return (f"Fine-tuning the generated layers for {r['steps']} steps, {who} converged fastest (steps to come "
-            f"within 1 point of the best validation accuracy {100 * (r['target'] + 0.01):.1f} %: {reach}; "
-            f"final validation accuracy: {final}).")
+    who = ("all starts equally" if len(r["fastest"]) == len(r["kinds"])
+           else " and ".join(r["fastest"]) + (" starts" if len(r["fastest"]) > 1 else " start"))
+    return (f"Fine-tuning the generated layers from {', '.join(r['kinds'])} starts ({r['steps']} SGD steps, same "
+            f"data for all): fastest to come within one validation example of the best final accuracy "
+            f"({100 * r['target']:.1f} %) is {who} (steps: {reach}; final validation accuracy: {final}).")
 
 
 # -----------------------------------------------------------------------------
 # embeddings (PCA, t-SNE, UMAP): seeded, on PCA-reduced inputs
 
 def pca(x: np.ndarray, dims: int, seed: int) -> np.ndarray:
-    from sklearn.decomposition import PCA
     dims = min(dims, x.shape[0], x.shape[1])
     return PCA(dims, svd_solver="full", random_state=seed).fit_transform(x)
 
 
 def tsne(x: np.ndarray, seed: int) -> np.ndarray:
-    from sklearn.manifold import TSNE
-    from threadpoolctl import threadpool_limits
     perplexity = min(30.0, max(2.0, (len(x) - 1) / 3))   # must stay below the point count
-    # One thread: the Barnes-Hut result depends on the thread count, and on a busy 2-core
-    # machine two OpenMP threads run several times slower than one.
-    with threadpool_limits(1):
-        return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(pca(x, PCA_DIMS, seed))
+    return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(pca(x, PCA_DIMS, seed))
 
 
-def umap_embed(x: np.ndarray, seed: int, timings: dict) -> np.ndarray | None:
-    """UMAP if umap-learn is installed (imported here only: the cold import takes 30-40 s)."""
+def umap_embed(x: np.ndarray, seed: int, timings: dict) -> tuple[np.ndarray | None, str]:
+    """UMAP and "ok", or None and why it was skipped. umap is imported here only: its cold
+    import takes 30-40 s, and the GPU machine does not have it."""
     t0 = time.perf_counter()
     try:
         import umap
-    except ImportError:
-        return None
+    except Exception as e:   # not installed, or a broken numba/llvmlite: the other embeddings still stand
+        return None, f"skipped: umap-learn could not be imported ({type(e).__name__}: {e})"
     timings["umap_import"] = round(time.perf_counter() - t0, 3)
     t0 = time.perf_counter()
     reducer = umap.UMAP(n_components=2, n_neighbors=min(15, len(x) - 1), random_state=seed, n_jobs=1)
     out = reducer.fit_transform(pca(x, PCA_DIMS, seed))
-    timings["umap_fit"] = round(time.perf_counter() - t0, 3)
-    return out
+    timings["umap_fit"] = round(time.perf_counter() - t0, 3)   # the first fit in a process includes numba JIT
+    return out, "ok"
 
 
 def embedding_points(groups: dict[str, Group], base: dict[str, Group], codec: Codec, seed: int):
@@ -519,41 +558,43 @@ def embedding_points(groups: dict[str, Group], base: dict[str, Group], codec: Co
     return np.concatenate(xs), np.array(names), np.concatenate(index)
 
 
-def embeddings(groups, base, latents, codec, seed, timings, report) -> tuple[dict, dict]:
+def param_embeddings(groups, base, codec, seed) -> tuple[dict, dict, np.ndarray]:
+    """PCA and t-SNE of normalized parameters; also returns the points for umap_embed."""
     x, names, index = embedding_points(groups, base, codec, seed)
     arrays = {"emb_params_group": names, "emb_params_index": index,
-              "emb_params_pca": pca(x, 2, seed).astype(np.float32)}
-    t0 = time.perf_counter()
-    arrays["emb_params_tsne"] = tsne(x, seed).astype(np.float32)
-    timings["tsne_params"] = round(time.perf_counter() - t0, 3)
-    report(0.75, "UMAP of parameters")
-    u = umap_embed(x, seed, timings)
-    if u is not None:
-        arrays["emb_params_umap"] = u.astype(np.float32)
-    report(0.9, "latent embeddings")
+              "emb_params_pca": pca(x, 2, seed).astype(np.float32),
+              "emb_params_tsne": tsne(x, seed).astype(np.float32)}
+    info = {"space": "normalized", "methods": ["pca", "tsne"], "pca_dims": min(PCA_DIMS, *x.shape),
+            "per_baseline_cap": EMBED_PER_BASELINE,
+            "points": {g: int((names == g).sum()) for g in dict.fromkeys(names)}}
+    return info, arrays, x
+
+
+def latent_embeddings(groups, latents, seed) -> tuple[dict, dict]:
     ok = {g: groups[g].finite for g in ("originals", "generated")}
     lat = np.concatenate([latents[g][ok[g]].double().numpy() for g in ok])
-    arrays.update({"emb_latent_group": np.concatenate([[g] * int(ok[g].sum()) for g in ok]).astype(str),
-                   "emb_latent_index": np.concatenate([np.flatnonzero(ok[g]) for g in ok]),
-                   "emb_latent_pca": pca(lat, 2, seed).astype(np.float32),
-                   "emb_latent_tsne": tsne(lat, seed).astype(np.float32)})
-    info = {"params": {"space": "normalized", "methods": ["pca", "tsne"] + (["umap"] if u is not None else []),
-                       "pca_dims": min(PCA_DIMS, *x.shape), "per_baseline_cap": EMBED_PER_BASELINE,
-                       "points": {g: int((names == g).sum()) for g in dict.fromkeys(names)},
-                       "umap": "ok" if u is not None else "skipped: umap-learn is not installed"},
-            "latent": {"methods": ["pca", "tsne"], "pca_dims": min(PCA_DIMS, *lat.shape),
-                       "points": {g: int(v.sum()) for g, v in ok.items()}}}
+    arrays = {"emb_latent_group": np.concatenate([[g] * int(ok[g].sum()) for g in ok]).astype(str),
+              "emb_latent_index": np.concatenate([np.flatnonzero(ok[g]) for g in ok]),
+              "emb_latent_pca": pca(lat, 2, seed).astype(np.float32),
+              "emb_latent_tsne": tsne(lat, seed).astype(np.float32)}
+    info = {"methods": ["pca", "tsne"], "pca_dims": min(PCA_DIMS, *lat.shape),
+            "points": {g: int(v.sum()) for g, v in ok.items()}}
     return info, arrays
 
 
 # -----------------------------------------------------------------------------
 # verdict and output
 
-def pct(v: float) -> str:
-    return f"{100 * v:.0f} %"
+def pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.0f} %"
+
+
+def num(v: float | None, fmt: str = ".2f") -> str:
+    return "n/a" if v is None else format(v, fmt)
 
 
 def verdict(sim: dict, mem: dict, ens: dict) -> str:
+    """One plain-language paragraph from the (cleaned) numbers; None means not computable."""
     g = mem["groups"]["generated"]
     if g.get("acc_mean") is None:
         return "No generated model has finite parameters, so there is nothing to compare."
@@ -561,28 +602,36 @@ def verdict(sim: dict, mem: dict, ens: dict) -> str:
         f"{pct(g['replica_rate'])} of generated models are replicas (closer to a checkpoint than the 5th percentile "
         f"of the checkpoints' own nearest-neighbour distances) and {pct(g['within_train_median'])} are within the "
         f"training set's own median neighbour distance of a checkpoint; their median nearest-checkpoint distance is "
-        f"{g['median_ratio_raw']:.2f}x the checkpoints' own.",
-        f"Their errors overlap the most similar checkpoint's at IoU {sim['og_max']:.2f} on average "
-        f"(checkpoints among themselves {sim['oo']:.2f}, generated among themselves {sim['gg']:.2f}).",
+        f"{num(g['median_ratio_raw'])}x the checkpoints' own.",
+        f"Their errors overlap the most similar checkpoint's at IoU {num(sim['og_max'])} on average "
+        f"(checkpoints among themselves {num(sim['oo'])}, generated among themselves {num(sim['gg'])}), and "
+        f"{pct(g['smax_one'])} make exactly the test errors of some checkpoint (checkpoints: "
+        f"{pct(mem['train_smax_one'])}).",
     ]
-    best = max(mem["matched_by"], key=lambda k: mem["matched_by"][k])
-    if mem["matched_by"][best] > 0:
-        parts.append(f"{pct(mem['dominated_share'])} of generated models are Pareto-dominated by a baseline, and the "
-                     f"{best} baseline reaches the same or better accuracy at the same or better novelty for "
-                     f"{pct(mem['matched_by'][best])} of them.")
+    matched = {k: v for k, v in mem["matched_by"].items() if v}
+    if matched:
+        best = max(matched, key=matched.get)
+        parts.append(f"{pct(mem['dominated_share'])} of generated models are Pareto-dominated by a baseline model "
+                     f"(at least as accurate and at least as novel, one of them strictly); the {best} baseline "
+                     f"alone is as accurate or better at the same or better novelty for {pct(matched[best])} of "
+                     f"generated models.")
     else:
         parts.append("No baseline model reaches a generated model's accuracy at the same novelty.")
     if "statement" in ens:
         parts.append(ens["statement"])
-    if g["replica_rate"] >= 0.5:
+    if (g["replica_rate"] or 0) >= 0.5:
         parts.append("In plain words: most generated models are near-copies of training checkpoints.")
-    elif g["within_train_median"] >= 0.5:
+    elif (g["within_train_median"] or 0) >= 0.5:
         parts.append("In plain words: generated models sit closer to the checkpoints than the checkpoints sit to "
                      "each other; they look more like copies than new solutions.")
+    elif (g["smax_one"] or 0) >= 0.5:
+        parts.append("In plain words: by distance, generated models are not near-copies of the checkpoints, but "
+                     "most of them make exactly the same mistakes as one.")
     else:
         parts.append("In plain words: by distance, generated models are not near-copies of the checkpoints.")
-    if mem["dominated_share"] >= 0.5:
-        parts.append("A cheap baseline does at least as well for most of them, so the diffusion model adds little here.")
+    if (mem["dominated_share"] or 0) >= 0.5:
+        parts.append("A cheap baseline does at least as well for most of them, "
+                     "so the diffusion model adds little here.")
     return " ".join(parts)
 
 
@@ -601,10 +650,30 @@ def clean(obj):
     return obj
 
 
+@contextmanager
+def one_thread():
+    """Run torch, BLAS and OpenMP (t-SNE) on one thread, then restore. The work here is many
+    small ops, so a second thread gains little; on a busy 2-core machine two OpenMP threads run
+    several times slower than one, and t-SNE's result depends on the thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run_analysis(run_dir: Path, prep: Prepared | None = None, report=lambda fraction, message: None) -> dict:
     """The analysis stage; returns analysis.json's content. `report` may raise Cancelled."""
-    run_dir, timings = Path(run_dir), {}
+    with one_thread():
+        return analyze(Path(run_dir), prep, report)
+
+
+def analyze(run_dir: Path, prep: Prepared | None, report) -> dict:
+    timings = {}
     t_all = t_last = time.perf_counter()
+    cpu0 = time.process_time()
 
     def lap(name):   # stage timings go to status.json only: analysis.json must be reproducible
         nonlocal t_last
@@ -612,14 +681,14 @@ def run_analysis(run_dir: Path, prep: Prepared | None = None, report=lambda frac
         timings[name], t_last = round(now - t_last, 3), now
 
     report(0.0, "loading the run")
-    prep, model, codec, metrics, preds, groups, latents = load_run(run_dir, prep)
-    seed, y = prep.cfg.seed, preds["y_test"]
-    ev = Evaluator(model, codec, prep.device, chunk=prep.cfg.eval_chunk)
+    run = load_run(run_dir, prep)
+    prep, codec, groups, seed, y = run.prep, run.codec, run.groups, run.prep.cfg.seed, run.preds["y_test"]
+    ev = Evaluator(run.model, codec, prep.device, chunk=prep.cfg.eval_chunk)
     lap("load")
 
     report(0.05, "building and evaluating baselines")
     base = evaluate_baselines(ev, prep, groups["originals"].params, codec, seed + SALT_BASELINES)
-    write_baselines(run_dir, base, codec, metrics, preds, seed + SALT_BASELINES)
+    write_baselines(run_dir, base, codec, run.metrics, run.preds, seed + SALT_BASELINES)
     lap("baselines")
 
     report(0.25, "similarity and memorization")
@@ -634,28 +703,43 @@ def run_analysis(run_dir: Path, prep: Prepared | None = None, report=lambda frac
     lap("ensembles")
 
     report(0.5, "fine-tuning from generated, original and random starts")
-    init, a = initialization(ev, model, groups, prep, seed + SALT_INIT)
+    init, a = initialization(ev, run.model, groups, prep, seed + SALT_INIT)
     arrays.update(a)
     lap("initialization")
 
     report(0.6, "t-SNE of parameters")
-    emb, a = embeddings(groups, base, latents, codec, seed + SALT_EMBED, timings, report)
+    emb = {}
+    emb["params"], a, x = param_embeddings(groups, base, codec, seed + SALT_EMBED)
     arrays.update(a)
-    lap("embeddings")
+    lap("tsne_params")
+    report(0.7, "latent embeddings")
+    emb["latent"], a = latent_embeddings(groups, run.latents, seed + SALT_EMBED)
+    arrays.update(a)
+    lap("latent")
+
+    # UMAP last: numba's threads, once started, slow down whatever runs after them
+    report(0.8, "UMAP of parameters")
+    u, emb["params"]["umap"] = umap_embed(x, seed + SALT_EMBED, timings)
+    if u is not None:
+        arrays["emb_params_umap"] = u.astype(np.float32)
+        emb["params"]["methods"].append("umap")
+    lap("umap")
 
     counts = {g: {"n": len(grp.acc), "finite": int(grp.finite.sum())} for g, grp in {**groups, **base}.items()}
     result = clean({
         "version": VERSION, "seed": seed,
-        "groups": {"originals": "originals", "generated": "generated", "baselines": list(base)},
+        "groups": list({**groups, **base}), "baseline_groups": list(base),
         "counts": counts,
         "baselines": {"noise_sigmas": list(NOISE_SIGMAS), "average16_size": min(SUBSET, len(groups["originals"].acc)),
                       "n_per_group": {g: len(b.acc) for g, b in base.items()}},
         "similarity": sim, "memorization": mem, "ensembles": ens, "initialization": init, "embeddings": emb,
     })
     result["verdict"] = verdict(result["similarity"], result["memorization"], result["ensembles"])
-    runs.write_npz(run_dir / "analysis.npz", arrays)
+    runs.write_npz(run_dir / "analysis.npz", arrays)   # npz first: whoever sees the new json finds its npz
     runs.write_json(run_dir / "analysis.json", result)
     timings["total"] = round(time.perf_counter() - t_all, 3)
+    timings["cpu_total"] = round(time.process_time() - cpu0, 3)   # CPU seconds: less noisy on a shared machine
+    timings["total_without_umap"] = round(timings["total"] - timings["umap"], 3)
     runs.update_status(run_dir, analysis_timings=timings)
     report(1.0, "analysis done")
     return result

@@ -88,6 +88,8 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, report: Callable[[str, float, st
     often; it may raise Cancelled to stop. Returns metrics.json's content."""
     prep = prep or prepare(cfg)
     device, data, names = prep.device, prep.data, prep.names
+    if device == "cpu":
+        torch.set_num_threads(cfg.threads)
     run_dir = Path(run_dir)
     runs.write_json(run_dir / "config.json", cfg.to_dict())
     gen = seed_everything(cfg.seed)
