@@ -10,10 +10,13 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 # One colour per group everywhere: originals blue, generated red, each baseline family its own hue.
-COLORS = {"base": "#222222", "originals": "#1f77b4", "generated": "#d62728", "random": "#7f7f7f"}
-FAMILIES = {"noise": "#8c8c8c", "soup": "#6a3d9a", "average": "#9467bd", "avg": "#9467bd",
-            "gauss": "#2ca02c", "interp": "#8c564b"}
+COLORS = {"base": "#222222", "originals": "#1f77b4", "original": "#1f77b4", "generated": "#d62728",
+          "random": "#7f7f7f", "average": "#6a3d9a", "noise_0.001": "#c7c7c7", "noise_0.01": "#a8a8a8",
+          "noise_0.05": "#8a8a8a", "noise_0.1": "#6b6b6b", "noise_0.15": "#4d4d4d"}
+FAMILIES = {"noise": "#8c8c8c", "average": "#b07cd8", "gauss": "#2ca02c", "interp": "#8c564b"}
+PRIMARY = ("originals", "generated")        # drawn larger and more opaque than baselines
 LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
+SIDE_LEGEND = {**LAYOUT, "legend": dict(orientation="v", x=1.01, y=1, xanchor="left")}   # for many groups
 
 
 def color(group: str) -> str:
@@ -26,26 +29,31 @@ def color(group: str) -> str:
 
 
 def pct_axis(fig: go.Figure, axis: str = "x", title: str = "test accuracy (%)") -> go.Figure:
-    fig.update_layout(**{f"{axis}axis": dict(title=title, tickformat=".0%")})
+    fig.update_layout(**{f"{axis}axis": dict(title=title, tickformat=".1%")})
     return fig
 
 
-def accuracy(df: pd.DataFrame, base_acc: float | None, kind: str = "histogram") -> go.Figure:
-    """Test-accuracy distributions per group (df: group, test_acc), overlaid; the base model as a line."""
+def accuracy(df: pd.DataFrame, base_acc: float | None, kind: str = "histogram", step: float = 0.005) -> go.Figure:
+    """Test-accuracy distributions per group (df: group, test_acc), overlaid; the base model and
+    one-model groups as lines. `step`: histogram bin width (one test example is the honest one)."""
     fig = go.Figure()
+    lines = {"base model": base_acc} if base_acc is not None else {}
     for group, part in df.groupby("group", sort=False):
         acc = part["test_acc"].dropna()
-        if kind == "violin":
+        if len(part) == 1:                       # one model (the soup): a line, not a 100 % bar
+            lines[group] = acc.iloc[0] if len(acc) else None
+        elif kind == "violin":
             fig.add_trace(go.Violin(x=acc, name=group, orientation="h", line_color=color(group), points="all",
                                     pointpos=0, jitter=0.3, marker_size=3, box_visible=True, meanline_visible=True,
                                     hovertemplate=f"{group}<br>%{{x:.2%}}<extra></extra>"))
         else:
             fig.add_trace(go.Histogram(x=acc, name=group, marker_color=color(group), opacity=0.6,
-                                       xbins=dict(size=0.005), histnorm="percent",
+                                       xbins=dict(start=-step / 2, size=step), histnorm="percent",
                                        hovertemplate=f"{group}<br>%{{x:.1%}}: %{{y:.1f}}% of models<extra></extra>"))
-    if base_acc is not None:
-        fig.add_vline(x=base_acc, line=dict(color=COLORS["base"], dash="dash"),
-                      annotation_text=f"base model {base_acc:.1%}", annotation_position="top left")
+    for i, (name, acc) in enumerate(a for a in lines.items() if a[1] is not None):
+        fig.add_vline(x=acc, line=dict(color=color("base" if name == "base model" else name), dash="dash"),
+                      annotation=dict(text=f"{name} {acc:.1%}", yshift=-16 * i, font_size=11),
+                      annotation_position="top left")
     fig.update_layout(barmode="overlay", height=420, **LAYOUT,
                       yaxis_title="share of models (%)" if kind == "histogram" else None)
     return pct_axis(fig)
@@ -58,8 +66,12 @@ def losses(curves: dict[str, list], height: int = 260) -> go.Figure:
         pts = np.asarray(curves.get(key) or [], dtype=float).reshape(-1, 2)
         fig.add_trace(go.Scatter(x=pts[:, 0], y=pts[:, 1], mode="lines", line_color=c, name=key,
                                  hovertemplate="step %{x}<br>loss %{y:.4g}<extra></extra>"), row=1, col=col)
-        fig.update_xaxes(title_text="step", row=1, col=col)
-        fig.update_yaxes(type="log", row=1, col=col)
+        fig.update_xaxes(title_text="step", row=1, col=col, visible=len(pts) > 0)
+        fig.update_yaxes(type="log", tickformat=".2g", row=1, col=col, visible=len(pts) > 0)
+        if not len(pts):
+            fig.add_annotation(text="not started yet", showarrow=False, font_color="#999",
+                               xref=f"x{col if col > 1 else ''} domain", yref=f"y{col if col > 1 else ''} domain",
+                               x=0.5, y=0.5)
     fig.update_layout(height=height, showlegend=False, margin=dict(l=10, r=10, t=30, b=10))
     return fig
 
@@ -76,3 +88,121 @@ def pipeline_dot() -> str:
   eval [label="evaluate every model"];
   q [label="new models, or copies\\nof the checkpoints?" shape=note fillcolor="#fff6d5" color="#b8860b"];
   train -> ckpt -> ae -> ddpm -> gen -> eval -> q; ckpt -> q [style=dashed label="compare" fontsize=10]; }}"""
+
+
+def iou_heatmap(iou: np.ndarray, labels: list[str], blocks: list[tuple[str, int, int]]) -> go.Figure:
+    """IoU-of-errors matrix; group blocks outlined and named when the order keeps groups together."""
+    fig = go.Figure(go.Heatmap(z=np.round(iou, 3), x=labels, y=labels, colorscale="Viridis", zmin=0, zmax=1,
+                               colorbar=dict(title="IoU"),
+                               hovertemplate="%{y}<br>%{x}<br>IoU %{z:.3f}<extra></extra>"))
+    for group, lo, hi in blocks:
+        fig.add_shape(type="rect", x0=lo - 0.5, x1=hi + 0.5, y0=lo - 0.5, y1=hi + 0.5, xref="x", yref="y",
+                      line=dict(color=color(group), width=2))
+        fig.add_annotation(x=(lo + hi) / 2, y=-0.5, text=group, showarrow=False, yshift=12,
+                           font=dict(color=color(group)))
+    axis = dict(showticklabels=False, showgrid=False, constrain="domain")
+    fig.update_layout(height=620, margin=dict(l=10, r=10, t=30, b=10), xaxis=axis,
+                      yaxis=dict(**axis, autorange="reversed", scaleanchor="x"))
+    return fig
+
+
+def embedding(df: pd.DataFrame, by: str) -> go.Figure:
+    """2-D scatter of models (df: x, y, group, label, test_acc, nn_idx, row); by 'group' or 'accuracy'.
+    customdata holds the row in df, so a selection maps back to models."""
+    fig = go.Figure()
+    df = df.assign(hover=[f"{lab}<br>nearest original #{nn}" if nn >= 0 else lab
+                          for lab, nn in zip(df["label"], df["nn_idx"])])
+    hover = "%{text}<extra></extra>"
+    if by == "accuracy":
+        fig.add_trace(go.Scatter(
+            x=df["x"], y=df["y"], mode="markers", text=df["hover"], customdata=df["row"],
+            marker=dict(color=df["test_acc"], colorscale="Plasma", size=7, colorbar=dict(title="test acc", tickformat=".0%"),
+                        symbol=[0 if g == "generated" else 4 if g == "originals" else 2 for g in df["group"]]),
+            hovertemplate=hover, name="models"))
+    else:
+        for group, part in df.groupby("group", sort=False):
+            fig.add_trace(go.Scatter(x=part["x"], y=part["y"], mode="markers", name=group, text=part["hover"],
+                                     customdata=part["row"], hovertemplate=hover,
+                                     marker=dict(color=color(group), size=7 if group in PRIMARY else 5,
+                                                 opacity=0.9 if group in PRIMARY else 0.6)))
+    fig.update_layout(height=560, dragmode="lasso", **SIDE_LEGEND,
+                      xaxis=dict(showticklabels=False, zeroline=False), yaxis=dict(showticklabels=False, zeroline=False))
+    return fig
+
+
+def nn_hist(dists: dict[str, np.ndarray], threshold: float | None, space: str) -> go.Figure:
+    """Nearest-checkpoint distances per group (train→train is the leave-one-out reference)."""
+    fig = go.Figure()
+    hi = max((np.nanmax(d) for d in dists.values() if len(d)), default=1.0)
+    for name, d in dists.items():
+        key = "originals" if name.startswith("train") else name
+        fig.add_trace(go.Histogram(x=d, name=name, marker_color=color(key), opacity=0.6, histnorm="percent",
+                                   xbins=dict(start=0, end=hi * 1.001, size=hi / 60)))
+    if threshold is not None:
+        fig.add_vline(x=threshold, line=dict(color="#444", dash="dot"),
+                      annotation_text="replica threshold (5th pct of train→train)", annotation_position="top right")
+    fig.update_layout(barmode="overlay", height=380, xaxis_title=f"distance to nearest checkpoint ({space} L2)",
+                      yaxis_title="share of models (%)", **LAYOUT)
+    return fig
+
+
+def acc_vs_smax(models: pd.DataFrame, front: pd.DataFrame) -> go.Figure:
+    """Accuracy against s_max for every group; dominated generated models hollow; baselines' Pareto front."""
+    fig = go.Figure()
+    for group, part in models.dropna(subset=["test_acc", "smax"]).groupby("group", sort=False):
+        symbol = "circle"
+        if group == "generated" and "dominated" in part:
+            symbol = ["circle-open" if d is True else "circle" for d in part["dominated"].astype(object)]
+        fig.add_trace(go.Scatter(x=part["smax"], y=part["test_acc"], mode="markers", name=group, text=part["label"],
+                                 marker=dict(color=color(group), symbol=symbol, size=8 if group in PRIMARY else 5,
+                                             opacity=0.9 if group in PRIMARY else 0.55),
+                                 hovertemplate="%{text}<br>s_max %{x:.3f}<extra></extra>"))
+    if len(front):
+        fig.add_trace(go.Scatter(x=front["smax"], y=front["test_acc"], mode="lines", line_shape="hv",
+                                 name="baselines' Pareto front", line=dict(color="#111", dash="dash")))
+    fig.update_layout(height=480, xaxis_title="s_max: highest IoU with any original (lower = more novel)",
+                      **SIDE_LEGEND)
+    return pct_axis(fig, "y")
+
+
+def param_pair(df: pd.DataFrame, gen_label: str, orig_label: str) -> go.Figure:
+    """A generated vector and its nearest checkpoint, coordinate by coordinate, and their difference."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.65, 0.35], vertical_spacing=0.06)
+    trace = go.Scattergl if len(df) > 5000 else go.Scatter
+    for col, name, c in (("original", orig_label, COLORS["originals"]), ("generated", gen_label, COLORS["generated"])):
+        fig.add_trace(trace(x=df["coord"], y=df[col], mode="lines", name=name, line=dict(color=c, width=1),
+                            customdata=df["tensor"], hovertemplate="%{customdata}[%{x}]: %{y:.4g}<extra></extra>"),
+                      row=1, col=1)
+    fig.add_trace(trace(x=df["coord"], y=df["difference"], mode="lines", name="generated − original",
+                        line=dict(color="#555", width=1)), row=2, col=1)
+    starts = df.groupby("tensor", sort=False)["coord"].min()
+    for name, x in starts.items():
+        fig.add_vline(x=x - 0.5, line=dict(color="#bbb", width=1))
+        fig.add_annotation(x=x, y=1.0, yref="paper", text=name, showarrow=False, xanchor="left", font_size=10)
+    fig.update_yaxes(title_text="value", row=1, col=1)
+    fig.update_yaxes(title_text="difference", row=2, col=1)
+    fig.update_xaxes(title_text="coordinate (flattening order)", row=2, col=1)
+    fig.update_layout(height=440, **{**LAYOUT, "margin": dict(l=10, r=10, t=60, b=10)})
+    return fig
+
+
+def curves(x, series: dict[str, tuple[np.ndarray, np.ndarray | None]], x_title: str, y_title: str,
+           faint: dict[str, np.ndarray] | None = None, log_x: bool = False) -> go.Figure:
+    """Mean curves with ±std bands (series: name -> (mean, std or None)); optional faint individual runs."""
+    fig = go.Figure()
+    for name, rows in (faint or {}).items():
+        for y in rows:
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line=dict(color=color(name), width=0.7),
+                                     opacity=0.3, showlegend=False, hoverinfo="skip"))
+    for name, (mean, std) in series.items():
+        if std is not None:
+            band = np.concatenate([mean + std, (mean - std)[::-1]])
+            fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=band, fill="toself", mode="lines",
+                                     line=dict(width=0),
+                                     fillcolor=color(name), opacity=0.15, showlegend=False, hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=x, y=mean, mode="lines+markers" if len(x) < 20 else "lines", name=name,
+                                 line=dict(color=color(name), width=2.5),
+                                 hovertemplate=f"{name}<br>%{{x}}: %{{y:.2%}}<extra></extra>"))
+    ticks = dict(tickvals=list(x), ticktext=[str(v) for v in x]) if log_x else {}
+    fig.update_layout(height=400, xaxis=dict(title=x_title, type="log" if log_x else "linear", **ticks), **LAYOUT)
+    return pct_axis(fig, "y", y_title)

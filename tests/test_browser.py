@@ -3,7 +3,9 @@
 It clicks the quick demo on an empty runs directory, waits for the run to land on its results,
 then opens every page (twice: the second visit is the warm one the 2 s budget is about) and checks
 that each shows its chart and no error. Per-page render times are printed (pytest -s to see them).
-Set PDIFF_SCREENSHOTS=DIR to save a full-page PNG of each page there."""
+Then: a shared link opened first thing on a fresh server, and a lasso selection in parameter space.
+Set PDIFF_SCREENSHOTS=DIR to save a full-page PNG of each page there. Without /usr/bin/chromium
+or playwright the tests skip, unless CI is set: then they fail."""
 from __future__ import annotations
 
 import os
@@ -17,12 +19,14 @@ from pathlib import Path
 
 import pytest
 
+from pdiff_core import runs
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 DEMO_BUTTON = "Run the quick demo (digits, about 30 s)"
-DEMO_TIMEOUT_S = float(os.environ.get("PDIFF_DEMO_TIMEOUT", 420))
+DEMO_TIMEOUT_S = float(os.environ.get("PDIFF_DEMO_TIMEOUT", 600))   # ~30-60 s idle; minutes on a busy machine
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 CHART = '[data-testid="stPlotlyChart"]'
 # nav label, page title (its h1), the element that shows the page worked
@@ -37,6 +41,7 @@ PAGES = [
     ("Use cases", "Use cases", CHART),
 ]
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
+PAGE_BUDGET_S = 2.0   # issue 4: each analysis page renders in <= 2 s after the first load
 
 
 def free_port() -> int:
@@ -78,20 +83,26 @@ def streamlit_server(runs_dir: Path, log: Path):
 
 
 @contextmanager
-def chromium_page():
+def chromium():
+    """Debian's chromium through Playwright (one per thread: Playwright's sync API allows no second)."""
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
-            yield browser.new_page(viewport={"width": 1400, "height": 900})
+            yield browser
         finally:
             browser.close()
+
+
+def new_page(browser):
+    return browser.new_page(viewport={"width": 1400, "height": 900})
 
 
 def wait_page(page, title: str, selector: str, timeout_s: float = 60) -> None:
     """Until the page titled `title` has finished its script run and shows `selector`."""
     page.wait_for_selector(f'h1:has-text("{title}")', timeout=timeout_s * 1000)
     page.wait_for_selector(IDLE, timeout=timeout_s * 1000)
+    assert not problems(page), f"{title} page shows an error: {problems(page)}"
     page.wait_for_selector(selector, timeout=timeout_s * 1000)
 
 
@@ -99,16 +110,32 @@ def problems(page) -> list[str]:
     return [e.inner_text()[:300] for e in page.query_selector_all(ERRORS)]
 
 
-def visit(page, label: str, title: str, selector: str, shots: Path | None = None, tag: str = "") -> float:
+def visit(page, label: str, title: str, selector: str, shots: Path | None = None) -> float:
     """Click a sidebar navigation link; seconds until the page is idle and shows its element."""
     t0 = time.perf_counter()
     page.locator('[data-testid="stSidebarNavLink"]', has_text=label).first.click()
-    wait_page(page, title, selector)
+    try:
+        wait_page(page, title, selector)
+    except AssertionError:
+        raise
+    except Exception as e:
+        shown = " | ".join(el.inner_text()[:200] for el in page.query_selector_all('[data-testid="stAlert"]'))
+        raise AssertionError(f"{label} page: {selector} did not show ({type(e).__name__}); alerts: {shown}") from e
     seconds = time.perf_counter() - t0
     if shots:
-        shots.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(shots / f"{tag}{label.lower().replace(' ', '_')}.png"), full_page=True)
+        screenshot(page, shots / f"{label.lower().replace(' ', '_')}.png")
     return seconds
+
+
+def screenshot(page, path: Path) -> None:
+    """The whole page: Streamlit scrolls inside its main block, so grow the viewport to fit it first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    size = page.viewport_size
+    height = page.evaluate('document.querySelector(\'[data-testid="stMain"]\').scrollHeight')
+    page.set_viewport_size({"width": size["width"], "height": max(size["height"], min(int(height), 6000))})
+    page.wait_for_timeout(800)          # plotly redraws at the new size
+    page.screenshot(path=str(path))
+    page.set_viewport_size(size)
 
 
 def visit_all(page, shots: Path | None = None) -> dict[str, tuple[float, float]]:
@@ -145,22 +172,73 @@ def _has_playwright() -> bool:
         return False
 
 
-def test_quick_demo_then_every_page(tmp_path):
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The quick demo, clicked in the browser on an empty runs directory; every page then visited.
+    Yields (runs dir, run id, seconds from click to results, per-page render times, the page, the browser)."""
     need_browser()
+    tmp = tmp_path_factory.mktemp("browser")
     shots = Path(os.environ["PDIFF_SCREENSHOTS"]) if os.environ.get("PDIFF_SCREENSHOTS") else None
-    runs_dir = tmp_path / "runs"
-    with streamlit_server(runs_dir, tmp_path / "streamlit.log") as url, chromium_page() as page:
+    runs_dir = tmp / "runs"
+    with streamlit_server(runs_dir, tmp / "streamlit.log") as url, chromium() as browser:
+        page = new_page(browser)
         page.goto(url)
         wait_page(page, "p-diff Studio", f'button:has-text("{DEMO_BUTTON}")')
+        if shots:
+            screenshot(page, shots / "home_empty.png")
         t0 = time.perf_counter()
         page.get_by_role("button", name=DEMO_BUTTON).click()
+        page.wait_for_selector('[data-testid="stProgress"]', timeout=60_000)     # live progress at once
+        if shots:                                                              # the live panel, once losses show
+            page.wait_for_selector(CHART, timeout=DEMO_TIMEOUT_S * 1000)
+            screenshot(page, shots / "home_live_progress.png")
         # the app lands on the results by itself when the run is done, or shows why it failed
         page.wait_for_selector(f'h1:has-text("Accuracy"), {ERRORS}', timeout=DEMO_TIMEOUT_S * 1000)
         assert not problems(page), f"quick demo failed: {problems(page)}"
         wait_page(page, "Accuracy", CHART)
         demo_s = time.perf_counter() - t0
         assert "run=" in page.url, f"the active run is not in the URL: {page.url}"
+        run_id = page.url.split("run=")[1].split("&")[0]
         times = visit_all(page, shots)
+        yield runs_dir, run_id, demo_s, times, page, browser
+
+
+@pytest.mark.timeout(DEMO_TIMEOUT_S + 300)
+def test_quick_demo_then_every_page(demo_run):
+    runs_dir, run_id, demo_s, times, *_ = demo_run
     print(f"\nquick demo, click to results: {demo_s:.1f} s\n" + report(times))
-    slow = {k: b for k, (a, b) in times.items() if b > 2.0 and k not in ("Home", "Launch", "Runs")}
-    assert not slow, f"analysis pages slower than 2 s on a second visit: {slow}"
+    assert runs.read_status(runs_dir / run_id)["state"] == "done"
+    slow = {k: b for k, (a, b) in times.items() if b > PAGE_BUDGET_S and k not in ("Home", "Launch", "Runs")}
+    assert not slow, f"analysis pages slower than {PAGE_BUDGET_S} s on a second visit: {slow}"
+
+
+@pytest.mark.timeout(DEMO_TIMEOUT_S + 300)
+def test_shared_link_to_a_page_on_a_fresh_server(demo_run, tmp_path):
+    """A link like /memorization?run=ID opened first thing after the server starts goes through the router."""
+    runs_dir, run_id, *_, browser = demo_run
+    with streamlit_server(runs_dir, tmp_path / "streamlit.log") as url:
+        page = new_page(browser)
+        page.goto(f"{url}/memorization?run={run_id}")
+        wait_page(page, "Memorization", CHART)
+        assert not problems(page), problems(page)
+        nav = [e.inner_text().split("\n")[-1] for e in page.query_selector_all('[data-testid="stSidebarNavLink"]')]
+        assert nav == [label for label, _, _ in PAGES], f"the router did not run: sidebar shows {nav}"
+        page.reload()
+        wait_page(page, "Memorization", CHART)
+        assert f"run={run_id}" in page.url
+
+
+def test_lasso_in_parameter_space_lists_models_with_their_nearest_original(demo_run):
+    page = demo_run[-2]
+    visit(page, "Parameter space", "Parameter space", CHART)
+    box = page.query_selector(f"{CHART} .nsewdrag").bounding_box()   # plotly's drag layer
+    corners = [(0.05, 0.05), (0.95, 0.05), (0.95, 0.95), (0.05, 0.95), (0.05, 0.06)]
+    page.mouse.move(box["x"] + box["width"] * 0.05, box["y"] + box["height"] * 0.05)
+    page.mouse.down()
+    for fx, fy in corners[1:]:
+        page.mouse.move(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy, steps=5)
+    page.mouse.up()
+    page.wait_for_selector('h3:has-text("selected")', timeout=60_000)
+    page.wait_for_selector(IDLE)
+    assert not problems(page), problems(page)
+    assert page.query_selector('[data-testid="stDataFrame"]'), "no table of the selected models"

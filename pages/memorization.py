@@ -1,0 +1,50 @@
+"""Memorization: are generated models new solutions, or near-copies of checkpoints (or of their average)?"""
+import streamlit as st
+
+from studio import charts, load, ui
+
+ui.header("Memorization")
+r = ui.need_results()
+ui.need_analysis(r)
+an, a, m = load.analysis(r), load.arrays(r), load.models(r)
+mem = an["memorization"]
+st.info(an["verdict"], icon=":material/gavel:")
+ui.numbers([("replica rate", mem["replica_rate"], "share of generated models closer to a checkpoint than the 5th "
+                                                  "percentile of checkpoint-to-checkpoint nearest distances"),
+            ("within train median", mem["within_train_median"], "share of generated models closer to a checkpoint "
+                                                                "than the checkpoints' own median neighbour distance"),
+            ("dominated by a baseline", mem["dominated_share"], "share of generated models for which some baseline "
+                                                                "model is at least as accurate and at least as novel"),
+            ("mean s_max", mem["groups"]["generated"].get("smax_mean"), "mean highest IoU with any original")],
+           fmt="{:.0%}")
+
+st.subheader("Distance to the nearest checkpoint")
+c1, c2 = st.columns([1, 3])
+space = c1.segmented_control("Space", ["raw", "norm"], default="raw", key="mem_space",
+                             format_func={"raw": "raw", "norm": "normalized"}.get) or "raw"
+baselines = an.get("baseline_groups", [])
+extra = c2.multiselect("Add baselines", baselines, default=[], key="mem_extra")
+dists = {"train→train": a[f"train_nn_{space}"], "generated": a[f"generated_nn_{space}_dist"],
+         **{g: a[f"{g}_nn_{space}_dist"] for g in extra}}
+st.plotly_chart(charts.nn_hist(dists, mem[f"replica_threshold_{space}"], "normalized" if space == "norm" else "raw"),
+                key="mem_hist")
+st.caption(f"Median generated distance is {mem[f'median_ratio_{space}']:.2f}× the checkpoints' own "
+           "(leave-one-out) median: below 1 means closer to a checkpoint than checkpoints are to each other.")
+
+st.subheader("Accuracy against novelty")
+st.plotly_chart(charts.acc_vs_smax(m, load.pareto_front(r)), key="mem_pareto")
+st.caption("Up is more accurate, left is more novel (lower s_max). Hollow red circles are generated models that "
+           "some baseline model Pareto-dominates. Click legend entries to hide groups.")
+
+st.subheader("Generated models")
+gen = m[m["group"] == "generated"].reset_index(drop=True)
+picked = ui.model_table(gen, key="mem_table", select=True, group=False)
+st.caption("Sort by clicking a column header; select a row to compare its parameters with its nearest checkpoint.")
+sel = picked.selection.rows
+i = sel[0] if sel else int(gen["nn_dist"].idxmin()) if gen["nn_dist"].notna().any() else None
+if i is not None and gen.at[i, "nn_idx"] >= 0:
+    g, o = int(gen.at[i, "index"]), int(gen.at[i, "nn_idx"])
+    st.markdown(f"**{gen.at[i, 'label']}** against its nearest checkpoint **original #{o}** "
+                f"(raw L2 {gen.at[i, 'nn_dist']:.4g})" + ("" if sel else " — the closest pair; select a row for another"))
+    st.plotly_chart(charts.param_pair(load.param_pair(r, g, o), f"generated #{g}", f"original #{o}"),
+                    key="mem_pair")

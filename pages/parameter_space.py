@@ -1,0 +1,31 @@
+"""Parameter space: where generated models sit among the checkpoints and baselines, in 2-D."""
+import streamlit as st
+
+from studio import charts, load, ui
+
+ui.header("Parameter space")
+r = ui.need_results()
+ui.need_analysis(r)
+
+c1, c2, c3 = st.columns([2, 2, 2])
+space = c1.segmented_control("Vectors", ["params", "latent"], default="params", key="ps_space",
+                             format_func={"params": "parameters", "latent": "AE latents"}.get) or "params"
+methods = load.embedding_methods(r, space)
+method = c2.segmented_control("Method", methods, default=methods[0], key=f"ps_method_{space}",
+                              format_func={"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}.get) or methods[0]
+by = c3.segmented_control("Colour by", ["group", "accuracy"], default="group", key="ps_color") or "group"
+
+df = load.embedding(r, space, method)
+groups = list(dict.fromkeys(df["group"]))
+shown = st.pills("Groups", groups, selection_mode="multi", default=groups, key=f"ps_groups_{space}")
+view = df[df["group"].isin(shown)].reset_index(names="row")
+event = st.plotly_chart(charts.embedding(view, by), key=f"ps_chart_{space}_{method}_{by}",
+                        on_select="rerun", selection_mode=("points", "box", "lasso"))
+st.caption("Hover a point for its model and accuracy. Drag a lasso or box (or click a point) to list models "
+           "with their nearest original checkpoint. Baselines show a subsample of "
+           f"{load.analysis(r)['embeddings']['params'].get('per_baseline_cap', '')} models each.")
+
+rows = ui.selected_rows(event)
+if rows:
+    st.subheader(f"{len(rows)} selected")
+    ui.model_table(view.loc[view["row"].isin(rows)])

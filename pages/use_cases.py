@@ -1,0 +1,34 @@
+"""Use cases: do generated models help as an ensemble, or as a starting point for fine-tuning?"""
+import numpy as np
+import streamlit as st
+
+from studio import charts, load, ui
+
+ui.header("Use cases")
+r = ui.need_results()
+ui.need_analysis(r)
+an, a = load.analysis(r), load.arrays(r)
+
+st.subheader("Ensembles")
+ens = an["ensembles"]
+if ens.get("k"):
+    k = a["ens_k"]
+    st.plotly_chart(charts.curves(k, {"generated": (a["ens_generated"], a["ens_generated_std"]),
+                                      "originals": (a["ens_originals"], a["ens_originals_std"])},
+                                  "ensemble size k (models whose logits are averaged)", "test accuracy", log_x=True),
+                    key="uc_ens")
+    st.markdown(ens["statement"])
+    st.caption(f"Mean ± std over {ens['draws']} random draws of k models. If generated models were diverse, "
+               "their ensembles would gain more from k = 1 to large k than the originals' do.")
+else:
+    st.info("No ensemble curve: too few finite generated models.")
+
+st.subheader("Initialization")
+init = an["initialization"]
+series = {kind: (np.asarray(init["curves"][kind]), None) for kind in init["kinds"]}
+faint = {kind: a[f"init_{kind}"] for kind in init["kinds"] if f"init_{kind}" in a}
+st.plotly_chart(charts.curves(a["init_step"], series, "fine-tuning step", "validation accuracy", faint=faint),
+                key="uc_init")
+st.markdown(init["statement"])
+st.caption(f"Each start is fine-tuned on the same minibatches with {init['optimizer']}, lr {init['lr']}; thick lines "
+           f"are the mean of {max(init['starts'].values())} starts, thin lines single starts.")

@@ -1,0 +1,85 @@
+"""The launch form's layout and its mapping to RunConfig. No streamlit: the page draws it."""
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from pdiff_core.config import PRESETS, RunConfig, preset_config, validate
+from pdiff_core.data import dataset_names
+from pdiff_core.models import MODELS
+from pdiff_core.params import SUBSETS
+
+TYPES = {f.name: {"int": int, "float": float, "str": str, "bool": bool}[f.type] for f in dataclasses.fields(RunConfig)}
+# The options everyone touches, in a 4-column grid under the preset and seed; the rest go in "More options".
+MAIN = ["dataset", "arch", "layers", "device", "k", "n_generate", "ae_steps", "ddpm_steps", "sampler", "ddim_steps",
+        "in_noise", "latent_noise"]
+MORE = {
+    "Data and model": ["width", "base_epochs", "base_lr", "batch_size"],
+    "Checkpoint collection": ["collect_lr"],
+    "Autoencoder": ["latent_dim", "ae_channels", "ae_lr", "ae_batch"],
+    "Diffusion": ["ddpm_lr", "ddpm_batch", "ddpm_channels", "timesteps", "beta_start", "beta_end"],
+    "Evaluation and analysis": ["analysis", "eval_chunk"],
+}
+BUILTIN_DATA = ("digits", "mnist1d")     # every other dataset needs data_root
+CHOICES = {"dataset": dataset_names(), "arch": list(MODELS), "sampler": ["ddim", "ddpm"], "device": ["auto", "cpu", "cuda"]}
+LABELS = {
+    "dataset": "dataset", "arch": "architecture", "layers": "layers to generate", "k": "K checkpoints",
+    "n_generate": "N generated", "ae_steps": "AE steps", "ddpm_steps": "DDPM steps", "sampler": "sampler",
+    "ddim_steps": "DDIM steps", "in_noise": "AE input noise σ", "latent_noise": "AE latent noise σ",
+    "n_classes": "classes", "data_root": "data folder or .npz path", "base_epochs": "base training epochs",
+    "base_lr": "base learning rate", "collect_lr": "collection learning rate", "eval_chunk": "models per eval batch",
+    "analysis": "run the analysis stage",
+}
+HELP = {
+    "layers": f"one of {', '.join(SUBSETS)} (last_bn: the last two normalization layers, the paper's choice; "
+              "head: the last linear layer; all: every parameter), or comma-separated parameter names "
+              "such as bn2.weight,bn2.bias",
+    "k": "one checkpoint per optimizer step of the collection phase",
+    "ddim_steps": "only used by the DDIM sampler",
+    "in_noise": "σ added to normalized parameters while training the autoencoder (paper: 0.001)",
+    "latent_noise": "σ added to latents while training the autoencoder (paper: 0.1); makes the decoder robust",
+    "data_root": "needed by mnist, fashion_mnist, cifar10, cifar100 (a folder) and npz (a file)",
+    "collect_lr": "SGD learning rate while collecting checkpoints; high enough that checkpoints differ",
+    "device": "auto picks CUDA when a GPU is visible",
+}
+
+
+def label(name: str) -> str:
+    return LABELS.get(name, name.replace("_", " "))
+
+
+def preset_values(preset: str) -> dict:
+    return preset_config(preset).to_dict()
+
+
+def preset_label(name: str) -> str:
+    return f"{name}: {PRESETS[name]['description']}"
+
+
+def build(preset: str, values: dict) -> RunConfig:
+    """RunConfig from the preset and the form's values, through the core's validation (one-line ValueError)."""
+    fields = {k: v for k, v in values.items() if k in TYPES and k != "preset"}
+    for k, v in fields.items():               # number_input hands back floats for ints typed as 1e3 etc.
+        if TYPES[k] is int and isinstance(v, float) and v.is_integer():
+            fields[k] = int(v)
+    return validate(preset_config(preset, **fields))
+
+
+def field_of(message: str) -> str | None:
+    """Which form field an error message is about: the first option name it mentions."""
+    if message.startswith("--set "):
+        message = message[6:]
+    if "data_root" in message:
+        return "data_root"
+    names = sorted(TYPES, key=len, reverse=True)           # 'ddim_steps' before 'steps'-like prefixes
+    hits = [(m.start(), n) for n in names for m in [re.search(rf"\b{re.escape(n)}\b", message)] if m]
+    if hits:
+        return min(hits)[1]
+    low = message.lower()
+    if "layer" in low:
+        return "layers"
+    if any(w in low for w in ("npz", "data_root", "dataset", "files not found", "examples", "labels")):
+        return "data_root"
+    if "cuda" in low:
+        return "device"
+    return None

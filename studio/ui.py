@@ -1,0 +1,263 @@
+"""Streamlit pieces shared by the pages: the active run, the sidebar picker, guards, live progress."""
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from pdiff_core import jobs, runs
+from pdiff_core.config import preset_config
+
+from . import charts, load
+
+PAGES = {  # name -> (file, title, icon); app.py builds the navigation from this
+    "home": ("pages/home.py", "Home", ":material/home:"),
+    "launch": ("pages/launch.py", "Launch", ":material/rocket_launch:"),
+    "runs": ("pages/runs.py", "Runs", ":material/table_rows:"),
+    "accuracy": ("pages/accuracy.py", "Accuracy", ":material/bar_chart:"),
+    "similarity": ("pages/similarity.py", "Similarity", ":material/grid_on:"),
+    "parameter_space": ("pages/parameter_space.py", "Parameter space", ":material/scatter_plot:"),
+    "memorization": ("pages/memorization.py", "Memorization", ":material/content_copy:"),
+    "use_cases": ("pages/use_cases.py", "Use cases", ":material/construction:"),
+}
+BADGE = {"queued": ("gray", ":material/schedule:"), "running": ("blue", ":material/progress_activity:"),
+         "done": ("green", ":material/check_circle:"), "failed": ("red", ":material/error:"),
+         "cancelled": ("orange", ":material/cancel:")}
+DEMO_PRESET = "digits-quick"
+
+
+def page(name: str) -> str:
+    return PAGES[name][0]
+
+
+def header(title: str) -> None:
+    """Every page's first call. Besides the title: a fresh server treats a pages/ folder as the old
+    multipage layout until some session runs app.py's st.navigation, so a shared deep link
+    (/accuracy?run=...) would run this file without the router. Switch that mode off and rerun
+    through app.py, as a first visit to / would."""
+    from streamlit.runtime.pages_manager import PagesManager
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+    st.title(title)
+
+
+# ---- which run ----------------------------------------------------------------------------------
+
+def choices() -> list[tuple[str, str]]:
+    """(run id, state) of every run, newest first, with dead workers already marked failed."""
+    root = runs.runs_root()
+    if not root.is_dir():
+        return []
+    dirs = [d for d in root.iterdir() if runs.RUN_ID.match(d.name) and (d / "status.json").exists()]
+    dirs.sort(key=lambda d: d.stat().st_mtime, reverse=True)
+    return [(d.name, jobs.refresh(d.name).get("state", "failed")) for d in dirs]
+
+
+def active_run() -> str | None:
+    """The run the pages show: this session's pick, else the URL's ?run=, else the newest run."""
+    rid = st.session_state.get("active_run") or st.query_params.get("run")
+    rows = choices()
+    if rid not in dict(rows):
+        rid = ([r for r, s in rows if s in jobs.ACTIVE] or [r for r, _ in rows] or [None])[0]
+    if rid != st.session_state.get("active_run"):
+        st.session_state["active_run"] = rid
+    return rid
+
+
+def set_active(rid: str | None) -> None:
+    st.session_state["active_run"] = rid
+    if rid:
+        st.query_params["run"] = rid
+    elif "run" in st.query_params:
+        del st.query_params["run"]
+
+
+def sync_url() -> None:
+    """Keep ?run= in the URL (page switches drop query params), so a reload or a shared link keeps it."""
+    rid = active_run()
+    if rid and st.query_params.get("run") != rid:
+        st.query_params["run"] = rid
+
+
+def sidebar() -> None:
+    rows = choices()
+    with st.sidebar:
+        if not rows:
+            st.caption("No runs yet.")
+            return
+        ids, states = [r for r, _ in rows], dict(rows)
+        current = active_run()
+        key = f"picker-{current}"        # a fresh widget whenever the active run changes elsewhere
+        st.selectbox("Active run", ids, index=ids.index(current) if current in ids else 0, key=key,
+                     format_func=lambda r: f"{r} · {states[r]}", on_change=lambda: set_active(st.session_state[key]))
+        badge(states.get(current, "failed"))
+
+
+def badge(state: str) -> None:
+    c, icon = BADGE.get(state, ("gray", None))
+    st.badge(state, color=c, icon=icon)
+
+
+# ---- guards for result pages --------------------------------------------------------------------
+
+def need_results() -> load.RunRef:
+    """The active run's RunRef once it has metrics.json; otherwise explain why not and stop the page."""
+    rid = active_run()
+    if rid is None:
+        st.info("No runs yet. Start with the quick demo on the home page, or launch a run.")
+        st.page_link(page("home"), label="Home: run the quick demo", icon=":material/home:")
+        st.stop()
+    status = jobs.refresh(rid)
+    r = load.ref(rid)
+    if not r.has("metrics.json"):
+        run_state(rid, status)
+        st.stop()
+    if status.get("state") != "done":   # e.g. evaluated, but the analysis stage failed or is still going
+        run_state(rid, status, compact=True)
+    return r
+
+
+def need_analysis(r: load.RunRef) -> None:
+    if not (r.has("analysis.json") and r.has("analysis.npz")):
+        st.info(f"Analysis not computed yet: run `python -m pdiff_core analyze {r.id}`")
+        st.stop()
+
+
+def run_state(rid: str, status: dict, compact: bool = False) -> None:
+    """A run's state in words: progress while going, the error when failed, a note when cancelled."""
+    state, msg = status.get("state", "failed"), status.get("message") or ""
+    if state in jobs.ACTIVE:
+        st.info(f"Run `{rid}` is {state}: {status.get('stage', '')}, {100 * (status.get('progress') or 0):.0f} %. "
+                f"Results appear here when it is done.", icon=":material/progress_activity:")
+        if not compact:
+            st.page_link(page("launch"), label="Watch it live", icon=":material/monitoring:")
+    elif state == "failed":
+        st.error(f"Run `{rid}` failed: {status.get('error') or msg}", icon=":material/error:")
+    elif state == "cancelled":
+        st.warning(f"Run `{rid}` was cancelled ({msg}).", icon=":material/cancel:")
+    if state in ("failed", "cancelled") and not compact:
+        tail = load.log_tail(rid)
+        if tail:
+            st.code(tail, language=None)
+
+
+PCT = st.column_config.NumberColumn(format="%.2f %%")
+
+
+def percent_table(df, pct: list[str], config: dict | None = None, **kwargs):
+    """st.dataframe with the `pct` columns (fractions) shown as percentages with two decimals."""
+    shown = df.assign(**{c: df[c] * 100 for c in pct})
+    return st.dataframe(shown, column_config={**{c: PCT for c in pct}, **(config or {})}, **kwargs)
+
+
+def summary_table(r: load.RunRef, columns: list[str] | None = None) -> None:
+    df = load.summary_table(r)
+    df = df[columns] if columns else df
+    percent_table(df, [c for c in df if c != "n"], width="stretch", height=35 * len(df) + 38)
+
+
+# ---- launching and watching ---------------------------------------------------------------------
+
+def start_run(cfg) -> str:
+    rid = jobs.start(cfg)
+    set_active(rid)
+    st.session_state["follow"] = rid      # land on the results when this one finishes
+    return rid
+
+
+def quick_demo_button() -> None:
+    if st.button("Run the quick demo (digits, about 30 s)", type="primary", icon=":material/play_arrow:"):
+        start_run(preset_config(DEMO_PRESET))
+        st.rerun()
+
+
+def watch() -> None:
+    """Live progress of the runs that are going (the active one in full), or the active run's final state."""
+    if any(s in jobs.ACTIVE for _, s in choices()):
+        _live()
+        return
+    st.session_state["_going"] = None
+    rid = active_run()
+    if rid:
+        status = jobs.refresh(rid)
+        if status.get("state") == "done":
+            st.success(f"Run `{rid}` is done.", icon=":material/check_circle:")
+            st.page_link(page("accuracy"), label="See its results", icon=":material/bar_chart:")
+        else:
+            run_state(rid, status)
+
+
+@st.fragment(run_every=1.0)
+def _live() -> None:
+    rows = choices()
+    going = [r for r, s in rows if s in jobs.ACTIVE]
+    before = st.session_state.get("_going")
+    st.session_state["_going"] = rows = [(r, s) for r, s in rows if s in jobs.ACTIVE]
+    follow = st.session_state.get("follow")
+    if before is not None and before != rows:   # a run started, finished or changed state: redraw the whole page
+        if follow and follow not in going and jobs.refresh(follow).get("state") == "done":
+            del st.session_state["follow"]
+            set_active(follow)
+            st.switch_page(page("accuracy"))
+        st.rerun()
+    focus = active_run()
+    if focus in going:
+        progress(focus, jobs.refresh(focus))
+    others = [r for r in going if r != focus]
+    if others:
+        st.caption("Also going:")
+        for rid in others:
+            s = jobs.refresh(rid)
+            a, b = st.columns([4, 1], vertical_alignment="center")
+            a.progress(float(s.get("progress") or 0), text=f"`{rid}` · {s.get('stage', '')} · {s.get('message', '')}")
+            b.button("Watch", key=f"watch-{rid}", on_click=set_active, args=(rid,))
+
+
+def progress(rid: str, status: dict) -> None:
+    """Progress bar, stage, loss curves, log tail and a Cancel button for one going run."""
+    elapsed = time.time() - (status.get("started") or status.get("queued") or time.time())
+    head, btn = st.columns([5, 1], vertical_alignment="center")
+    head.markdown(f"**`{rid}`** · {status.get('state')} · {elapsed:.0f} s")
+    if btn.button("Cancel", key=f"cancel-{rid}", icon=":material/stop_circle:"):
+        jobs.cancel(rid)
+        st.toast(f"Cancelling {rid}: it stops at its next progress report.")
+    st.progress(float(status.get("progress") or 0),
+                text=f"**{status.get('stage', '')}**: {status.get('message', '')}")
+    curves = status.get("losses") or {}
+    if any(curves.values()):
+        st.plotly_chart(charts.losses(curves), key=f"losses-{rid}", config={"displayModeBar": False})
+    st.code(load.log_tail(rid, 8) or "(no log yet)", language=None)
+
+
+def numbers(items: list[tuple], fmt: str = "{:.3f}") -> None:
+    """A row of st.metric cards: (label, value, help[, format])."""
+    for col, (label, value, help_, *own) in zip(st.columns(len(items)), items):
+        shown = "-" if value is None or value != value else (own[0] if own else fmt).format(value)
+        col.metric(label, shown, help=help_, border=True)
+
+
+def selected_rows(event) -> list[int]:
+    """Rows (the charts' customdata) of the points picked in an st.plotly_chart selection."""
+    rows = set()
+    for p in event.selection.points:
+        c = p.get("customdata")
+        c = next(iter(c.values())) if isinstance(c, dict) else c[0] if isinstance(c, list) else c
+        if c is not None:
+            rows.add(int(c))
+    return sorted(rows)
+
+
+def model_table(df, key: str | None = None, select: bool = False, group: bool = True):
+    """Models with their nearest original: the shared table of the parameter-space and memorization pages."""
+    cols = {"label": "model", "group": "group", "test_acc": "test acc", "nn_idx": "nearest original",
+            "nn_dist": "distance (raw L2)", "nn_norm_dist": "distance (normalized)", "smax": "s_max",
+            "smax_idx": "most similar original", "agree": "agreement", "dominated": "dominated"}
+    cols = {k: v for k, v in cols.items() if k in df and (group or k != "group")}
+    num = st.column_config.NumberColumn(format="%.4g")
+    config = {"s_max": st.column_config.NumberColumn(format="%.3f"), "distance (raw L2)": num,
+              "distance (normalized)": num, "model": st.column_config.TextColumn(width="medium")}
+    shown = df[list(cols)].rename(columns=cols)
+    return percent_table(shown, [c for c in ("test acc", "agreement") if c in shown], config, hide_index=True,
+                         key=key, on_select="rerun" if select else "ignore", selection_mode="single-row",
+                         width="stretch")

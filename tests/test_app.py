@@ -1,0 +1,168 @@
+"""The Streamlit app through streamlit.testing.v1.AppTest: every page with no runs and with a finished
+run, the launch form's validation, launching, and failed / cancelled / dead runs."""
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from pdiff_core import jobs, runs
+from pdiff_core.config import preset_config
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "app.py")
+TIMEOUT = 60           # AppTest's default of 3 s is too short for a first import of torch on a busy machine
+PAGES = ["home", "launch", "runs", "accuracy", "similarity", "parameter_space", "memorization", "use_cases"]
+RESULT_PAGES = PAGES[3:]
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """One real tiny run, analysis included, in its own runs directory: (runs dir, run id)."""
+    root = tmp_path_factory.mktemp("app_runs")
+    env = dict(os.environ, PDIFF_RUNS_DIR=str(root))
+    subprocess.run([sys.executable, "-m", "pdiff_core", "run", "--preset", "tiny", "--quiet", "--run-id", "tiny"],
+                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+    assert runs.read_json(root / "tiny" / "status.json")["state"] == "done"
+    return root, "tiny"
+
+
+def app(page: str, run: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    if page != "home":
+        at.switch_page(f"pages/{page}.py")
+    if run:
+        at.query_params["run"] = run
+    return at.run()
+
+
+def texts(elements) -> str:
+    return " | ".join(str(e.value) for e in elements)
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, texts(at.exception)
+    assert not at.error, texts(at.error)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_with_no_runs(page, runs_dir):
+    at = app(page)
+    assert_clean(at)
+    if page in RESULT_PAGES:
+        assert "No runs yet" in texts(at.info)
+
+
+def test_empty_state_offers_the_quick_demo(runs_dir):
+    at = app("home")
+    assert [b.label for b in at.button] == ["Run the quick demo (digits, about 30 s)"]
+    assert "memorization" in texts(at.markdown).lower()
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_with_a_finished_run(page, finished_run, monkeypatch):
+    root, rid = finished_run
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(root))
+    at = app(page, rid)
+    assert_clean(at)
+    assert not at.info or page == "memorization", texts(at.info)   # memorization's verdict is an st.info
+    if page in RESULT_PAGES:
+        assert at.get("plotly_chart"), f"{page} drew no chart"
+    assert at.query_params["run"] == [rid] or at.query_params["run"] == rid
+
+
+def test_analysis_pages_explain_a_missing_analysis(finished_run, tmp_path, monkeypatch):
+    import shutil
+    root, rid = finished_run
+    copy = tmp_path / "runs"
+    shutil.copytree(root / rid, copy / rid)
+    for name in ("analysis.json", "analysis.npz"):
+        (copy / rid / name).unlink()
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(copy))
+    for page in ("similarity", "parameter_space", "memorization", "use_cases"):
+        at = app(page, rid)
+        assert_clean(at)
+        assert f"python -m pdiff_core analyze {rid}" in texts(at.info)
+    assert app("accuracy", rid).get("plotly_chart")                     # accuracy needs metrics.json only
+
+
+def set_number(at: AppTest, key: str, value):
+    at.number_input(key=key).set_value(value)
+    return at.run()
+
+
+def test_launch_form_rejects_bad_values(runs_dir):
+    at = set_number(app("launch"), "opt_k", 0)
+    assert "k must be a positive integer" in texts(at.error)
+    at.button(key="launch_button").click().run()
+    assert "k must be a positive integer" in texts(at.error)
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())           # nothing was started
+
+    at = set_number(app("launch"), "opt_ddim_steps", 5000)
+    assert "ddim_steps (5000) cannot exceed timesteps" in texts(at.error)
+
+    at = app("launch")
+    at.text_input(key="opt_layers").set_value("no_such.weight").run()
+    at.button(key="launch_button").click().run()                         # layer names are checked on Launch
+    assert "unknown layer name" in texts(at.error)
+
+    at = app("launch")
+    at.selectbox(key="opt_dataset").set_value("npz").run()
+    at.button(key="launch_button").click().run()
+    assert "npz" in texts(at.error) and "data_root" in texts(at.error)
+    assert not runs_dir.exists() or not [p for p in runs_dir.iterdir() if p.name != jobs.UPLOADS]
+
+
+def test_launch_starts_a_worker_and_shows_it(runs_dir):
+    at = app("launch")
+    at.selectbox(key="preset").set_value("tiny").run()
+    assert at.number_input(key="opt_k").value == preset_config("tiny").k   # the preset filled the form
+    at.button(key="launch_button").click().run()
+    assert_clean(at)
+    (rid,) = [p.name for p in runs_dir.iterdir()]
+    try:
+        assert at.query_params["run"] in ([rid], rid)
+        assert any(rid in str(m.value) for m in at.markdown), "the live panel does not show the new run"
+        assert at.get("progress") or at.info
+    finally:
+        jobs.cancel(rid)
+        deadline = time.time() + 120
+        while jobs.refresh(rid)["state"] in jobs.ACTIVE and time.time() < deadline:
+            time.sleep(0.2)
+        jobs.stop_all_started()
+
+
+def fake_run(root: Path, rid: str, status: dict, log: str = "") -> None:
+    d = root / rid
+    d.mkdir(parents=True)
+    runs.write_json(d / "config.json", preset_config("tiny").to_dict())
+    runs.write_json(d / "status.json", {"stage": "diffusion", "progress": 0.5, "updated": time.time(), **status})
+    (d / "log.txt").write_text(log)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_failed_cancelled_and_dead_runs_render_their_state(page, runs_dir):
+    fake_run(runs_dir, "broke", {"state": "failed", "error": "RuntimeError: out of memory"}, "Traceback ...\n")
+    fake_run(runs_dir, "stopped", {"state": "cancelled", "message": "cancelled by user during diffusion"})
+    fake_run(runs_dir, "dead", {"state": "running", "pid": 2 ** 22 + 4321}, "12:00:00 [diffusion] step 40\n")
+    for rid, kind, text in [("broke", "error", "out of memory"), ("stopped", "warning", "cancelled"),
+                            ("dead", "error", "without finishing")]:
+        at = app(page, rid)
+        assert not at.exception, texts(at.exception)
+        assert text in texts(getattr(at, kind)), f"{page}/{rid}: {texts(getattr(at, kind))}"
+    assert runs.read_status(runs_dir / "dead")["state"] == "failed"
+
+
+def test_runs_page_deletes_after_confirmation(runs_dir):
+    fake_run(runs_dir, "old", {"state": "cancelled", "message": "cancelled by user"})
+    at = app("runs", "old")
+    at.button(key="delete").click().run()
+    assert (runs_dir / "old").exists()                                    # asked first, nothing deleted yet
+    assert "cannot be undone" in texts(at.warning)
+    at.button(key="confirm_delete").click().run()
+    assert_clean(at)
+    assert not (runs_dir / "old").exists()
+    assert "No runs yet" in texts(at.info)

@@ -1,0 +1,121 @@
+"""Background workers: start, several at once, cancel, a killed worker reported as failed, uploads, delete."""
+import io
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from pdiff_core import jobs, runs
+from pdiff_core.config import parse_overrides, preset_config
+from pdiff_core.data import DataError
+
+FAST = dict(analysis=False)
+
+
+def wait(run_id, states=("done", "failed", "cancelled"), timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = jobs.refresh(run_id)
+        if status.get("state") in states:
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"{run_id} still {jobs.refresh(run_id).get('state')} after {timeout} s")
+
+
+@pytest.fixture(autouse=True)
+def _stop_workers():
+    yield
+    jobs.stop_all_started()
+
+
+def test_worker_command_rebuilds_the_config():
+    cfg = preset_config("digits-quick", k=37, layers="bn2.weight,bn2.bias", in_noise=0.0025, analysis=False,
+                        sampler="ddpm")
+    cmd = jobs.worker_command(cfg, "x")
+    pairs = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"]
+    assert preset_config(cmd[cmd.index("--preset") + 1], **parse_overrides(pairs)) == cfg
+    assert cmd[-3:] == ["--run-id", "x", "--quiet"]
+
+
+def test_two_runs_at_once_both_finish(runs_dir):
+    a = jobs.start(preset_config("tiny", seed=1, **FAST))
+    b = jobs.start(preset_config("tiny", seed=2, **FAST))
+    first = runs.read_status(runs.run_path(a))
+    assert first["state"] in ("queued", "running") and first["pid"]      # shown at once, with its pid
+    assert {r["run"] for r in jobs.list_runs()} == {a, b}
+    for rid in (a, b):
+        status = wait(rid)
+        assert status["state"] == "done", status
+        assert (runs.run_path(rid) / "metrics.json").exists()
+        assert status["losses"]["ae"] and status["losses"]["ddpm"]
+
+
+def test_cancel_stops_the_worker(runs_dir):
+    rid = jobs.start(preset_config("digits-quick", **FAST))
+    wait(rid, states=("running",), timeout=120)
+    jobs.cancel(rid)
+    status = wait(rid)
+    assert status["state"] == "cancelled", status
+
+
+def test_killed_worker_is_reported_failed_on_disk(runs_dir):
+    rid = jobs.start(preset_config("digits-quick", **FAST))
+    pid = runs.read_status(runs.run_path(rid))["pid"]
+    wait(rid, states=("running",), timeout=120)
+    os.killpg(pid, signal.SIGKILL)
+    status = wait(rid, timeout=30)
+    assert status["state"] == "failed"
+    assert "killed by signal 9" in status["error"]
+    assert runs.read_status(runs.run_path(rid))["state"] == "failed"     # not left "running" for other readers
+
+
+def test_worker_that_dies_at_startup_shows_its_error(runs_dir):
+    rid = jobs.start(preset_config("tiny", dataset="npz", data_root="/nonexistent/data.npz", **FAST))
+    status = wait(rid, timeout=120)
+    assert status["state"] == "failed"
+    assert "npz file not found" in status["error"]
+
+
+def test_a_dead_pid_from_another_app_process_is_failed(runs_dir):
+    run_dir = runs.run_path("orphan", must_exist=False)
+    run_dir.mkdir(parents=True)
+    runs.write_json(run_dir / "config.json", preset_config("tiny").to_dict())
+    runs.write_json(run_dir / "status.json", {"state": "running", "stage": "diffusion", "progress": 0.5,
+                                              "pid": 2 ** 22 + 12345, "updated": time.time()})
+    runs.append_log(run_dir, "[diffusion] step 10")
+    status = jobs.refresh("orphan")
+    assert status["state"] == "failed" and "[diffusion] step 10" in status["error"]
+
+
+def test_delete_refuses_a_going_run_then_deletes(runs_dir):
+    rid = jobs.start(preset_config("digits-quick", **FAST))
+    with pytest.raises(runs.RunError, match="still going"):
+        jobs.delete(rid)
+    jobs.cancel(rid)
+    wait(rid)
+    jobs.delete(rid)
+    assert not (runs_dir / rid).exists()
+
+
+def npz_bytes(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def test_upload_is_validated_and_stored_in_the_runs_dir(runs_dir):
+    rng = np.random.default_rng(0)
+    good = npz_bytes(X=rng.normal(size=(90, 5)).astype(np.float32), y=np.arange(90) % 3)
+    path = jobs.save_upload("mine.npz", good)
+    assert path.parent == runs_dir / jobs.UPLOADS and path.read_bytes() == good
+    assert jobs.save_upload("mine.npz", good) == path                       # same bytes, same file
+    with pytest.raises(DataError, match="never unpickled"):
+        jobs.save_upload("evil.npz", npz_bytes(X=np.array([{"a": 1}] * 40, dtype=object), y=np.zeros(40)))
+    with pytest.raises(DataError, match="lacks"):
+        jobs.save_upload("wrong.npz", npz_bytes(features=np.zeros((40, 2))))
+    with pytest.raises(DataError, match=".npz"):
+        jobs.save_upload("data.csv", b"1,2,3")
+    assert sorted(p.name for p in (runs_dir / jobs.UPLOADS).iterdir()) == [path.name]   # no leftovers
+    assert runs.list_runs() == []                                            # uploads are not runs
