@@ -21,7 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_once(preset: str, seed: int, sets: list[str], runs_dir: str) -> dict:
-    run_id = f"bench-{preset}-s{seed}"
+    run_id = base_id = f"bench-{preset}-s{seed}"
+    i = 1
+    while (Path(runs_dir) / run_id).exists():     # the same preset and seed may run again with other --set
+        i += 1
+        run_id = f"{base_id}-{i}"
     cmd = [sys.executable, "-m", "pdiff_core", "run", "--preset", preset, "--seed", str(seed),
            "--run-id", run_id, "--quiet"] + [a for s in sets for a in ("--set", s)]
     t0 = time.perf_counter()

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import RunConfig
+from .optim import warmup_cosine
 
 
 STRIDE = 4   # each conv level shrinks the sequence 4x: few layers, so few (slow on CPU) conv calls
@@ -38,10 +39,12 @@ class ParamAutoencoder(nn.Module):
             cin = c
         self.encoder = nn.Sequential(*enc, nn.Flatten(), nn.Linear(cin * self.bottom_len, latent_dim))
         dec = []
-        for c_in, c_out in zip(ch[::-1], ch[::-1][1:] + [ch[0]]):
+        for c_in, c_out in zip(ch[::-1], ch[::-1][1:]):
             dec += [nn.ConvTranspose1d(c_in, c_out, 2 * STRIDE, stride=STRIDE, padding=STRIDE // 2), nn.LeakyReLU(0.2)]
+        # the last layer goes straight to one channel: no multi-channel tensor at full length D
+        dec.append(nn.ConvTranspose1d(ch[0], 1, 2 * STRIDE, stride=STRIDE, padding=STRIDE // 2))
         self.from_latent = nn.Linear(latent_dim, ch[-1] * self.bottom_len)
-        self.decoder = nn.Sequential(*dec, nn.Conv1d(ch[0], 1, 3, padding=1))
+        self.decoder = nn.Sequential(*dec)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         x = F.pad(x, (0, self.padded - self.dim)).unsqueeze(1)
@@ -61,7 +64,7 @@ def train_autoencoder(x: torch.Tensor, cfg: RunConfig, device: str, tick, log_lo
     """x: (K, D) normalized checkpoints. Returns the AE in eval mode."""
     ae = ParamAutoencoder(x.shape[1], cfg.latent_dim, cfg.ae_channels, cfg.in_noise, cfg.latent_noise).to(device)
     opt = torch.optim.AdamW(ae.parameters(), lr=cfg.ae_lr, weight_decay=2e-6, fused=True)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.ae_lr, total_steps=cfg.ae_steps, pct_start=0.1)
+    sched = warmup_cosine(opt, cfg.ae_steps)
     x = x.to(device)
     batch = min(cfg.ae_batch, len(x))
     ae.train()

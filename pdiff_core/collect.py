@@ -73,7 +73,12 @@ def collect_checkpoints(model: nn.Module, names: list[str], data: Splits, cfg: R
             tick((step + 1) / cfg.k, f"checkpoint {step + 1}/{cfg.k}")
     for p in model.parameters():
         p.requires_grad_(True)
-    return torch.stack(rows).cpu()
+    theta = torch.stack(rows).cpu()
+    bad = (~torch.isfinite(theta).all(dim=1)).nonzero()
+    if len(bad):
+        raise ValueError(f"checkpoint collection diverged (non-finite parameters from step {int(bad[0]) + 1}); "
+                         f"lower collect_lr (now {cfg.collect_lr})")
+    return theta
 
 
 def checkpoint_spread(theta: torch.Tensor) -> dict:

@@ -51,7 +51,7 @@ class RunConfig:
     ddim_steps: int = 50
     # stage 5: analysis (baselines, similarity, memorization, embeddings, use cases)
     analysis: bool = True
-    eval_chunk: int = 100         # models evaluated together in one vmapped call
+    eval_chunk: int = 16          # models per vmapped call; small keeps CPU activations in cache
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -76,7 +76,7 @@ PRESETS: dict[str, dict] = {
                          ae_steps=2000, ddpm_steps=1500),
     "cifar10-resnet18": dict(description="CIFAR-10 from a local folder, ResNet-18, last_bn, K=300; wants a GPU",
                              dataset="cifar10", data_root="data/cifar10", arch="resnet18", width=64,
-                             base_epochs=30, base_lr=1e-3, k=300, collect_lr=0.01, batch_size=256,
+                             base_epochs=30, base_lr=1e-3, k=300, collect_lr=0.01, batch_size=256, eval_chunk=50,
                              ae_steps=3000, ddpm_steps=3000, latent_dim=64),
     # The smallest real run: used by the test suite end to end.
     "tiny": dict(description="tiny end-to-end smoke run (a few seconds)",

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import RunConfig
+from .optim import warmup_cosine
 
 
 class Schedule:
@@ -75,7 +76,7 @@ def train_ddpm(latents: torch.Tensor, cfg: RunConfig, device: str, tick, log_los
     sched = Schedule(cfg.timesteps, cfg.beta_start, cfg.beta_end, device)
     net = Denoiser(latents.shape[1], cfg.ddpm_channels).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.ddpm_lr, weight_decay=0.0, fused=True)
-    lr_sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.ddpm_lr, total_steps=cfg.ddpm_steps, pct_start=0.1)
+    lr_sched = warmup_cosine(opt, cfg.ddpm_steps)
     x = latents.to(device)
     batch = min(cfg.ddpm_batch, len(x))
     net.train()

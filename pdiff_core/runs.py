@@ -69,8 +69,21 @@ def _atomic_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def json_safe(obj):
+    """numpy scalars to Python, NaN/inf to None: strict JSON that every reader accepts."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
 def write_json(path: Path, obj) -> None:
-    _atomic_bytes(Path(path), json.dumps(obj, indent=1, allow_nan=False).encode())
+    _atomic_bytes(Path(path), json.dumps(json_safe(obj), indent=1, allow_nan=False).encode())
 
 
 def read_json(path: Path):

@@ -36,3 +36,11 @@ def test_reconstructs_a_toy_trajectory():
     baseline = ((x - x.mean(0)) ** 2).mean()
     assert err < 0.05 * baseline
     assert err == again                       # eval mode: no noise when encoding/decoding
+
+
+def test_any_step_count_trains():
+    """Short runs (1 step, a few steps) must not trip the lr schedule."""
+    x = torch.randn(8, 40)
+    for steps in (1, 3, 10):
+        cfg = RunConfig(ae_steps=steps, latent_dim=4, ae_channels=8)
+        assert train_autoencoder(x, cfg, "cpu", lambda f, m: None, lambda s, l: None).encode(x).shape == (8, 4)

@@ -102,3 +102,18 @@ def test_run_ids_cannot_escape(runs_dir):
     for bad in ["..", "../x", "a/b", "", ".hidden", "x" * 200]:
         with pytest.raises(runs.RunError):
             runs.run_path(bad, must_exist=False)
+
+
+def test_diverging_collection_fails_with_a_clear_message(runs_dir):
+    cfg = tiny(layers="all", collect_lr=1e6)
+    d = runs.run_path("div", must_exist=False)
+    d.mkdir(parents=True)
+    with pytest.raises(ValueError, match="lower collect_lr"):
+        pipeline.execute(cfg, d, pipeline.prepare(cfg))
+    status = runs.read_json(d / "status.json")
+    assert status["state"] == "failed" and "collect_lr" in status["error"]
+
+
+def test_json_writer_turns_nan_into_null(tmp_path):
+    runs.write_json(tmp_path / "x.json", {"a": float("nan"), "b": [np.float32(1.5), float("inf")], "c": np.int64(3)})
+    assert json.loads((tmp_path / "x.json").read_text()) == {"a": None, "b": [1.5, None], "c": 3}
