@@ -33,7 +33,7 @@ def split_at_first_generated(model: nn.Sequential, names: list[str]) -> int:
 
 class Evaluator:
     def __init__(self, model: nn.Sequential, codec: Codec, device: str = "cpu",
-                 chunk: int = 100, x_batch: int = 2048, share_prefix: bool = True):
+                 chunk: int = 16, x_batch: int = 2048, share_prefix: bool = True):
         self.model = copy.deepcopy(model).to(device).eval()   # eval: BatchNorm uses the base model's running stats
         self.codec, self.device, self.chunk, self.x_batch = codec, device, chunk, x_batch
         cut = split_at_first_generated(self.model, codec.names) if share_prefix else 0
