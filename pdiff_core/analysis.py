@@ -637,17 +637,7 @@ def verdict(sim: dict, mem: dict, ens: dict) -> str:
 
 def clean(obj):
     """JSON-safe and stable: numpy to Python, NaN to None, floats to 6 significant digits."""
-    if isinstance(obj, dict):
-        return {str(k): clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, np.ndarray)):
-        return [clean(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(f"{obj:.6g}") if np.isfinite(obj) else None
-    return obj
+    return runs.json_safe(obj, digits=6)
 
 
 @contextmanager

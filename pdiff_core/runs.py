@@ -69,16 +69,19 @@ def _atomic_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def json_safe(obj):
-    """numpy scalars to Python, NaN/inf to None: strict JSON that every reader accepts."""
+def json_safe(obj, digits: int | None = None):
+    """numpy to Python, NaN/inf to None: strict JSON that every reader accepts. With `digits`,
+    floats are rounded to that many significant digits (stable files across tiny float noise)."""
     if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
+        return {str(k): json_safe(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [json_safe(v, digits) for v in obj]
     if isinstance(obj, np.generic):
         obj = obj.item()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
+    if isinstance(obj, float):
+        if not np.isfinite(obj):
+            return None
+        return float(f"{obj:.{digits}g}") if digits else obj
     return obj
 
 
