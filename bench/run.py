@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import resource
@@ -89,6 +90,20 @@ def section_a(d, cfg, prep, repeats):
     say(f"| vmap, full network per model | {t_full:.4f} | {t_loop / t_full:.1f}x |")
     say(f"| vmap + shared prefix | {t_pre:.4f} | {t_loop / t_pre:.1f}x |")
     say(f"\nshared prefix vs full vmap: {t_full / t_pre:.2f}x; predictions identical to the loop: {same}\n")
+    f_pre, f_suf = flops(ev.prefix, x), flops(ev.suffix, ev.prefix(x))
+    n = len(gen)
+    say(f"Ceiling: after the shared prefix ({f_pre / 1e6:.1f} MFLOP) each model still needs its own "
+        f"{f_suf / 1e6:.1f} MFLOP, against {(f_pre + f_suf) / 1e6:.1f} MFLOP per model in the loop, so at equal "
+        f"FLOP throughput batching can be at most {(f_pre + f_suf) / f_suf:.1f}x faster. Measured throughput: "
+        f"loop {n * (f_pre + f_suf) / t_loop / 1e9:.0f} GFLOP/s, vmap + shared prefix {n * f_suf / t_pre / 1e9:.0f} "
+        f"GFLOP/s: on this small MLP the loop is already compute-bound, not overhead-bound.\n")
+
+
+def flops(module: torch.nn.Module, x: torch.Tensor) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        module(x)
+    return counter.get_total_flops()
 
 
 def section_b(d, cfg, prep, loop_n):
@@ -188,6 +203,10 @@ def streamlit_peak_rss(runs_dir: str) -> str:
 def section_e(runs_dir, worker_peak_mib):
     say("## (e) peak resident memory\n")
     say(f"- digits-quick worker (`python -m pdiff_core run`, analysis included): {worker_peak_mib:.0f} MiB")
+    helper = [json.loads(p.read_text())["analysis_timings"]["maps"].get("helper_peak_rss_mib")
+              for p in sorted(Path(runs_dir).glob("*/status.json"))]
+    say(f"- its helper process (`python -m pdiff_core.embed`: t-SNE and UMAP maps): "
+        f"{max(h for h in helper if h) if any(helper) else 'n/a'} MiB")
     say(f"- Streamlit server: {streamlit_peak_rss(runs_dir)}")
     say("- limit: 1.5 GiB each\n")
 

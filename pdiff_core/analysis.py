@@ -66,8 +66,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.decomposition import PCA   # imported here, not lazily, so one_thread() also limits scipy's BLAS
-from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits
 from torch.func import functional_call, vmap
 
@@ -75,6 +73,7 @@ from . import runs
 from .baselines import NOISE_SIGMAS, SUBSET, make_baselines
 from .collect import minibatches
 from .config import RunConfig
+from .embed import PCA_DIMS, PendingMaps, pca, tsne   # sklearn imported here, so one_thread() also limits its BLAS
 from .evaluate import Evaluator
 from .params import Codec
 from .pipeline import Prepared, group_metrics, prepare
@@ -85,7 +84,6 @@ ENSEMBLE_DRAWS = 50
 INIT_STARTS = 4          # fine-tuning runs per kind of start
 INIT_STEPS = 60
 EMBED_PER_BASELINE = 50  # points per baseline family in the embeddings keep t-SNE/UMAP fast
-PCA_DIMS = 50            # t-SNE and UMAP run on this many principal components
 # seed offsets, so each random part has its own stream and adding one changes no other
 SALT_BASELINES, SALT_ENSEMBLE, SALT_INIT, SALT_EMBED = 101, 102, 103, 104
 
@@ -227,10 +225,8 @@ def load_run(run_dir: Path, prep: Prepared | None) -> RunInputs:
 # -----------------------------------------------------------------------------
 # stages
 
-def evaluate_baselines(ev: Evaluator, prep: Prepared, theta: torch.Tensor, codec: Codec,
-                       seed: int) -> dict[str, Group]:
-    """Every baseline family in one batched evaluation per split."""
-    fams = make_baselines(theta, codec, prep.cfg.n_generate, seed)
+def evaluate_baselines(ev: Evaluator, prep: Prepared, fams: dict[str, torch.Tensor]) -> dict[str, Group]:
+    """Every baseline family (baselines.make_baselines) in one batched evaluation per split."""
     allp = torch.cat(list(fams.values()))
     data = prep.data
     val = ev.evaluate(allp, data.x_val, data.y_val)
@@ -518,56 +514,37 @@ def init_statement(r: dict) -> str:
 # -----------------------------------------------------------------------------
 # embeddings (PCA, t-SNE, UMAP): seeded, on PCA-reduced inputs
 
-def pca(x: np.ndarray, dims: int, seed: int) -> np.ndarray:
-    dims = min(dims, x.shape[0], x.shape[1])
-    return PCA(dims, svd_solver="full", random_state=seed).fit_transform(x)
-
-
-def tsne(x: np.ndarray, seed: int) -> np.ndarray:
-    perplexity = min(30.0, max(2.0, (len(x) - 1) / 3))   # must stay below the point count
-    return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(pca(x, PCA_DIMS, seed))
-
-
-def umap_embed(x: np.ndarray, seed: int, timings: dict) -> tuple[np.ndarray | None, str]:
-    """UMAP and "ok", or None and why it was skipped. umap is imported here only: its cold
-    import takes 30-40 s, and the GPU machine does not have it."""
-    t0 = time.perf_counter()
-    try:
-        import umap
-    except Exception as e:   # not installed, or a broken numba/llvmlite: the other embeddings still stand
-        return None, f"skipped: umap-learn could not be imported ({type(e).__name__}: {e})"
-    timings["umap_import"] = round(time.perf_counter() - t0, 3)
-    t0 = time.perf_counter()
-    reducer = umap.UMAP(n_components=2, n_neighbors=min(15, len(x) - 1), random_state=seed, n_jobs=1)
-    out = reducer.fit_transform(pca(x, PCA_DIMS, seed))
-    timings["umap_fit"] = round(time.perf_counter() - t0, 3)   # the first fit in a process includes numba JIT
-    return out, "ok"
-
-
-def embedding_points(groups: dict[str, Group], base: dict[str, Group], codec: Codec, seed: int):
-    """Normalized parameters of originals, generated and a seeded subsample of each baseline."""
+def embedding_points(groups: dict[str, torch.Tensor], base: dict[str, torch.Tensor], codec: Codec, seed: int):
+    """Normalized parameters of the finite originals, generated and a seeded subsample of each
+    baseline family. Parameters only, so the maps can start before the baselines are evaluated."""
     gen = torch.Generator().manual_seed(seed)
     xs, names, index = [], [], []
-    for g, grp in {**groups, **base}.items():
-        idx = np.flatnonzero(grp.finite)
+    for g, params in {**groups, **base}.items():
+        idx = np.flatnonzero(torch.isfinite(params).all(dim=1).numpy())
         if g in base and len(idx) > EMBED_PER_BASELINE:
             idx = np.sort(idx[torch.randperm(len(idx), generator=gen)[:EMBED_PER_BASELINE].numpy()])
-        xs.append(codec.normalize(grp.params[idx].double()).numpy())
+        xs.append(codec.normalize(params[idx].double()).numpy())
         names += [g] * len(idx)
         index.append(idx)
     return np.concatenate(xs), np.array(names), np.concatenate(index)
 
 
-def param_embeddings(groups, base, codec, seed) -> tuple[dict, dict, np.ndarray]:
-    """PCA and t-SNE of normalized parameters; also returns the points for umap_embed."""
+def param_embeddings(groups, base, codec, seed) -> tuple[dict, dict, PendingMaps]:
+    """PCA, t-SNE and UMAP of normalized parameters: what was embedded now, and the maps
+    started in the helper process (embed.py), to be collected with finish_param_embeddings."""
     x, names, index = embedding_points(groups, base, codec, seed)
-    arrays = {"emb_params_group": names, "emb_params_index": index,
-              "emb_params_pca": pca(x, 2, seed).astype(np.float32),
-              "emb_params_tsne": tsne(x, seed).astype(np.float32)}
     info = {"space": "normalized", "methods": ["pca", "tsne"], "pca_dims": min(PCA_DIMS, *x.shape),
             "per_baseline_cap": EMBED_PER_BASELINE,
             "points": {g: int((names == g).sum()) for g in dict.fromkeys(names)}}
-    return info, arrays, x
+    return info, {"emb_params_group": names, "emb_params_index": index}, PendingMaps(x, seed)
+
+
+def finish_param_embeddings(info: dict, arrays: dict, pending: PendingMaps, wait) -> tuple[dict, dict, dict]:
+    maps, info["umap"], timings = pending.result(wait)
+    arrays.update({f"emb_params_{m}": v for m, v in maps.items()})
+    if "umap" in maps:
+        info["methods"].append("umap")
+    return info, arrays, timings
 
 
 def latent_embeddings(groups, latents, seed) -> tuple[dict, dict]:
@@ -677,7 +654,10 @@ def analyze(run_dir: Path, prep: Prepared | None, report) -> dict:
     lap("load")
 
     report(0.05, "building and evaluating baselines")
-    base = evaluate_baselines(ev, prep, groups["originals"].params, codec, seed + SALT_BASELINES)
+    fams = make_baselines(groups["originals"].params, codec, prep.cfg.n_generate, seed + SALT_BASELINES)
+    # the parameter maps (t-SNE, UMAP) run in the helper process, beside everything below
+    maps_started = param_embeddings({g: grp.params for g, grp in groups.items()}, fams, codec, seed + SALT_EMBED)
+    base = evaluate_baselines(ev, prep, fams)
     write_baselines(run_dir, base, codec, run.metrics, run.preds, seed + SALT_BASELINES)
     lap("baselines")
 
@@ -697,23 +677,17 @@ def analyze(run_dir: Path, prep: Prepared | None, report) -> dict:
     arrays.update(a)
     lap("initialization")
 
-    report(0.6, "t-SNE of parameters")
-    emb = {}
-    emb["params"], a, x = param_embeddings(groups, base, codec, seed + SALT_EMBED)
-    arrays.update(a)
-    lap("tsne_params")
-    report(0.7, "latent embeddings")
+    report(0.6, "latent embeddings")
+    emb = {"params": None}
     emb["latent"], a = latent_embeddings(groups, run.latents, seed + SALT_EMBED)
     arrays.update(a)
     lap("latent")
 
-    # UMAP last: numba's threads, once started, slow down whatever runs after them
-    report(0.8, "UMAP of parameters")
-    u, emb["params"]["umap"] = umap_embed(x, seed + SALT_EMBED, timings)
-    if u is not None:
-        arrays["emb_params_umap"] = u.astype(np.float32)
-        emb["params"]["methods"].append("umap")
-    lap("umap")
+    report(0.7, "parameter maps (t-SNE, UMAP)")
+    emb["params"], a, timings["maps"] = finish_param_embeddings(
+        *maps_started, wait=lambda: report(0.8, "parameter maps (t-SNE, UMAP)"))
+    arrays.update(a)
+    lap("maps_wait")
 
     counts = {g: {"n": len(grp.acc), "finite": int(grp.finite.sum())} for g, grp in {**groups, **base}.items()}
     result = clean({
@@ -729,7 +703,6 @@ def analyze(run_dir: Path, prep: Prepared | None, report) -> dict:
     runs.write_json(run_dir / "analysis.json", result)
     timings["total"] = round(time.perf_counter() - t_all, 3)
     timings["cpu_total"] = round(time.process_time() - cpu0, 3)   # CPU seconds: less noisy on a shared machine
-    timings["total_without_umap"] = round(timings["total"] - timings["umap"], 3)
     runs.update_status(run_dir, analysis_timings=timings)
     report(1.0, "analysis done")
     return result

@@ -66,7 +66,7 @@ class RunConfig:
 
 
 PRESETS: dict[str, dict] = {
-    "digits-quick": dict(description="digits 8x8, MLP, last two BatchNorm layers (D=256); about 15 s on 2 CPU cores"),
+    "digits-quick": dict(description="digits 8x8, MLP, last two BatchNorm layers (D=256); about 16 s on 2 CPU cores"),
     "digits-cnn": dict(description="digits 8x8, small CNN, last two BatchNorm layers",
                        arch="cnn", width=16, base_epochs=25),
     "mnist1d-cnn": dict(description="MNIST-1D (generated offline), 1-D CNN, last two BatchNorm layers",

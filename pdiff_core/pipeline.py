@@ -92,6 +92,9 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, report: Callable[[str, float, st
         torch.set_num_threads(cfg.threads)
     run_dir = Path(run_dir)
     runs.write_json(run_dir / "config.json", cfg.to_dict())
+    if cfg.analysis:   # the analysis's helper process imports umap and compiles it while we train
+        from .embed import start_helper
+        start_helper()
     gen = seed_everything(cfg.seed)
     model = copy.deepcopy(prep.model)
     timings: dict[str, float] = {}

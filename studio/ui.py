@@ -167,7 +167,7 @@ def start_run(cfg) -> str:
 
 
 def quick_demo_button() -> None:
-    if st.button("Run the quick demo (digits, about 30 s)", type="primary", icon=":material/play_arrow:"):
+    if st.button("Run the quick demo (digits, about 20 s)", type="primary", icon=":material/play_arrow:"):
         start_run(preset_config(DEMO_PRESET))
         st.rerun()
 

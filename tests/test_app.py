@@ -58,7 +58,7 @@ def test_page_renders_with_no_runs(page, runs_dir):
 
 def test_empty_state_offers_the_quick_demo(runs_dir):
     at = app("home")
-    assert [b.label for b in at.button] == ["Run the quick demo (digits, about 30 s)"]
+    assert [b.label for b in at.button] == ["Run the quick demo (digits, about 20 s)"]
     assert "memorization" in texts(at.markdown).lower()
 
 

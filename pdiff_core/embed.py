@@ -1,0 +1,250 @@
+"""2-D maps of parameter vectors (PCA, t-SNE, UMAP), computed in a helper process.
+
+UMAP's first fit in a process spends about 8 s compiling numba code, and t-SNE takes about 2 s.
+The pipeline starts the helper when a run starts: it imports umap and compiles on the second
+core while the first one trains, then computes the parameter maps while the analysis does
+everything else. The maps are the same numbers wherever they are computed (one thread, fixed
+seeds); if the helper cannot start or dies, they are computed in this process instead.
+
+This module imports numpy and scikit-learn only, so the helper never loads torch.
+
+    python -m pdiff_core.embed [--no-umap]     # the helper; requests arrive on stdin
+"""
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import json
+import os
+import resource
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE
+from threadpoolctl import threadpool_limits
+
+PCA_DIMS = 50            # t-SNE and UMAP run on this many principal components
+
+
+class HelperError(RuntimeError):
+    pass
+
+
+# -----------------------------------------------------------------------------
+# the maps
+
+def pca(x: np.ndarray, dims: int, seed: int) -> np.ndarray:
+    dims = min(dims, x.shape[0], x.shape[1])
+    return PCA(dims, svd_solver="full", random_state=seed).fit_transform(x)
+
+
+def tsne(x: np.ndarray, seed: int) -> np.ndarray:
+    perplexity = min(30.0, max(2.0, (len(x) - 1) / 3))   # must stay below the point count
+    return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(pca(x, PCA_DIMS, seed))
+
+
+def umap_available() -> bool:
+    """Whether umap-learn can be found, without importing it (that takes seconds)."""
+    if "umap" in sys.modules:
+        return sys.modules["umap"] is not None
+    return importlib.util.find_spec("umap") is not None
+
+
+def umap_embed(x: np.ndarray, seed: int, timings: dict) -> tuple[np.ndarray | None, str]:
+    """UMAP and "ok", or None and why it was skipped. umap is imported here only: its cold
+    import takes 30-40 s, and the GPU machine does not have it."""
+    t0 = time.perf_counter()
+    try:
+        import umap
+    except Exception as e:   # not installed, or a broken numba/llvmlite: the other maps still stand
+        return None, f"skipped: umap-learn could not be imported ({type(e).__name__}: {e})"
+    timings["umap_import"] = round(time.perf_counter() - t0, 3)
+    t0 = time.perf_counter()
+    reducer = umap.UMAP(n_components=2, n_neighbors=min(15, len(x) - 1), random_state=seed, n_jobs=1)
+    out = reducer.fit_transform(pca(x, PCA_DIMS, seed))
+    timings["umap_fit"] = round(time.perf_counter() - t0, 3)   # the first fit in a process includes numba JIT
+    return out, "ok"
+
+
+def param_maps(x: np.ndarray, seed: int, with_umap: bool) -> tuple[dict[str, np.ndarray], str, dict]:
+    """{"pca", "tsne"[, "umap"]: (M, 2) float32}, UMAP's status, and timings."""
+    timings: dict = {}
+    with threadpool_limits(1):           # t-SNE's result depends on the thread count
+        t0 = time.perf_counter()
+        maps = {"pca": pca(x, 2, seed), "tsne": tsne(x, seed)}
+        timings["pca_tsne"] = round(time.perf_counter() - t0, 3)
+        if with_umap:
+            u, status = umap_embed(x, seed, timings)
+            if u is not None:
+                maps["umap"] = u
+        else:
+            status = "skipped: umap-learn could not be imported (not installed)"
+    return {k: v.astype(np.float32) for k, v in maps.items()}, status, timings
+
+
+# -----------------------------------------------------------------------------
+# the helper process, seen from the parent
+
+class Helper:
+    """`python -m pdiff_core.embed`: warms UMAP up at start, then answers one request per line
+    on its stdin (input and output .npz paths) with one JSON line on its stdout. Its stderr is
+    ours, so its warnings land in the run's log."""
+
+    def __init__(self, with_umap: bool):
+        self.with_umap, self.dir = with_umap, None
+        root = str(Path(__file__).resolve().parents[1])   # so the child finds this package from any cwd
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+               "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pdiff_core.embed", *([] if with_umap else ["--no-umap"])],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def _why(self) -> str:
+        code = self.proc.poll()
+        return "no answer" if code is None else f"exit code {code}; its last output is in the log"
+
+    def request(self, x: np.ndarray, seed: int) -> Path:
+        self._cleanup()
+        self.dir = Path(tempfile.mkdtemp(prefix="pdiff-embed-"))   # only while a request is under way
+        src, dst = self.dir / "in.npz", self.dir / "out.npz"
+        np.savez(src, x=x, seed=np.int64(seed))
+        try:
+            self.proc.stdin.write(f"{src}\t{dst}\n".encode())
+            self.proc.stdin.flush()
+        except OSError as e:
+            raise HelperError(f"could not send the request ({e}; {self._why()})") from e
+        return dst
+
+    def reply(self, dst: Path, wait) -> tuple[dict[str, np.ndarray], str, dict]:
+        """Block until the answer; `wait()` is called every 0.2 s and may raise to give up."""
+        line = b""
+        while not line.endswith(b"\n"):
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.2)
+            if ready:
+                chunk = self.proc.stdout.read(4096)
+                if not chunk:
+                    raise HelperError(f"the helper process ended ({self._why()})")
+                line += chunk
+            else:
+                wait()
+        answer = json.loads(line)
+        if not answer["ok"]:
+            raise HelperError(answer["error"])
+        with np.load(dst, allow_pickle=False) as z:
+            maps = {k: z[k] for k in z.files}
+        self._cleanup()
+        return maps, answer["umap"], answer["timings"]
+
+    def _cleanup(self):
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+    def close(self):
+        # The helper holds nothing worth a clean exit, which would spend 0.7 s freeing numba's modules.
+        self.proc.kill()
+        self.proc.wait()
+        self.proc.stdin.close()
+        self.proc.stdout.close()
+        self._cleanup()
+
+
+_helper: Helper | None = None
+
+
+def start_helper(with_umap: bool | None = None) -> Helper | None:
+    """Start the process-wide helper (or keep the running one); None where it cannot start."""
+    global _helper
+    with_umap = umap_available() if with_umap is None else with_umap
+    if _helper is not None and (not _helper.alive() or _helper.with_umap != with_umap):
+        stop_helper()
+    if _helper is None:
+        try:
+            _helper = Helper(with_umap)
+        except OSError:
+            _helper = None
+    return _helper
+
+
+def stop_helper():
+    global _helper
+    if _helper is not None:
+        _helper.close()
+        _helper = None
+
+
+atexit.register(stop_helper)
+
+
+class PendingMaps:
+    """param_maps(x, seed) under way in the helper; result() falls back to this process."""
+
+    def __init__(self, x: np.ndarray, seed: int):
+        self.x, self.seed, self.with_umap = x, seed, umap_available()
+        self.helper, self.dst, self.note = start_helper(self.with_umap), None, "helper process"
+        if self.helper is None:
+            self.note = "in this process (the helper process could not start)"
+            return
+        try:
+            self.dst = self.helper.request(x, seed)
+        except HelperError as e:
+            self.note = f"in this process ({e})"
+            stop_helper()
+
+    def result(self, wait=lambda: None) -> tuple[dict[str, np.ndarray], str, dict]:
+        if self.dst is not None:
+            try:
+                maps, status, timings = self.helper.reply(self.dst, wait)
+                return maps, status, {**timings, "where": self.note}
+            except HelperError as e:
+                self.note = f"in this process ({e})"
+                stop_helper()
+            except BaseException:       # cancelled: stop the work under way
+                stop_helper()
+                raise
+        maps, status, timings = param_maps(self.x, self.seed, self.with_umap)
+        return maps, status, {**timings, "where": self.note}
+
+
+# -----------------------------------------------------------------------------
+# the helper process itself
+
+def serve(with_umap: bool) -> None:
+    """Answer requests until stdin ends: the parent closed it, or died."""
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)                        # anything a library prints goes to stderr, not into the protocol
+    with threadpool_limits(1):
+        if with_umap:
+            try:                         # compile numba's code now, while the parent trains
+                umap_embed(np.random.default_rng(0).normal(size=(60, 8)), 0, {})
+            except Exception as e:       # the real request will report it
+                print(f"UMAP warm-up failed: {type(e).__name__}: {e}", file=sys.stderr)
+        for line in sys.stdin:
+            src, dst = line.rstrip("\n").split("\t")
+            try:
+                with np.load(src, allow_pickle=False) as z:
+                    x, seed = z["x"], int(z["seed"])
+                os.unlink(src)
+                maps, status, timings = param_maps(x, seed, with_umap)
+                tmp = dst + ".tmp.npz"
+                np.savez(tmp, **maps)
+                os.replace(tmp, dst)
+                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux
+                answer = {"ok": True, "umap": status, "timings": {**timings, "helper_peak_rss_mib": round(peak)}}
+            except Exception as e:
+                answer = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+            protocol.write(json.dumps(answer) + "\n")
+
+
+if __name__ == "__main__":
+    serve(with_umap="--no-umap" not in sys.argv[1:])
