@@ -143,7 +143,7 @@ def section_c(repeats, runs_dir):
     for r in rows:
         say(f"| {r['seed']} | {r['wall']:.1f} | " + " | ".join(f"{r['timings'].get(s, 0):.2f}" for s in stages) + " |")
     say(f"\nmedian wall {statistics.median(r['wall'] for r in rows):.1f} s "
-        f"(includes ~2-4 s of Python/torch imports); target <= 30 s\n")
+        f"(includes ~2 s of start-up: imports, data, exit); target <= 30 s, moonshot 15 s\n")
     return rows
 
 
