@@ -83,7 +83,8 @@ def main():
         if not dry:
             torch.cuda.synchronize()
         total = time.perf_counter() - t0
-        timings = runs.read_json(d / "status.json")["timings"]
+        status = runs.read_json(d / "status.json")
+        timings, analysis_timings = status["timings"], status.get("analysis_timings", {})
 
         # ratio (a) on this model: per-model loop vs batched (with and without the shared prefix)
         theta, meta = runs.read_safetensors(d / "generated.safetensors")
@@ -116,6 +117,7 @@ def main():
     for k, v in timings.items():
         print(f"{k:<14} {v:>8.2f}")
     print(f"{'end to end':<14} {total:>8.2f}   (data generation {t_data:.2f} s not included)")
+    print("analysis sub-steps: " + ", ".join(f"{k} {v}" for k, v in analysis_timings.items()))
     print(f"peak GPU memory: {peak:.2f} GiB")
     print(f"evaluation of {len(theta['params'])} vectors on {len(y)} images: loop {t_loop:.3f} s, vmap {t_full:.3f} s, "
           f"vmap+prefix {t_pre:.3f} s -> ratio (a) {t_loop / t_pre:.1f}x, prefix {t_full / t_pre:.2f}x; "
@@ -123,7 +125,8 @@ def main():
     print(f"test acc % originals median {100 * o['median']:.2f}, generated median {100 * g.get('median', float('nan')):.2f}")
     print("reference (original p-diff v2, same H200): " + ", ".join(f"{k} {v} s" for k, v in REFERENCE.items()))
     if args.out:
-        Path(args.out).write_text(json.dumps({"timings": timings, "total": total, "peak_gib": peak,
+        Path(args.out).write_text(json.dumps({"timings": timings, "analysis_timings": analysis_timings,
+                                              "total": total, "peak_gib": peak,
                                               "eval": {"loop": t_loop, "vmap": t_full, "prefix": t_pre},
                                               "dry_run": dry}, indent=1))
 

@@ -449,8 +449,10 @@ def finetune(ev: Evaluator, starts: torch.Tensor, prep: Prepared, steps: int, ge
     x, y = data.x_train, data.y_train
     batches = minibatches(len(y), min(cfg.batch_size, len(y)), gen)
 
+    h_val = ev.features(data.x_val)   # the prefix is frozen: its validation activations never change
+
     def val_acc():   # a diverged start counts as wrong on every example
-        return np.nan_to_num(ev.evaluate(P.detach().cpu(), data.x_val, data.y_val).acc, nan=0.0)
+        return np.nan_to_num(ev.evaluate(P.detach().cpu(), h_val, data.y_val, features=True).acc, nan=0.0)
 
     curve = [val_acc()]
     for _ in range(steps):

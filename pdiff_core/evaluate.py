@@ -41,25 +41,31 @@ class Evaluator:
         self._call = vmap(lambda p, x: functional_call(self.suffix, p, (x,)), in_dims=(0, None))
 
     @torch.no_grad()
-    def logits(self, thetas: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The shared prefix's activations, on the device: pass them with features=True to
+        evaluate the same inputs many times (fine-tuning curves) without recomputing them."""
+        return torch.cat([self.prefix(xs.to(self.device)) for xs in torch.split(x, self.x_batch)])
+
+    @torch.no_grad()
+    def logits(self, thetas: torch.Tensor, x: torch.Tensor, features: bool = False) -> torch.Tensor:
         """(n, D) parameter vectors, (B, ...) inputs -> (n, B, classes) logits."""
         thetas = thetas.to(self.device, torch.float32)
         out = []
         for xs in torch.split(x, self.x_batch):
-            h = self.prefix(xs.to(self.device))              # computed once for all n models
+            h = xs.to(self.device) if features else self.prefix(xs.to(self.device))   # once for all n models
             out.append(torch.cat([self._call(self.codec.unflatten(t), h)
                                   for t in torch.split(thetas, self.chunk)]))
         return torch.cat(out, dim=1)
 
     @torch.no_grad()
-    def evaluate(self, thetas: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> EvalResult:
+    def evaluate(self, thetas: torch.Tensor, x: torch.Tensor, y: torch.Tensor, features: bool = False) -> EvalResult:
         thetas = torch.as_tensor(thetas, dtype=torch.float32)
         n = thetas.shape[0]
         finite = torch.isfinite(thetas).all(dim=1)
         preds = torch.full((n, len(y)), -1, dtype=torch.long)
         acc = torch.full((n,), float("nan"), dtype=torch.float64)
         if finite.any():
-            p = self.logits(thetas[finite], x).argmax(-1).cpu()
+            p = self.logits(thetas[finite], x, features).argmax(-1).cpu()
             preds[finite] = p
             acc[finite] = (p == y.cpu()).double().mean(dim=1)
         return EvalResult(acc.numpy(), preds.numpy(), finite.numpy())

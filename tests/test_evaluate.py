@@ -37,6 +37,9 @@ def test_batched_equals_per_model_loop(arch, shape, layers):
         got = ev.evaluate(thetas, x, y)
         assert np.array_equal(got.preds, ref.preds)
         assert np.array_equal(got.acc, ref.acc)
+        # the prefix's activations computed once and reused (fine-tuning curves) give the same answer
+        cached = ev.evaluate(thetas, ev.features(x), y, features=True)
+        assert np.array_equal(cached.preds, ref.preds)
     # logits agree with one module loaded by hand
     net = model
     net.load_state_dict(codec.unflatten(thetas[3]), strict=False)
