@@ -26,7 +26,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 DEMO_BUTTON = "Run the quick demo (digits, about 20 s)"
-DEMO_TIMEOUT_S = float(os.environ.get("PDIFF_DEMO_TIMEOUT", 600))   # ~30-60 s idle; minutes on a busy machine
+DEMO_TIMEOUT_S = float(os.environ.get("PDIFF_DEMO_TIMEOUT", 600))   # ~20-40 s idle; minutes on a busy machine
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 CHART = '[data-testid="stPlotlyChart"]'
 # nav label, page title (its h1), the element that shows the page worked
