@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import signal
 import sys
 
 from . import runs
@@ -84,6 +85,10 @@ def cmd_run(args) -> int:
         run_dir = runs.run_path(runs.new_run_id(cfg.preset, cfg.seed), must_exist=False)
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"run {run_dir.name} -> {run_dir}", flush=True)
+
+    def terminated(signum, frame):   # `kill`, `timeout`, a job scheduler: end as cancelled, helper stopped
+        raise Cancelled(f"stopped by {signal.Signals(signum).name}")
+    signal.signal(signal.SIGTERM, terminated)
     try:
         execute(cfg, run_dir, prep, bars=not args.quiet)
     except Cancelled as e:

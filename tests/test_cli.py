@@ -113,3 +113,28 @@ def test_real_process_exit_code(runs_dir):
     assert p.returncode == 2
     assert len(p.stderr.strip().splitlines()) == 1 and "nope" in p.stderr
     no_running_runs(runs_dir)
+
+
+def test_sigterm_ends_the_run_cancelled_and_stops_its_helper(runs_dir):
+    """`kill`, `timeout` or a job scheduler: the run ends 'cancelled', not 'running' forever,
+    and the analysis's helper process goes with it."""
+    import os
+    import signal
+    import time
+    proc = subprocess.Popen([sys.executable, "-m", "pdiff_core", "run", "--preset", "tiny", "--quiet",
+                             "--run-id", "term", "--set", "ddpm_steps=5000"], cwd=ROOT,
+                            env={**os.environ, "PDIFF_RUNS_DIR": str(runs_dir)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    status, children = runs_dir / "term" / "status.json", f"/proc/{proc.pid}/task/{proc.pid}/children"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (status.exists() and json.loads(status.read_text()).get("stage") == "diffusion"):
+        time.sleep(0.1)
+    helpers = [int(p) for p in open(children).read().split()] if os.path.exists(children) else []
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, err
+    s = json.loads(status.read_text())
+    assert s["state"] == "cancelled" and "SIGTERM" in s["message"], s
+    assert helpers, "the run started no helper process"
+    for pid in helpers:
+        assert not os.path.exists(f"/proc/{pid}"), f"helper {pid} outlived its run"
