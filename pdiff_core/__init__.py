@@ -9,4 +9,13 @@ if "torch" not in sys.modules:
 
 from .config import PRESETS, ConfigError, RunConfig, preset_config  # noqa: E402
 
-__all__ = ["PRESETS", "ConfigError", "RunConfig", "preset_config"]
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a `python -m pdiff_core...` child process (a run's worker, the
+    analysis helper): this package importable from any working directory, plus `extra`."""
+    project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [project, os.environ.get("PYTHONPATH")])),
+            **extra}
+
+
+__all__ = ["PRESETS", "ConfigError", "RunConfig", "preset_config", "child_env"]

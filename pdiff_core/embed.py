@@ -30,6 +30,8 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits
 
+from . import child_env
+
 PCA_DIMS = 50            # t-SNE and UMAP run on this many principal components
 
 
@@ -99,9 +101,7 @@ class Helper:
 
     def __init__(self, with_umap: bool):
         self.with_umap, self.dir = with_umap, None
-        root = str(Path(__file__).resolve().parents[1])   # so the child finds this package from any cwd
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
-               "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        env = child_env(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pdiff_core.embed", *([] if with_umap else ["--no-umap"])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0)

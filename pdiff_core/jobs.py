@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import runs
+from . import child_env, runs
 from .config import PRESETS, RunConfig
 
 WORKER_OUT = "worker.out"
@@ -54,9 +54,7 @@ def start(cfg: RunConfig, run_id: str | None = None) -> str:
     runs.write_json(run_dir / "status.json", {
         "state": "queued", "stage": "queued", "progress": 0.0, "message": "starting the worker process",
         "error": None, "pid": None, "queued": now, "updated": now})
-    env = dict(os.environ, PDIFF_RUNS_DIR=str(runs.runs_root()), PYTHONUNBUFFERED="1")
-    project = str(Path(__file__).resolve().parent.parent)      # so `-m pdiff_core` resolves from any cwd
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (project, env.get("PYTHONPATH")) if p)
+    env = child_env(PDIFF_RUNS_DIR=str(runs.runs_root()), PYTHONUNBUFFERED="1")
     with open(run_dir / WORKER_OUT, "ab") as out:
         proc = subprocess.Popen(worker_command(cfg, run_id), stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
