@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load as st_load_bytes
 from safetensors.torch import save as st_save_bytes
 from safetensors import safe_open
 
@@ -107,8 +106,7 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
     """Tensors and metadata; never unpickles anything."""
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        return st_load_bytes(Path(path).read_bytes()), meta
+            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
     except FileNotFoundError:
         raise RunError(f"{path} is missing; the run did not get that far") from None
     except Exception as e:  # safetensors raises its own error types for bad headers

@@ -5,9 +5,7 @@ so a rerun never re-reads or recomputes anything, and a re-analysed run is picke
 from __future__ import annotations
 
 import io
-import json
 import os
-from math import prod
 from pathlib import Path
 from typing import NamedTuple
 
@@ -16,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from pdiff_core import jobs, runs
+from pdiff_core.params import Codec
 
 RESULT_FILES = ("config.json", "metrics.json", "predictions.npz", "originals.safetensors",
                 "generated.safetensors", "baselines.safetensors", "analysis.json", "analysis.npz")
@@ -69,8 +68,8 @@ def params(r: RunRef, which: str) -> np.ndarray:
 @st.cache_data(**CACHE)
 def param_names(r: RunRef) -> list[tuple[str, int]]:
     """(name, size) of each flattened tensor in order, from the originals' metadata."""
-    _, meta = runs.read_safetensors(r.path / "originals.safetensors")
-    return [(n, prod(s)) for n, s in zip(json.loads(meta["names"]), json.loads(meta["shapes"]))]
+    codec = Codec.from_metadata(runs.read_safetensors(r.path / "originals.safetensors")[1])
+    return list(zip(codec.names, codec.sizes))
 
 
 # ---- shaped -------------------------------------------------------------------------------------
