@@ -225,12 +225,14 @@ def load_run(run_dir: Path, prep: Prepared | None) -> RunInputs:
 # -----------------------------------------------------------------------------
 # stages
 
-def evaluate_baselines(ev: Evaluator, prep: Prepared, fams: dict[str, torch.Tensor]) -> dict[str, Group]:
-    """Every baseline family (baselines.make_baselines) in one batched evaluation per split."""
+def evaluate_baselines(ev: Evaluator, prep: Prepared, fams: dict[str, torch.Tensor],
+                       feats: dict[str, torch.Tensor]) -> dict[str, Group]:
+    """Every baseline family (baselines.make_baselines) in one batched evaluation per split;
+    `feats` holds each split's shared-prefix activations (Evaluator.features)."""
     allp = torch.cat(list(fams.values()))
     data = prep.data
-    val = ev.evaluate(allp, data.x_val, data.y_val)
-    test = ev.evaluate(allp, data.x_test, data.y_test)
+    val = ev.evaluate(allp, feats["val"], data.y_val, features=True)
+    test = ev.evaluate(allp, feats["test"], data.y_test, features=True)
     out, i = {}, 0
     for name, p in fams.items():
         s = slice(i, i + len(p))
@@ -380,10 +382,13 @@ def memorization(groups: dict[str, Group], base: dict[str, Group], codec: Codec,
     return mem, arrays
 
 
-def ensembles(ev: Evaluator, groups: dict[str, Group], prep: Prepared, seed: int) -> tuple[dict, dict]:
-    """Logit-averaged ensembles of k generated vs k originals; the same ks for both."""
-    x, y = prep.data.x_test, prep.data.y_test
-    logits = {g: ev.logits(groups[g].params[groups[g].finite], x).cpu() for g in ("generated", "originals")}
+def ensembles(ev: Evaluator, groups: dict[str, Group], prep: Prepared, seed: int,
+              h_test: torch.Tensor) -> tuple[dict, dict]:
+    """Logit-averaged ensembles of k generated vs k originals; the same ks for both.
+    h_test: the test split's shared-prefix activations (Evaluator.features)."""
+    y = prep.data.y_test
+    logits = {g: ev.logits(groups[g].params[groups[g].finite], h_test, features=True).cpu()
+              for g in ("generated", "originals")}
     n = min(len(v) for v in logits.values())
     ks = sorted({min(k, n) for k in ENSEMBLE_KS}) if n else []
     res = {"k": ks, "draws": ENSEMBLE_DRAWS, "tolerance": 1 / len(y)}   # one test example
@@ -437,7 +442,8 @@ def pick(grp: Group, n: int, gen: torch.Generator) -> torch.Tensor:
     return grp.params[ok[torch.randperm(len(ok), generator=gen)[:n].numpy()]]
 
 
-def finetune(ev: Evaluator, starts: torch.Tensor, prep: Prepared, steps: int, gen: torch.Generator) -> np.ndarray:
+def finetune(ev: Evaluator, starts: torch.Tensor, prep: Prepared, steps: int, gen: torch.Generator,
+             h_val: torch.Tensor) -> np.ndarray:
     """Fine-tune all starts at once (vmap; SGD state is per coordinate, so the runs stay
     independent) on the same minibatches. Returns (starts, steps+1) validation accuracy."""
     cfg, data, dev = prep.cfg, prep.data, ev.device
@@ -449,9 +455,7 @@ def finetune(ev: Evaluator, starts: torch.Tensor, prep: Prepared, steps: int, ge
     x, y = data.x_train, data.y_train
     batches = minibatches(len(y), min(cfg.batch_size, len(y)), gen)
 
-    h_val = ev.features(data.x_val)   # the prefix is frozen: its validation activations never change
-
-    def val_acc():   # a diverged start counts as wrong on every example
+    def val_acc():   # the prefix is frozen, so h_val stands; a diverged start counts as wrong everywhere
         return np.nan_to_num(ev.evaluate(P.detach().cpu(), h_val, data.y_val, features=True).acc, nan=0.0)
 
     curve = [val_acc()]
@@ -469,14 +473,15 @@ def finetune(ev: Evaluator, starts: torch.Tensor, prep: Prepared, steps: int, ge
 
 
 def initialization(ev: Evaluator, model: torch.nn.Module, groups: dict[str, Group], prep: Prepared,
-                   seed: int) -> tuple[dict, dict]:
-    """Generated vs original vs fresh starts: same data, optimizer and steps for all."""
+                   seed: int, h_val: torch.Tensor) -> tuple[dict, dict]:
+    """Generated vs original vs fresh starts: same data, optimizer and steps for all.
+    h_val: the validation split's shared-prefix activations (Evaluator.features)."""
     gen = torch.Generator().manual_seed(seed)
     starts = {"generated": pick(groups["generated"], INIT_STARTS, gen),
               "original": pick(groups["originals"], INIT_STARTS, gen),
               "random": torch.stack([fresh_init(model, ev.codec, seed + i) for i in range(INIT_STARTS)])}
     starts = {k: v for k, v in starts.items() if len(v)}
-    acc = finetune(ev, torch.cat(list(starts.values())), prep, INIT_STEPS, gen)
+    acc = finetune(ev, torch.cat(list(starts.values())), prep, INIT_STEPS, gen, h_val)
     curves, arrays, i = {}, {"init_step": np.arange(INIT_STEPS + 1)}, 0
     for k, v in starts.items():
         arrays[f"init_{k}"] = acc[i:i + len(v)]
@@ -653,13 +658,15 @@ def analyze(run_dir: Path, prep: Prepared | None, report) -> dict:
     run = load_run(run_dir, prep)
     prep, codec, groups, seed, y = run.prep, run.codec, run.groups, run.prep.cfg.seed, run.preds["y_test"]
     ev = Evaluator(run.model, codec, prep.device, chunk=prep.cfg.eval_chunk)
+    # the prefix before the first generated parameter never changes: its activations once per split
+    feats = {split: ev.features(getattr(prep.data, f"x_{split}")) for split in ("val", "test")}
     lap("load")
 
     report(0.05, "building and evaluating baselines")
     fams = make_baselines(groups["originals"].params, codec, prep.cfg.n_generate, seed + SALT_BASELINES)
     # the parameter maps (t-SNE, UMAP) run in the helper process, beside everything below
     maps_started = param_embeddings({g: grp.params for g, grp in groups.items()}, fams, codec, seed + SALT_EMBED)
-    base = evaluate_baselines(ev, prep, fams)
+    base = evaluate_baselines(ev, prep, fams, feats)
     write_baselines(run_dir, base, codec, run.metrics, run.preds, seed + SALT_BASELINES)
     lap("baselines")
 
@@ -670,12 +677,12 @@ def analyze(run_dir: Path, prep: Prepared | None, report) -> dict:
     lap("memorization")
 
     report(0.4, "ensembles")
-    ens, a = ensembles(ev, groups, prep, seed + SALT_ENSEMBLE)
+    ens, a = ensembles(ev, groups, prep, seed + SALT_ENSEMBLE, feats["test"])
     arrays.update(a)
     lap("ensembles")
 
     report(0.5, "fine-tuning from generated, original and random starts")
-    init, a = initialization(ev, run.model, groups, prep, seed + SALT_INIT)
+    init, a = initialization(ev, run.model, groups, prep, seed + SALT_INIT, feats["val"])
     arrays.update(a)
     lap("initialization")
 

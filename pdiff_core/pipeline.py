@@ -152,13 +152,14 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, report: Callable[[str, float, st
     done = stage("evaluate")
     ev = Evaluator(model, codec, device, chunk=cfg.eval_chunk)
     base_vec = codec.flatten(base_state)[None]
-    res = {}
+    res, feats = {}, {}
     for split in ("val", "test"):
-        x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
-        res[split] = {g: ev.evaluate(v, x, y) for g, v in
+        y = getattr(data, f"y_{split}")
+        feats[split] = h = ev.features(getattr(data, f"x_{split}"))   # the shared prefix once for every group
+        res[split] = {g: ev.evaluate(v, h, y, features=True) for g, v in
                       [("base", base_vec), ("originals", theta), ("generated", generated)]}
         report("evaluate", 0.5 if split == "val" else 1.0, f"evaluated {split} split")
-    recon_acc = ev.evaluate(recon, data.x_test, data.y_test).acc
+    recon_acc = ev.evaluate(recon, feats["test"], data.y_test, features=True).acc
     done()
 
     meta = codec.to_metadata()

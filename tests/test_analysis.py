@@ -192,8 +192,9 @@ def test_finetune_runs_stay_independent_under_vmap():
     starts = 1 + 0.3 * torch.randn(3, 32, generator=torch.Generator().manual_seed(1))
     codec = Codec.fit(prep.names, shapes, starts)
     ev = Evaluator(prep.model, codec, "cpu")
-    together = A.finetune(ev, starts, prep, 8, torch.Generator().manual_seed(5))
-    alone = A.finetune(ev, starts[1:2], prep, 8, torch.Generator().manual_seed(5))
+    h_val = ev.features(prep.data.x_val)
+    together = A.finetune(ev, starts, prep, 8, torch.Generator().manual_seed(5), h_val)
+    alone = A.finetune(ev, starts[1:2], prep, 8, torch.Generator().manual_seed(5), h_val)
     assert together.shape == (3, 9)
     np.testing.assert_allclose(together[1], alone[0])   # batching 3 runs must not change run 1
     assert not np.allclose(together[:, 0], together[:, -1])   # and the runs did learn something
