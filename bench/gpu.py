@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pdiff_core import pipeline, runs  # noqa: E402
-from pdiff_core.config import preset_config  # noqa: E402
+from pdiff_core.config import preset_config, resolve_device  # noqa: E402
 from pdiff_core.data import Splits  # noqa: E402
 from pdiff_core.evaluate import Evaluator, evaluate_loop  # noqa: E402
 from pdiff_core.models import build_model  # noqa: E402
@@ -47,19 +48,65 @@ def synthetic_cifar(n_train: int, n_val: int, n_test: int, seed: int = 0) -> Spl
     return Splits("synthetic-cifar", xt, yt, xv, yv, xs, ys, (3, 32, 32), 10)
 
 
+def echo_log(path: Path, t0: float, stop: threading.Event):
+    """Print the run's log lines as they come, with elapsed time: a run cut off by a timeout
+    still shows which stage it was in."""
+    seen, last = 0, None
+    while not stop.wait(0.25):
+        if path.exists():
+            lines = path.read_text().splitlines()
+            for line in lines[seen:]:
+                print(f"  [{time.perf_counter() - t0:7.2f} s] {line[:160]}", flush=True)
+            seen = len(lines)
+        try:                                             # the status message shows the analysis' sub-steps
+            msg = runs.read_json(path.parent / "status.json").get("message")
+        except Exception:                                # mid-write
+            continue
+        if msg != last:
+            print(f"  [{time.perf_counter() - t0:7.2f} s]   {str(msg)[:150]}", flush=True)
+            last = msg
+
+
+def time_variants(base, codec, theta, x, y, cfg, device, clock, ref) -> dict:
+    """Evaluation variants on the same vectors and images: times, and agreement with the fp32
+    per-model loop. Tells which of bf16 autocast, cuDNN autotuning and other chunk sizes pay on
+    this GPU. (channels_last cannot be tried: vmap does not support it.)"""
+    out = {}
+    for name, bf16, bench, chunk, x_batch in [
+            ("as the pipeline (TF32)", False, False, cfg.eval_chunk, 1000),
+            ("bf16 autocast", True, False, cfg.eval_chunk, 1000),
+            ("cudnn.benchmark", False, True, cfg.eval_chunk, 1000),
+            ("chunk 200", False, False, 200, 1000),
+            ("chunk 10", False, False, 10, 1000),
+            ("x_batch 250", False, False, cfg.eval_chunk, 250),
+            ("bf16 + benchmark", True, True, cfg.eval_chunk, 1000)]:
+        try:
+            ev = Evaluator(base, codec, device, chunk, x_batch)
+            torch.backends.cudnn.benchmark = bench
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+                t, res = clock(lambda: ev.evaluate(theta, x, y))
+        except Exception as e:                           # one failing variant must not hide the others
+            print(f"  {name:<28} failed: {type(e).__name__}: {str(e)[:120]}", flush=True)
+            continue
+        finally:
+            torch.backends.cudnn.benchmark = False
+        out[name] = dict(seconds=round(t, 4), agree_pct=round(100 * float((res.preds == ref.preds).mean()), 4),
+                         max_acc_diff_pp=round(100 * float(np.abs(res.acc - ref.acc).max()), 3))
+        print(f"  {name:<28} {t:7.3f} s   agreement with loop {out[name]['agree_pct']:.3f}%   "
+              f"max accuracy difference {out[name]['max_acc_diff_pp']:.2f} pp", flush=True)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU")
     ap.add_argument("--out", default=None, help="also write the results as JSON here")
+    ap.add_argument("--no-variants", action="store_true", help="skip timing the evaluation variants")
     args = ap.parse_args()
     dry = args.dry_run
-    device = "cpu" if dry else "cuda"
     if not dry and not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU visible; use --dry-run to check the script on the CPU")
-    if not dry:
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    device = resolve_device("cpu" if dry else "cuda")   # the same CUDA math settings as a user's run
     sizes = dict(n_train=512, n_val=256, n_test=256) if dry else dict(n_train=20000, n_val=5000, n_test=10000)
     over = dict(width=8, k=12, n_generate=8, ae_steps=20, ddpm_steps=20, base_epochs=1, ddim_steps=5) if dry else \
         dict(k=300, n_generate=200, ae_steps=500, ddpm_steps=1000, base_epochs=1, eval_chunk=50)
@@ -79,12 +126,17 @@ def main():
         d = runs.run_path("gpu-check", must_exist=False)
         d.mkdir(parents=True)
         t0 = time.perf_counter()
+        stop = threading.Event()
+        threading.Thread(target=echo_log, args=(d / "log.txt", t0, stop), daemon=True).start()
         metrics = pipeline.execute(cfg, d, prep)
+        stop.set()
         if not dry:
             torch.cuda.synchronize()
         total = time.perf_counter() - t0
+        peak = torch.cuda.max_memory_allocated() / 2 ** 30 if not dry else float("nan")
         status = runs.read_json(d / "status.json")
         timings, analysis_timings = status["timings"], status.get("analysis_timings", {})
+        print(f"pipeline done in {total:.2f} s; stages {timings}", flush=True)   # early, in case of a timeout
 
         # ratio (a) on this model: per-model loop vs batched (with and without the shared prefix)
         theta, meta = runs.read_safetensors(d / "generated.safetensors")
@@ -93,8 +145,8 @@ def main():
         base.load_state_dict(runs.read_safetensors(d / "base_model.safetensors")[0])
         x, y = data.x_test.to(device), data.y_test.to(device)
 
-        def clock(fn):
-            fn()                                         # warm-up (cudnn autotune, allocator)
+        def clock(fn, warm=None):
+            (warm or fn)()                               # warm-up (kernel choice, allocator)
             if not dry:
                 torch.cuda.synchronize()
             t = time.perf_counter()
@@ -102,12 +154,19 @@ def main():
             if not dry:
                 torch.cuda.synchronize()
             return time.perf_counter() - t, out
-        t_loop, ref = clock(lambda: evaluate_loop(base.to(device), codec, theta["params"].to(device), x, y))
+        t_loop, ref = clock(lambda: evaluate_loop(base.to(device), codec, theta["params"].to(device), x, y),
+                            warm=lambda: evaluate_loop(base.to(device), codec, theta["params"][:3].to(device), x, y))
         t_full, full = clock(lambda: Evaluator(base, codec, device, cfg.eval_chunk, 1000, share_prefix=False)
                              .evaluate(theta["params"], x, y))
         t_pre, pre = clock(lambda: Evaluator(base, codec, device, cfg.eval_chunk, 1000).evaluate(theta["params"], x, y))
         agree = float((ref.preds == pre.preds).mean())
-    peak = torch.cuda.max_memory_allocated() / 2 ** 30 if not dry else float("nan")
+        variants = {}
+        if not dry and not args.no_variants:
+            print("evaluation variants (200 vectors, test images):")
+            try:
+                variants = time_variants(base, codec, theta["params"], x, y, cfg, device, clock, ref)
+            except Exception as e:                       # the main figures above must still be printed
+                print(f"  variants failed: {type(e).__name__}: {e}")
 
     o, g = metrics["groups"]["originals"]["summary"], metrics["groups"]["generated"]["summary"]
     print(f"\nGPU check ({'DRY RUN on CPU, tiny sizes' if dry else torch.cuda.get_device_name()}), "
@@ -118,7 +177,7 @@ def main():
         print(f"{k:<14} {v:>8.2f}")
     print(f"{'end to end':<14} {total:>8.2f}   (data generation {t_data:.2f} s not included)")
     print("analysis sub-steps: " + ", ".join(f"{k} {v}" for k, v in analysis_timings.items()))
-    print(f"peak GPU memory: {peak:.2f} GiB")
+    print(f"peak GPU memory during the pipeline: {peak:.2f} GiB")
     print(f"evaluation of {len(theta['params'])} vectors on {len(y)} images: loop {t_loop:.3f} s, vmap {t_full:.3f} s, "
           f"vmap+prefix {t_pre:.3f} s -> ratio (a) {t_loop / t_pre:.1f}x, prefix {t_full / t_pre:.2f}x; "
           f"prediction agreement with loop {100 * agree:.2f}%")
@@ -127,7 +186,8 @@ def main():
     if args.out:
         Path(args.out).write_text(json.dumps({"timings": timings, "analysis_timings": analysis_timings,
                                               "total": total, "peak_gib": peak,
-                                              "eval": {"loop": t_loop, "vmap": t_full, "prefix": t_pre},
+                                              "eval": {"loop": t_loop, "vmap": t_full, "prefix": t_pre,
+                                                       "agree": agree, "variants": variants},
                                               "dry_run": dry}, indent=1))
 
 

@@ -96,21 +96,27 @@ def error_sets(preds: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.asarray(preds) != np.asarray(y)[None]
 
 
-def iou_matrix(ea: np.ndarray, eb: np.ndarray) -> np.ndarray:
+def count_both(a: np.ndarray, b: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """(na, B), (nb, B) bool -> (na, nb) counts of columns where both are True, as one matmul on
+    `device`. Exact: 0 and 1 survive float32/TF32/bf16 inputs, and float32 sums hold integers
+    exactly below 2**24."""
+    dt = torch.float32 if a.shape[1] < 2 ** 24 else torch.float64
+    ta, tb = (torch.as_tensor(m).to(device, dt) for m in (a, b))
+    return (ta @ tb.T).double().cpu().numpy()
+
+
+def iou_matrix(ea: np.ndarray, eb: np.ndarray, device: str = "cpu") -> np.ndarray:
     """|E(a) & E(b)| / |E(a) | E(b)|, and 1 when both error sets are empty."""
-    inter = ea.astype(np.float64) @ eb.astype(np.float64).T   # exact integer counts
+    inter = count_both(ea, eb, device)
     union = ea.sum(1)[:, None] + eb.sum(1)[None] - inter
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union == 0, 1.0, inter / union)
 
 
-def agreement_matrix(pa: np.ndarray, pb: np.ndarray) -> np.ndarray:
-    """A(a, b): fraction of examples where a and b predict the same label."""
-    out = np.empty((len(pa), len(pb)))
-    rows = max(1, int(2e7 // max(1, pb.size)))   # bounds the (rows, nb, B) comparison in memory
-    for i in range(0, len(pa), rows):
-        out[i:i + rows] = np.count_nonzero(pa[i:i + rows, None] == pb[None], axis=-1)
-    return out / pa.shape[1]
+def agreement_matrix(pa: np.ndarray, pb: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """A(a, b): fraction of examples where a and b predict the same label (one count per label)."""
+    labels = np.union1d(np.unique(pa), np.unique(pb))
+    return sum(count_both(pa == c, pb == c, device) for c in labels) / pa.shape[1]
 
 
 def mean_offdiag(m: np.ndarray) -> float:
@@ -118,23 +124,24 @@ def mean_offdiag(m: np.ndarray) -> float:
     return float((m.sum() - np.trace(m)) / (n * (n - 1))) if n > 1 else float("nan")
 
 
-def _cdist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def _cdist(a: torch.Tensor, b: torch.Tensor, device: str) -> torch.Tensor:
     # the direct formula, not |a|^2 + |b|^2 - 2ab: tiny distances (noise 0.001) stay exact
-    return torch.cdist(a.double(), b.double(), compute_mode="donot_use_mm_for_euclid_dist")
+    return torch.cdist(a.to(device, torch.float64), b.to(device, torch.float64),
+                       compute_mode="donot_use_mm_for_euclid_dist")
 
 
-def nearest(a: torch.Tensor, b: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def nearest(a: torch.Tensor, b: torch.Tensor, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """For each row of a: index of and L2 distance to the nearest row of b."""
-    d, idx = _cdist(a, b).min(dim=1)
-    return idx.numpy(), d.numpy()
+    d, idx = _cdist(a, b, device).min(dim=1)
+    return idx.cpu().numpy(), d.cpu().numpy()
 
 
-def leave_one_out(b: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def leave_one_out(b: torch.Tensor, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """For each row of b: its nearest other row (training -> training reference)."""
-    d = _cdist(b, b)
+    d = _cdist(b, b, device)
     d.fill_diagonal_(float("inf"))
     d, idx = d.min(dim=1)
-    return idx.numpy(), d.numpy()
+    return idx.cpu().numpy(), d.cpu().numpy()
 
 
 def replica_threshold(train_d: np.ndarray, q: float = 5.0) -> float:
@@ -253,15 +260,15 @@ def write_baselines(run_dir: Path, base: dict[str, Group], codec: Codec, metrics
     runs.write_json(run_dir / "metrics.json", metrics)
 
 
-def similarity(groups: dict[str, Group], y: np.ndarray) -> tuple[dict, dict]:
+def similarity(groups: dict[str, Group], y: np.ndarray, dev: str = "cpu") -> tuple[dict, dict]:
     """IoU and agreement over originals then generated, and the four summary statistics."""
     o, g = groups["originals"], groups["generated"]
     preds = np.concatenate([o.preds, g.preds])
     ok = np.concatenate([o.finite, g.finite])
     iou = np.full((len(ok), len(ok)), np.nan)
     agree = np.full_like(iou, np.nan)
-    iou[np.ix_(ok, ok)] = iou_matrix(error_sets(preds[ok], y), error_sets(preds[ok], y))
-    agree[np.ix_(ok, ok)] = agreement_matrix(preds[ok], preds[ok])
+    iou[np.ix_(ok, ok)] = iou_matrix(error_sets(preds[ok], y), error_sets(preds[ok], y), dev)
+    agree[np.ix_(ok, ok)] = agreement_matrix(preds[ok], preds[ok], dev)
     K = len(o.acc)
     oo, og = iou[:K, :K][np.ix_(o.finite, o.finite)], iou[:K, K:][np.ix_(o.finite, g.finite)]
     gg = iou[K:, K:][np.ix_(g.finite, g.finite)]
@@ -274,16 +281,16 @@ def similarity(groups: dict[str, Group], y: np.ndarray) -> tuple[dict, dict]:
                    "iou_labels": labels, "iou_index": index}
 
 
-def group_similarity(grp: Group, orig: Group, y: np.ndarray, smax_mean: float | None) -> dict:
+def group_similarity(grp: Group, orig: Group, y: np.ndarray, smax_mean: float | None, dev: str = "cpu") -> dict:
     """Mean IoU within a group, to the originals, and of each model to its closest original."""
     e, eo = error_sets(grp.preds[grp.finite], y), error_sets(orig.preds[orig.finite], y)
-    to_orig = iou_matrix(e, eo)
-    return {"within": mean_offdiag(iou_matrix(e, e)),
+    to_orig = iou_matrix(e, eo, dev)
+    return {"within": mean_offdiag(iou_matrix(e, e, dev)),
             "to_originals": float(to_orig.mean()) if to_orig.size else float("nan"),
             "to_originals_max": smax_mean}
 
 
-def neighbours(grp: Group, orig: Group, codec: Codec, y: np.ndarray, name: str) -> dict:
+def neighbours(grp: Group, orig: Group, codec: Codec, y: np.ndarray, name: str, dev: str = "cpu") -> dict:
     """Nearest checkpoint (raw and normalized L2), s_max and agreement, per model of a group."""
     n, ok = len(grp.acc), grp.finite
     of = np.flatnonzero(orig.finite)                  # original rows that may be neighbours
@@ -293,26 +300,26 @@ def neighbours(grp: Group, orig: Group, codec: Codec, y: np.ndarray, name: str) 
         return out
     p, po = grp.params[ok], orig.params[of]
     for space, a, b in (("raw", p, po), ("norm", codec.normalize(p.double()), codec.normalize(po.double()))):
-        idx, d = nearest(a, b)
+        idx, d = nearest(a, b, dev)
         out[f"{name}_nn_{space}_idx"][ok], out[f"{name}_nn_{space}_dist"][ok] = of[idx], d
-    iou = iou_matrix(error_sets(grp.preds[ok], y), error_sets(orig.preds[of], y))
+    iou = iou_matrix(error_sets(grp.preds[ok], y), error_sets(orig.preds[of], y), dev)
     out[f"{name}_smax"][ok], out[f"{name}_smax_idx"][ok] = iou.max(axis=1), of[iou.argmax(axis=1)]
     near = orig.preds[out[f"{name}_nn_raw_idx"][ok]]
     out[f"{name}_agree"][ok] = (grp.preds[ok] == near).mean(axis=1)
     return out
 
 
-def train_reference(orig: Group, codec: Codec, y: np.ndarray) -> dict:
+def train_reference(orig: Group, codec: Codec, y: np.ndarray, dev: str = "cpu") -> dict:
     """Leave-one-out among the originals: the distance and s_max of each to its nearest other one.
     Full-length arrays (-1 / NaN for a non-finite original), like every per-model array."""
     k, of = len(orig.acc), np.flatnonzero(orig.finite)
     out = {}
     for space, p in (("raw", orig.params[of]), ("norm", codec.normalize(orig.params[of].double()))):
-        idx, d = leave_one_out(p)
+        idx, d = leave_one_out(p, dev)
         out[f"train_nn_{space}"], out[f"train_nn_{space}_idx"] = np.full(k, np.nan), np.full(k, -1, np.int64)
         out[f"train_nn_{space}"][of], out[f"train_nn_{space}_idx"][of] = d, of[idx]
     e = error_sets(orig.preds[of], y)
-    iou = iou_matrix(e, e)
+    iou = iou_matrix(e, e, dev)
     np.fill_diagonal(iou, -np.inf)
     out["train_smax"], out["train_smax_idx"] = np.full(k, np.nan), np.full(k, -1, np.int64)
     out["train_smax"][of], out["train_smax_idx"][of] = iou.max(axis=1), of[iou.argmax(axis=1)]
@@ -359,17 +366,17 @@ def pareto(gen: Group, base: dict[str, Group], nb: dict) -> tuple[dict, np.ndarr
 
 
 def memorization(groups: dict[str, Group], base: dict[str, Group], codec: Codec, y: np.ndarray,
-                 sim: dict) -> tuple[dict, dict]:
+                 sim: dict, dev: str = "cpu") -> tuple[dict, dict]:
     """Nearest checkpoints, s_max, replica rates and Pareto dominance for generated and baselines.
     Also fills sim["groups"], the per-group IoU statistics."""
-    orig, arrays = groups["originals"], train_reference(groups["originals"], codec, y)
+    orig, arrays = groups["originals"], train_reference(groups["originals"], codec, y, dev)
     train = {space: arrays[f"train_nn_{space}"][orig.finite] for space in ("raw", "norm")}
     per_group, sim["groups"] = {}, {}
     for g, grp in {"generated": groups["generated"], **base}.items():
-        nb = neighbours(grp, orig, codec, y, g)
+        nb = neighbours(grp, orig, codec, y, g, dev)
         arrays.update(nb)
         per_group[g] = group_memorization(g, grp, nb, train)
-        sim["groups"][g] = group_similarity(grp, orig, y, per_group[g].get("smax_mean"))
+        sim["groups"][g] = group_similarity(grp, orig, y, per_group[g].get("smax_mean"), dev)
     dom, arrays["generated_dominated"] = pareto(groups["generated"], base, arrays)
     gm = per_group["generated"]
     mem = {"train_nn_raw": _dist_stats(train["raw"]), "train_nn_norm": _dist_stats(train["norm"]),
@@ -383,11 +390,14 @@ def memorization(groups: dict[str, Group], base: dict[str, Group], codec: Codec,
 
 
 def ensembles(ev: Evaluator, groups: dict[str, Group], prep: Prepared, seed: int,
-              h_test: torch.Tensor) -> tuple[dict, dict]:
+              h_test: torch.Tensor, known: dict[str, torch.Tensor] | None = None) -> tuple[dict, dict]:
     """Logit-averaged ensembles of k generated vs k originals; the same ks for both.
-    h_test: the test split's shared-prefix activations (Evaluator.features)."""
-    y = prep.data.y_test
-    logits = {g: ev.logits(groups[g].params[groups[g].finite], h_test, features=True).cpu()
+    h_test: the test split's shared-prefix activations (Evaluator.features); known: the test
+    logits of each group's finite rows, where the caller has them."""
+    y = prep.data.y_test.to(ev.device)
+    known = known or {}
+    logits = {g: known[g] if known.get(g) is not None else   # stays on the device
+              ev.logits(groups[g].params[groups[g].finite], h_test, features=True)
               for g in ("generated", "originals")}
     n = min(len(v) for v in logits.values())
     ks = sorted({min(k, n) for k in ENSEMBLE_KS}) if n else []
@@ -452,19 +462,19 @@ def finetune(ev: Evaluator, starts: torch.Tensor, prep: Prepared, steps: int, ge
     P = starts.clone().to(dev).requires_grad_(True)
     opt = torch.optim.SGD([P], lr=cfg.collect_lr, momentum=0.9)   # the collection phase's optimizer
     call = vmap(lambda p, h: functional_call(ev.suffix, ev.codec.unflatten(p), (h,)), in_dims=(0, None))
-    x, y = data.x_train, data.y_train
-    batches = minibatches(len(y), min(cfg.batch_size, len(y)), gen)
+    x, y = data.x_train.to(dev), data.y_train.to(dev)       # once: no host-device copies per step
+    batches = minibatches(len(y), min(cfg.batch_size, len(y)), gen, dev)
 
     def val_acc():   # the prefix is frozen, so h_val stands; a diverged start counts as wrong everywhere
-        return np.nan_to_num(ev.evaluate(P.detach().cpu(), h_val, data.y_val, features=True).acc, nan=0.0)
+        return np.nan_to_num(ev.evaluate(P.detach(), h_val, data.y_val, features=True).acc, nan=0.0)
 
     curve = [val_acc()]
     for _ in range(steps):
         idx = next(batches)
         with torch.no_grad():
-            h = ev.prefix(x[idx].to(dev))
+            h = ev.prefix(x[idx])
         logits = call(P, h)                                                       # (S, b, classes)
-        loss = F.cross_entropy(logits.flatten(0, 1), y[idx].to(dev).repeat(len(P))) * len(P)   # sum of per-run means
+        loss = F.cross_entropy(logits.flatten(0, 1), y[idx].repeat(len(P))) * len(P)   # sum of per-run means
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -638,13 +648,16 @@ def one_thread():
         torch.set_num_threads(before)
 
 
-def run_analysis(run_dir: Path, prep: Prepared | None = None, report=lambda fraction, message: None) -> dict:
-    """The analysis stage; returns analysis.json's content. `report` may raise Cancelled."""
+def run_analysis(run_dir: Path, prep: Prepared | None = None, report=lambda fraction, message: None,
+                 test_logits: dict[str, torch.Tensor] | None = None) -> dict:
+    """The analysis stage; returns analysis.json's content. `report` may raise Cancelled.
+    test_logits: the evaluate stage's test logits of the finite originals and generated rows,
+    when it runs in the same process; without them they are recomputed from the run directory."""
     with one_thread():
-        return analyze(Path(run_dir), prep, report)
+        return analyze(Path(run_dir), prep, report, test_logits)
 
 
-def analyze(run_dir: Path, prep: Prepared | None, report) -> dict:
+def analyze(run_dir: Path, prep: Prepared | None, report, test_logits: dict | None = None) -> dict:
     timings = {}
     t_all = t_last = time.perf_counter()
     cpu0 = time.process_time()
@@ -671,13 +684,13 @@ def analyze(run_dir: Path, prep: Prepared | None, report) -> dict:
     lap("baselines")
 
     report(0.25, "similarity and memorization")
-    sim, arrays = similarity(groups, y)
-    mem, a = memorization(groups, base, codec, y, sim)
+    sim, arrays = similarity(groups, y, ev.device)       # the count matrices run on the GPU when there is one
+    mem, a = memorization(groups, base, codec, y, sim, ev.device)
     arrays.update(a)
     lap("memorization")
 
     report(0.4, "ensembles")
-    ens, a = ensembles(ev, groups, prep, seed + SALT_ENSEMBLE, feats["test"])
+    ens, a = ensembles(ev, groups, prep, seed + SALT_ENSEMBLE, feats["test"], test_logits)
     arrays.update(a)
     lap("ensembles")
 

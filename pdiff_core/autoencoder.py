@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import RunConfig
-from .optim import warmup_cosine
+from .optim import GraphedStep, adamw, warmup_cosine
 
 
 STRIDE = 4   # each conv level shrinks the sequence 4x: few layers, so few (slow on CPU) conv calls
@@ -63,20 +63,26 @@ class ParamAutoencoder(nn.Module):
 def train_autoencoder(x: torch.Tensor, cfg: RunConfig, device: str, tick, log_loss) -> ParamAutoencoder:
     """x: (K, D) normalized checkpoints. Returns the AE in eval mode."""
     ae = ParamAutoencoder(x.shape[1], cfg.latent_dim, cfg.ae_channels, cfg.in_noise, cfg.latent_noise).to(device)
-    opt = torch.optim.AdamW(ae.parameters(), lr=cfg.ae_lr, weight_decay=2e-6, fused=True)
+    opt = adamw(ae.parameters(), cfg.ae_lr, 2e-6, device)
     sched = warmup_cosine(opt, cfg.ae_steps)
     x = x.to(device)
     batch = min(cfg.ae_batch, len(x))
     ae.train()
-    for step in range(cfg.ae_steps):
+
+    def one_step() -> torch.Tensor:
         xb = x[torch.randint(len(x), (batch,), device=device)]
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device == "cuda", cache_enabled=False):
             loss = F.mse_loss(ae(xb).float(), xb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        return loss.detach()   # frees the autograd graph now, not at the next step
+
+    train_step = GraphedStep(one_step, device)
+    for step in range(cfg.ae_steps):
+        loss = train_step()
         sched.step()
         if step % 25 == 0 or step == cfg.ae_steps - 1:
             log_loss(step, loss.item())
-            tick((step + 1) / cfg.ae_steps, f"autoencoder step {step + 1}/{cfg.ae_steps}")
+            tick((step + 1) / cfg.ae_steps, f"autoencoder step {step + 1}/{cfg.ae_steps}" + train_step.note)
     return ae.eval()

@@ -156,9 +156,14 @@ def validate(cfg: RunConfig) -> RunConfig:
 
 
 def resolve_device(name: str) -> str:
+    """'auto' | 'cpu' | 'cuda' -> 'cpu' | 'cuda'. On CUDA it also turns on TF32 tensor cores for
+    fp32 matmuls and convolutions (evaluation, fine-tuning). cuDNN's autotuning stays off (the
+    default): it times candidate kernels for every new conv shape, and a run meets many."""
     import torch
     if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    if name == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     return name

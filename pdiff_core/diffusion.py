@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import RunConfig
-from .optim import warmup_cosine
+from .optim import GraphedStep, adamw, warmup_cosine
 
 
 class Schedule:
@@ -75,24 +75,30 @@ class Denoiser(nn.Module):
 def train_ddpm(latents: torch.Tensor, cfg: RunConfig, device: str, tick, log_loss) -> Denoiser:
     sched = Schedule(cfg.timesteps, cfg.beta_start, cfg.beta_end, device)
     net = Denoiser(latents.shape[1], cfg.ddpm_channels).to(device)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.ddpm_lr, weight_decay=0.0, fused=True)
+    opt = adamw(net.parameters(), cfg.ddpm_lr, 0.0, device)
     lr_sched = warmup_cosine(opt, cfg.ddpm_steps)
     x = latents.to(device)
     batch = min(cfg.ddpm_batch, len(x))
     net.train()
-    for step in range(cfg.ddpm_steps):
+
+    def one_step() -> torch.Tensor:
         x0 = x[torch.randint(len(x), (batch,), device=device)]
         t = torch.randint(sched.T, (batch,), device=device)
         noise = torch.randn_like(x0)
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device == "cuda", cache_enabled=False):
             loss = F.mse_loss(net(sched.q_sample(x0, t, noise), t).float(), noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        return loss.detach()   # frees the autograd graph now, not at the next step
+
+    train_step = GraphedStep(one_step, device)
+    for step in range(cfg.ddpm_steps):
+        loss = train_step()
         lr_sched.step()
         if step % 25 == 0 or step == cfg.ddpm_steps - 1:
             log_loss(step, loss.item())
-            tick((step + 1) / cfg.ddpm_steps, f"DDPM step {step + 1}/{cfg.ddpm_steps}")
+            tick((step + 1) / cfg.ddpm_steps, f"DDPM step {step + 1}/{cfg.ddpm_steps}" + train_step.note)
     return net.eval()
 
 

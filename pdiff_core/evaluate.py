@@ -20,6 +20,7 @@ class EvalResult:
     acc: np.ndarray      # (n,) float; NaN for a non-finite vector
     preds: np.ndarray    # (n, B) int64; -1 for a non-finite vector
     finite: np.ndarray   # (n,) bool
+    logits: torch.Tensor | None = None   # (finite rows, B, classes) on the device, if asked for
 
 
 def split_at_first_generated(model: nn.Sequential, names: list[str]) -> int:
@@ -58,17 +59,21 @@ class Evaluator:
         return torch.cat(out, dim=1)
 
     @torch.no_grad()
-    def evaluate(self, thetas: torch.Tensor, x: torch.Tensor, y: torch.Tensor, features: bool = False) -> EvalResult:
+    def evaluate(self, thetas: torch.Tensor, x: torch.Tensor, y: torch.Tensor, features: bool = False,
+                 keep_logits: bool = False) -> EvalResult:
         thetas = torch.as_tensor(thetas, dtype=torch.float32)
         n = thetas.shape[0]
         finite = torch.isfinite(thetas).all(dim=1)
         preds = torch.full((n, len(y)), -1, dtype=torch.long)
         acc = torch.full((n,), float("nan"), dtype=torch.float64)
+        logits = None
         if finite.any():
-            p = self.logits(thetas[finite], x, features).argmax(-1).cpu()
+            logits = self.logits(thetas[finite], x, features)
+            p = logits.argmax(-1).cpu()
+            finite = finite.cpu()                            # thetas may already sit on the device
             preds[finite] = p
             acc[finite] = (p == y.cpu()).double().mean(dim=1)
-        return EvalResult(acc.numpy(), preds.numpy(), finite.numpy())
+        return EvalResult(acc.numpy(), preds.numpy(), finite.numpy(), logits if keep_logits else None)
 
 
 @torch.no_grad()
@@ -82,4 +87,4 @@ def evaluate_loop(model: nn.Module, codec: Codec, thetas: torch.Tensor, x: torch
         p = net(x).argmax(-1)
         preds.append(p)
         accs.append((p == y).double().mean().item())
-    return EvalResult(np.array(accs), torch.stack(preds).numpy(), np.ones(len(accs), bool))
+    return EvalResult(np.array(accs), torch.stack(preds).cpu().numpy(), np.ones(len(accs), bool))

@@ -156,8 +156,8 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, report: Callable[[str, float, st
     for split in ("val", "test"):
         y = getattr(data, f"y_{split}")
         feats[split] = h = ev.features(getattr(data, f"x_{split}"))   # the shared prefix once for every group
-        res[split] = {g: ev.evaluate(v, h, y, features=True) for g, v in
-                      [("base", base_vec), ("originals", theta), ("generated", generated)]}
+        res[split] = {g: ev.evaluate(v, h, y, features=True, keep_logits=split == "test" and g != "base")
+                      for g, v in [("base", base_vec), ("originals", theta), ("generated", generated)]}
         report("evaluate", 0.5 if split == "val" else 1.0, f"evaluated {split} split")
     recon_acc = ev.evaluate(recon, feats["test"], data.y_test, features=True).acc
     done()
@@ -189,7 +189,9 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, report: Callable[[str, float, st
     if cfg.analysis:
         done = stage("analysis")
         from .analysis import run_analysis   # the last stage; it reads the files written above
-        run_analysis(run_dir, prep=prep, report=lambda f, m: report("analysis", f, m))
+        # the test logits are handed over, so the ensembles need not evaluate these models again
+        run_analysis(run_dir, prep=prep, report=lambda f, m: report("analysis", f, m),
+                     test_logits={g: res["test"][g].logits for g in ("originals", "generated")})
         done()
     metrics["timings"] = timings
     return metrics
