@@ -97,11 +97,48 @@ def time_variants(base, codec, theta, x, y, cfg, device, clock, ref) -> dict:
     return out
 
 
+def probe(cfg, data, base, codec, thetas, device):
+    """For the notes, in this already-warm process: (i) the base model's training step time once
+    warm, to set against the collect stage's; (ii) which CUDA kernels one batched evaluation
+    spends its time in."""
+    try:
+        net = build_model(cfg.arch, data.input_shape, data.n_classes, cfg.width).to(device).train()
+        opt = torch.optim.Adam(net.parameters(), lr=cfg.base_lr)
+        xb, yb = data.x_train[:cfg.batch_size].to(device), data.y_train[:cfg.batch_size].to(device)
+        for i in range(35):
+            if i == 5:
+                torch.cuda.synchronize()
+                t = time.perf_counter()
+            loss = torch.nn.functional.cross_entropy(net(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        torch.cuda.synchronize()
+        print(f"probe: warm base-training step {1000 * (time.perf_counter() - t) / 30:.2f} ms "
+              f"(batch {cfg.batch_size})", flush=True)
+        from torch.profiler import ProfilerActivity, profile
+        ev, x, y = Evaluator(base, codec, device, cfg.eval_chunk, 1000), data.x_test[:2000], data.y_test[:2000]
+        ev.evaluate(thetas[:50], x, y)
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            ev.evaluate(thetas[:50], x, y)
+            torch.cuda.synchronize()
+        rows = sorted(prof.key_averages(), key=lambda e: -e.self_device_time_total)
+        total = sum(e.self_device_time_total for e in rows)
+        print(f"probe: CUDA kernels of one evaluation (50 vectors x 2000 images), {total / 1e3:.1f} ms in all:")
+        for e in rows[:12]:
+            print(f"  {100 * e.self_device_time_total / total:5.1f}%  {e.count:5d}x  {e.key[:110]}")
+    except Exception as e:                                # probes are extras: never lose the figures
+        print(f"probe failed: {type(e).__name__}: {e}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU")
     ap.add_argument("--out", default=None, help="also write the results as JSON here")
     ap.add_argument("--no-variants", action="store_true", help="skip timing the evaluation variants")
+    ap.add_argument("--pipeline-only", action="store_true", help="time the pipeline only (for repeats)")
+    ap.add_argument("--probe", action="store_true",
+                    help="also: steady-state base-training step time and a CUDA kernel profile of evaluation")
     args = ap.parse_args()
     dry = args.dry_run
     if not dry and not torch.cuda.is_available():
@@ -138,35 +175,40 @@ def main():
         timings, analysis_timings = status["timings"], status.get("analysis_timings", {})
         print(f"pipeline done in {total:.2f} s; stages {timings}", flush=True)   # early, in case of a timeout
 
-        # ratio (a) on this model: per-model loop vs batched (with and without the shared prefix)
-        theta, meta = runs.read_safetensors(d / "generated.safetensors")
-        codec = Codec.from_metadata(meta)
-        base = build_model(cfg.arch, data.input_shape, data.n_classes, cfg.width)
-        base.load_state_dict(runs.read_safetensors(d / "base_model.safetensors")[0])
-        x, y = data.x_test.to(device), data.y_test.to(device)
+        ev_times, variants = None, {}
+        if not args.pipeline_only:
+            # ratio (a) on this model: per-model loop vs batched (with and without the shared prefix)
+            theta, meta = runs.read_safetensors(d / "generated.safetensors")
+            codec = Codec.from_metadata(meta)
+            base = build_model(cfg.arch, data.input_shape, data.n_classes, cfg.width)
+            base.load_state_dict(runs.read_safetensors(d / "base_model.safetensors")[0])
+            x, y = data.x_test.to(device), data.y_test.to(device)
 
-        def clock(fn, warm=None):
-            (warm or fn)()                               # warm-up (kernel choice, allocator)
-            if not dry:
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            out = fn()
-            if not dry:
-                torch.cuda.synchronize()
-            return time.perf_counter() - t, out
-        t_loop, ref = clock(lambda: evaluate_loop(base.to(device), codec, theta["params"].to(device), x, y),
-                            warm=lambda: evaluate_loop(base.to(device), codec, theta["params"][:3].to(device), x, y))
-        t_full, full = clock(lambda: Evaluator(base, codec, device, cfg.eval_chunk, 1000, share_prefix=False)
-                             .evaluate(theta["params"], x, y))
-        t_pre, pre = clock(lambda: Evaluator(base, codec, device, cfg.eval_chunk, 1000).evaluate(theta["params"], x, y))
-        agree = float((ref.preds == pre.preds).mean())
-        variants = {}
-        if not dry and not args.no_variants:
-            print("evaluation variants (200 vectors, test images):")
-            try:
-                variants = time_variants(base, codec, theta["params"], x, y, cfg, device, clock, ref)
-            except Exception as e:                       # the main figures above must still be printed
-                print(f"  variants failed: {type(e).__name__}: {e}")
+            def clock(fn, warm=None):
+                (warm or fn)()                               # warm-up (kernel choice, allocator)
+                if not dry:
+                    torch.cuda.synchronize()
+                t = time.perf_counter()
+                out = fn()
+                if not dry:
+                    torch.cuda.synchronize()
+                return time.perf_counter() - t, out
+            t_loop, ref = clock(lambda: evaluate_loop(base.to(device), codec, theta["params"].to(device), x, y),
+                                warm=lambda: evaluate_loop(base.to(device), codec, theta["params"][:3].to(device), x, y))
+            t_full, full = clock(lambda: Evaluator(base, codec, device, cfg.eval_chunk, 1000, share_prefix=False)
+                                 .evaluate(theta["params"], x, y))
+            t_pre, pre = clock(lambda: Evaluator(base, codec, device, cfg.eval_chunk, 1000).evaluate(theta["params"], x, y))
+            agree = float((ref.preds == pre.preds).mean())
+            variants = {}
+            if not dry and not args.no_variants:
+                print("evaluation variants (200 vectors, test images):")
+                try:
+                    variants = time_variants(base, codec, theta["params"], x, y, cfg, device, clock, ref)
+                except Exception as e:                       # the main figures above must still be printed
+                    print(f"  variants failed: {type(e).__name__}: {e}")
+            ev_times = {"loop": t_loop, "vmap": t_full, "prefix": t_pre, "agree": agree, "variants": variants}
+            if args.probe and not dry:
+                probe(cfg, data, base, codec, theta["params"], device)
 
     o, g = metrics["groups"]["originals"]["summary"], metrics["groups"]["generated"]["summary"]
     print(f"\nGPU check ({'DRY RUN on CPU, tiny sizes' if dry else torch.cuda.get_device_name()}), "
@@ -178,16 +220,16 @@ def main():
     print(f"{'end to end':<14} {total:>8.2f}   (data generation {t_data:.2f} s not included)")
     print("analysis sub-steps: " + ", ".join(f"{k} {v}" for k, v in analysis_timings.items()))
     print(f"peak GPU memory during the pipeline: {peak:.2f} GiB")
-    print(f"evaluation of {len(theta['params'])} vectors on {len(y)} images: loop {t_loop:.3f} s, vmap {t_full:.3f} s, "
-          f"vmap+prefix {t_pre:.3f} s -> ratio (a) {t_loop / t_pre:.1f}x, prefix {t_full / t_pre:.2f}x; "
-          f"prediction agreement with loop {100 * agree:.2f}%")
+    if ev_times:
+        print(f"evaluation of {cfg.n_generate} vectors on {sizes['n_test']} images: loop {t_loop:.3f} s, "
+              f"vmap {t_full:.3f} s, vmap+prefix {t_pre:.3f} s -> ratio (a) {t_loop / t_pre:.1f}x, "
+              f"prefix {t_full / t_pre:.2f}x; prediction agreement with loop {100 * agree:.2f}%")
     print(f"test acc % originals median {100 * o['median']:.2f}, generated median {100 * g.get('median', float('nan')):.2f}")
     print("reference (original p-diff v2, same H200): " + ", ".join(f"{k} {v} s" for k, v in REFERENCE.items()))
     if args.out:
         Path(args.out).write_text(json.dumps({"timings": timings, "analysis_timings": analysis_timings,
                                               "total": total, "peak_gib": peak,
-                                              "eval": {"loop": t_loop, "vmap": t_full, "prefix": t_pre,
-                                                       "agree": agree, "variants": variants},
+                                              "eval": ev_times,
                                               "dry_run": dry}, indent=1))
 
 
