@@ -199,7 +199,6 @@ def main():
                                  .evaluate(theta["params"], x, y))
             t_pre, pre = clock(lambda: Evaluator(base, codec, device, cfg.eval_chunk, 1000).evaluate(theta["params"], x, y))
             agree = float((ref.preds == pre.preds).mean())
-            variants = {}
             if not dry and not args.no_variants:
                 print("evaluation variants (200 vectors, test images):")
                 try:

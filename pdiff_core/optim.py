@@ -43,18 +43,17 @@ class GraphedStep:
     WARM = 3
 
     def __init__(self, step: Callable[[], torch.Tensor], device: str):
-        self.step, self.cuda = step, device == "cuda"
-        self.calls, self.graph, self.loss = 0, None, None
-        self.mode = "graph" if self.cuda else "eager"
+        self.step, self.calls, self.graph, self.loss = step, 0, None, None
+        self.mode = "graph" if device == "cuda" else "eager"   # "eager (capture failed)" after a failure
 
     @property
     def note(self) -> str:
         """For progress messages: says on CUDA whether the steps run as a graph."""
-        return f" ({'CUDA graph' if self.mode == 'graph' else self.mode})" if self.cuda else ""
+        return {"graph": " (CUDA graph)", "eager": ""}.get(self.mode, f" ({self.mode})")
 
     def __call__(self) -> torch.Tensor:
         self.calls += 1
-        if not self.cuda or self.mode == "eager (capture failed)":
+        if self.mode != "graph":
             return self.step()
         if self.calls <= self.WARM:
             side = torch.cuda.Stream()
