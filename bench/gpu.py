@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pdiff_core import pipeline, runs  # noqa: E402
+from pdiff_core.prepare import Prepared  # noqa: E402
 from pdiff_core.config import preset_config, resolve_device  # noqa: E402
 from pdiff_core.data import Splits  # noqa: E402
 from pdiff_core.evaluate import Evaluator, evaluate_loop  # noqa: E402
@@ -153,7 +154,7 @@ def main():
     data = synthetic_cifar(**sizes)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.arch, data.input_shape, data.n_classes, cfg.width)
-    prep = pipeline.Prepared(cfg, device, data, model, select_names(model, cfg.layers))
+    prep = Prepared(cfg, device, data, model, select_names(model, cfg.layers))
     t_data = time.perf_counter() - t0
     if not dry:
         torch.cuda.reset_peak_memory_stats()

@@ -36,7 +36,7 @@ def run_once(preset: str, seed: int, sets: list[str], runs_dir: str) -> dict:
     d = Path(runs_dir) / run_id
     m = json.loads((d / "metrics.json").read_text())
     status = json.loads((d / "status.json").read_text())
-    return {"seed": seed, "wall": wall, "timings": status.get("timings", {}), "metrics": m}
+    return {"seed": seed, "wall": wall, "timings": status.get("timings", {}), "metrics": m, "dir": d}
 
 
 def quality(m: dict) -> dict:
@@ -60,8 +60,10 @@ def main():
     ap.add_argument("--preset", default="digits-quick")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--keep", metavar="DIR", help="write the runs into DIR and keep them (default: a temporary folder)")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as runs_dir:
+    with tempfile.TemporaryDirectory() as tmp:
+        runs_dir = args.keep or tmp
         rows = [run_once(args.preset, s, args.set, runs_dir) for s in args.seeds]
     print(f"\n{args.preset}: wall time per run (fresh process), stage times from status.json")
     stages = list(rows[0]["timings"])

@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.quick import run_once  # noqa: E402
 from pdiff_core import pipeline, runs  # noqa: E402
+from pdiff_core.prepare import Prepared, prepare  # noqa: E402
 from pdiff_core.config import RunConfig, preset_config  # noqa: E402
 from pdiff_core.diffusion import Schedule, sample_ddim, sample_ddpm  # noqa: E402
 from pdiff_core.evaluate import Evaluator, evaluate_loop  # noqa: E402
@@ -55,10 +56,10 @@ def timed(fn, repeats: int) -> tuple[float, object]:
     return statistics.median(times), result
 
 
-def finished_run(runs_dir: str, preset: str = "digits-quick") -> tuple[Path, RunConfig, pipeline.Prepared]:
+def finished_run(runs_dir: str, preset: str = "digits-quick") -> tuple[Path, RunConfig, Prepared]:
     os.environ["PDIFF_RUNS_DIR"] = runs_dir
     cfg = preset_config(preset, analysis=False)
-    prep = pipeline.prepare(cfg)
+    prep = prepare(cfg)
     d = runs.run_path("bench-base", must_exist=False)
     if not (d / "metrics.json").exists():
         d.mkdir(parents=True, exist_ok=True)
@@ -66,7 +67,7 @@ def finished_run(runs_dir: str, preset: str = "digits-quick") -> tuple[Path, Run
     return d, cfg, prep
 
 
-def load_models(d: Path, prep: pipeline.Prepared):
+def load_models(d: Path, prep: Prepared):
     tensors, meta = runs.read_safetensors(d / "generated.safetensors")
     model = prep.model
     model.load_state_dict(runs.read_safetensors(d / "base_model.safetensors")[0])

@@ -1,6 +1,7 @@
 """Accuracy: test-accuracy distributions per group, overlaid and toggleable, with the base model marked."""
 import streamlit as st
 
+from pdiff_core.report import compared
 from studio import charts, load, ui
 
 DEFAULT = ("originals", "generated", "average")
@@ -17,5 +18,12 @@ st.caption(f"{m['dataset']} · {m['arch']} · layers {m['layers']} · D={m['D']}
            f"{m['n_test']} test examples. Click legend entries to hide or show a group.")
 if m.get("generated_nonfinite"):
     st.warning(f"{m['generated_nonfinite']} generated parameter vectors were not finite and were not evaluated.")
+ui.reference_note(m)
 ui.summary_table(r)
 st.caption("'best (by val)' is the model chosen on the validation split, reported on test.")
+if r.has("analysis.json"):
+    d = (load.analysis(r).get("accuracy") or {}).get("median_difference")
+    if d:
+        st.markdown(compared(d, "Median test accuracy, generated minus originals"))
+        st.caption("The interval is a 95 % bootstrap over test examples; a difference whose interval holds 0 is "
+                   "no difference, whatever its sign.")

@@ -4,7 +4,7 @@ import streamlit as st
 from pdiff_core import jobs
 from pdiff_core.config import PRESETS
 from pdiff_core.data import DataError
-from pdiff_core.pipeline import prepare
+from pdiff_core.prepare import prepare
 from studio import forms, ui
 
 

@@ -1,6 +1,7 @@
 """Memorization: are generated models new solutions, or near-copies of checkpoints (or of their average)?"""
 import streamlit as st
 
+from pdiff_core.report import ZOO_MEANING
 from studio import charts, load, ui
 
 ui.header("Memorization")
@@ -17,6 +18,15 @@ ui.numbers([("replica rate", mem["replica_rate"], "share of generated models clo
                                                                 "model is at least as accurate and at least as novel"),
             ("mean s_max", mem["groups"]["generated"].get("smax_mean"), "mean highest IoU with any original")],
            fmt="{:.0%}")
+zoo = mem.get("zoo", {}).get("kind", "trajectory")
+traj = (mem.get("trajectory") or {}).get("groups", {}).get("generated")
+if traj:
+    ui.numbers([("on the training path", traj["on_path_rate"], "share of generated models no farther from the path "
+                 "between consecutive checkpoints than the 5th percentile of the path's own wiggle (each "
+                 "checkpoint's distance to its neighbours' chord)", "{:.0%}"),
+                ("distance to path / step", traj["ratio_to_step"], "median distance to the nearest segment between "
+                 "consecutive checkpoints, in mean step lengths", "{:.2f}×")])
+st.caption(f"Zoo: **{zoo}**. {ZOO_MEANING.get(zoo, '')}")
 
 st.subheader("Distance to the nearest checkpoint")
 c1, c2 = st.columns([1, 3])

@@ -21,7 +21,8 @@ picked = ui.percent_table(
             "N": st.column_config.NumberColumn(width=45), "arch": st.column_config.TextColumn(width=55)})
 sel = picked.selection.rows
 rid = table.iloc[sel[0]]["run"] if sel else ui.active_run()
-st.caption("Select a row to act on it; accuracies are test accuracy (best = max over the group).")
+st.caption("Select a row to act on it. Accuracies are on test; 'best' is the model chosen on validation, "
+           "reported on test.")
 
 
 def delete(run_id: str):

@@ -19,7 +19,8 @@ if ens.get("k"):
                     key="uc_ens")
     st.markdown(ens["statement"])
     st.caption(f"Mean ± std over {ens['draws']} random draws of k models. If generated models were diverse, "
-               "their ensembles would gain more from k = 1 to large k than the originals' do.")
+               "their ensembles would gain more from k = 1 to large k than the originals' do. Intervals: 95 % "
+               "bootstrap over test examples; a gain whose interval holds 0 is no gain.")
 else:
     st.info("No ensemble curve: too few finite generated models.")
 
@@ -31,4 +32,6 @@ st.plotly_chart(charts.curves(a["init_step"], series, "fine-tuning step", "valid
                 key="uc_init")
 st.markdown(init["statement"])
 st.caption(f"Each start is fine-tuned on the same minibatches with {init['optimizer']}, lr {init['lr']}; thick lines "
-           f"are the mean of {max(init['starts'].values())} starts, thin lines single starts.")
+           f"are the mean of {max(init['starts'].values())} starts, thin lines single starts. Random starts: "
+           f"{init.get('random_init', 'the layers default init')}. Curves are validation accuracy; the finals "
+           "above are on test.")

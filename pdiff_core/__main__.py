@@ -25,20 +25,25 @@ def cmd_presets(args) -> int:
     return 0
 
 
+def best(group: dict) -> str:
+    """'best/median': best is chosen on validation and reported on test, like everywhere."""
+    b, s = (group.get("best_by_val") or {}).get("test_acc"), group.get("summary", {}).get("median")
+    return f"{pct(b):>6}/{pct(s):<6} "
+
+
 def cmd_list(args) -> int:
     rows = runs.list_runs()
     if not rows:
         print(f"no runs in {runs.runs_root()}; start one with: python -m pdiff_core run --preset digits-quick")
         return 0
     print(f"{'run':<40} {'state':<10} {'dataset':<10} {'arch':<9} {'layers':<8} "
-          f"{'orig max/med':>13} {'gen max/med':>13}")
+          f"{'orig best/med':>13} {'gen best/med':>13}")
     for r in rows:
         c, m = r.get("config", {}), r.get("metrics") or {}
-        o = m.get("groups", {}).get("originals", {}).get("summary", {})
-        g = m.get("groups", {}).get("generated", {}).get("summary", {})
+        o = m.get("groups", {}).get("originals", {})
+        g = m.get("groups", {}).get("generated", {})
         print(f"{r['run']:<40} {r.get('state', '?'):<10} {c.get('dataset', '?'):<10} {c.get('arch', '?'):<9} "
-              f"{str(c.get('layers', '?'))[:8]:<8} {pct(o.get('max')):>6}/{pct(o.get('median')):<6} "
-              f"{pct(g.get('max')):>6}/{pct(g.get('median')):<6}")
+              f"{str(c.get('layers', '?'))[:8]:<8} {best(o)}{best(g)}")
     return 0
 
 
@@ -50,8 +55,18 @@ def cmd_show(args) -> int:
         return 0
     m = runs.read_json(run_dir / "metrics.json")
     print(f"dataset={m['dataset']} arch={m['arch']} layers={m['layers']} D={m['D']} K={m['K']} N={m['N']}")
-    print(f"base model: val {pct(m['base']['val_acc'])}  test {pct(m['base']['test_acc'])}")
-    print(f"{'group':<22} {'n':>4} {'max':>6} {'mean':>6} {'median':>6} {'min':>6} {'std':>5}  best-by-val(test)")
+    ref = m.get("reference")
+    print(f"base model: val {pct(m['base']['val_acc'])}  test {pct(m['base']['test_acc'])}"
+          + (f"   reference: val {pct(ref['val_acc'])}  test {pct(ref['test_acc'])} ({ref['method']})" if ref else ""))
+    if m.get("zoo"):
+        z = m["zoo"]
+        print(f"zoo: {z['kind']}, {z['runs']} run(s), {z['steps_per_run']} steps per run, collect_lr {z['lr']:g}"
+              + (f" (asked {z['lr_requested']:g}; halved {z['lr_halvings']}x after divergence)" if z.get("lr_halvings") else ""))
+    for w in m.get("warnings") or []:
+        print(f"warning: {w}")
+    print("test accuracy %; best = the model chosen on validation, its test accuracy; max = the highest test "
+          "accuracy (a statistic, not a choice)")
+    print(f"{'group':<22} {'n':>4} {'max':>6} {'mean':>6} {'median':>6} {'min':>6} {'std':>5}  best")
     for g, gm in m["groups"].items():
         s = gm["summary"]
         if s.get("n", 0) == 0:

@@ -25,10 +25,15 @@ class RunConfig:
     layers: str = "last_bn"       # last_bn | head | all | comma-separated parameter names
     # stage 1: base training, then checkpoint collection of the selected parameters
     base_epochs: int = 10
+    base_min_steps: int = 500     # base training takes at least this many optimizer steps (small datasets)
     base_lr: float = 3e-3
     batch_size: int = 128
-    k: int = 200                  # checkpoints saved, one per optimizer step
+    k: int = 200                  # checkpoints saved
     collect_lr: float = 0.3       # SGD lr of the collection phase; high enough that checkpoints differ
+                                  # (halved and retried from the base model while collection diverges)
+    zoo: str = "trajectory"       # trajectory | independent | mixed: how the K checkpoints relate
+    zoo_runs: int = 4             # mixed: R continuations of K/R consecutive steps each
+    zoo_steps: int = 10           # independent: SGD steps of each continuation (its last step is kept)
     # stage 2: parameter autoencoder
     latent_dim: int = 64
     ae_channels: int = 32         # widest conv channel count; the AE is sized to D, not to this alone
@@ -48,7 +53,8 @@ class RunConfig:
     # stage 4: generation
     n_generate: int = 200
     sampler: str = "ddim"         # ddim | ddpm
-    ddim_steps: int = 50
+    ddim_steps: int = 300         # fewer deterministic steps shrink samples toward the mean (bench/sampler.py)
+    ddim_eta: float = 0.0         # DDIM noise: 0 deterministic, 1 = ancestral (DDPM-like) at the DDIM timesteps
     # stage 5: analysis (baselines, similarity, memorization, embeddings, use cases)
     analysis: bool = True
     eval_chunk: int = 16          # models per vmapped call; small keeps CPU activations in cache
@@ -61,7 +67,7 @@ class RunConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ConfigError(f"unknown config key(s) {unknown}; valid keys: {', '.join(sorted(names))}")
+            raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}")
         return cls(**d)
 
 
@@ -80,7 +86,7 @@ PRESETS: dict[str, dict] = {
                              ae_steps=3000, ddpm_steps=3000, latent_dim=64),
     # The smallest real run: used by the test suite end to end.
     "tiny": dict(description="tiny end-to-end smoke run (a few seconds)",
-                 width=16, base_epochs=5, k=24, ae_steps=150, ddpm_steps=150, n_generate=16,
+                 width=16, base_epochs=5, base_min_steps=100, k=24, ae_steps=150, ddpm_steps=150, n_generate=16,
                  ddim_steps=10, latent_dim=16, ae_channels=16, ddpm_channels=16),
 }
 
@@ -124,7 +130,18 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 
 def validate(cfg: RunConfig) -> RunConfig:
-    """Cheap checks of values alone. Dataset files and layer names are checked in preflight."""
+    """Cheap checks of values alone. Dataset files, layer names and sizes that need the data are
+    checked in prepare(). Every value that passes here runs: the AE and denoiser work from one
+    channel and one latent dimension up, batches larger than the data are clipped."""
+    kinds = {"int": ((int,), "a whole number"), "float": ((int, float), "a number"),
+             "str": ((str,), "text"), "bool": ((bool,), "true or false")}
+    for f in dataclasses.fields(cfg):   # a config from JSON (the app, config.json) may carry any type
+        want = kinds.get(f.type if isinstance(f.type, str) else getattr(f.type, "__name__", ""))
+        v = getattr(cfg, f.name)
+        if want and (not isinstance(v, want[0]) or (isinstance(v, bool) and f.type != "bool")):
+            raise ConfigError(f"{f.name} must be {want[1]}, got {v!r}")
+        if want and f.type == "float" and not math.isfinite(v):
+            raise ConfigError(f"{f.name} must be a finite number, got {v!r}")
     positive = ["threads", "width", "base_epochs", "batch_size", "k", "latent_dim", "ae_channels", "ae_steps",
                 "ae_batch", "ddpm_steps", "ddpm_batch", "ddpm_channels", "timesteps", "n_generate",
                 "ddim_steps", "eval_chunk"]
@@ -136,23 +153,73 @@ def validate(cfg: RunConfig) -> RunConfig:
         v = getattr(cfg, name)
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
             raise ConfigError(f"{name} must be a positive number, got {v!r}")
+    for name in ["base_lr", "ae_lr", "ddpm_lr"]:   # Adam moves each weight by about lr per step
+        if getattr(cfg, name) > MAX_ADAM_LR:
+            raise ConfigError(f"{name} must be at most {MAX_ADAM_LR:g} (Adam moves every weight by about that much "
+                              f"per step, so training only diverges), got {getattr(cfg, name)!r}")
+    if cfg.collect_lr > MAX_COLLECT_LR:   # collection halves a diverging rate a few times, not from any size
+        raise ConfigError(f"collect_lr must be at most {MAX_COLLECT_LR:g}, got {cfg.collect_lr!r}; 0.3 (last_bn) to "
+                          f"0.02 (all) are usual")
     for name in ["in_noise", "latent_noise"]:
         v = getattr(cfg, name)
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
             raise ConfigError(f"{name} must be a number >= 0, got {v!r}")
     if not (0 < cfg.beta_start < cfg.beta_end < 1):
         raise ConfigError(f"need 0 < beta_start < beta_end < 1, got {cfg.beta_start} and {cfg.beta_end}")
+    if cfg.beta_start < MIN_BETA:
+        raise ConfigError(f"beta_start must be at least {MIN_BETA:g}, got {cfg.beta_start:g}: a smaller first step "
+                          f"rounds to no noise at all in float32, and sampling divides by it")
+    if cfg.timesteps > MAX_TIMESTEPS:
+        raise ConfigError(f"timesteps must be at most {MAX_TIMESTEPS}, got {cfg.timesteps}")
+    log_abar = sum(math.log1p(-(cfg.beta_start + (cfg.beta_end - cfg.beta_start) * i / max(1, cfg.timesteps - 1)))
+                   for i in range(cfg.timesteps))
+    if log_abar < math.log(MIN_ALPHA_BAR):   # float32 rounds the signal left to 0: samplers divide 0 by 0
+        raise ConfigError(f"the noise schedule leaves no signal (alpha_bar at the last step is {math.exp(log_abar):.1e}, "
+                          f"below {MIN_ALPHA_BAR:g}); lower beta_end or timesteps")
     if cfg.k < 2:
         raise ConfigError(f"k must be at least 2 checkpoints, got {cfg.k}")
+    _validate_zoo(cfg)
     if cfg.sampler not in ("ddim", "ddpm"):
         raise ConfigError(f"sampler must be 'ddim' or 'ddpm', got '{cfg.sampler}'")
+    if not (isinstance(cfg.ddim_eta, (int, float)) and not isinstance(cfg.ddim_eta, bool)
+            and math.isfinite(cfg.ddim_eta) and cfg.ddim_eta >= 0):
+        raise ConfigError(f"ddim_eta must be a number >= 0 (0 deterministic DDIM, 1 DDPM-like), got {cfg.ddim_eta!r}")
     if cfg.ddim_steps > cfg.timesteps:
-        raise ConfigError(f"ddim_steps ({cfg.ddim_steps}) cannot exceed timesteps ({cfg.timesteps})")
+        raise ConfigError(f"ddim_steps ({cfg.ddim_steps}) cannot exceed timesteps ({cfg.timesteps}); lower ddim_steps")
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"device must be auto, cpu or cuda, got '{cfg.device}'")
-    if cfg.seed < 0:
-        raise ConfigError(f"seed must be >= 0, got {cfg.seed}")
+    if cfg.threads > MAX_THREADS:      # torch crashes (segfault) on absurd thread counts
+        raise ConfigError(f"threads must be at most {MAX_THREADS}, got {cfg.threads}; 1 or the number of cores is usual")
+    if not 0 <= cfg.seed <= MAX_SEED:   # numpy and scikit-learn take seeds below 2**32; the analysis adds offsets
+        raise ConfigError(f"seed must be >= 0 and at most {MAX_SEED}, got {cfg.seed}")
     return cfg
+
+
+MAX_SEED = 2 ** 31 - 1
+MAX_ADAM_LR = 1.0
+MAX_COLLECT_LR = 10.0
+MIN_BETA = 1e-6            # 1 - beta must differ from 1 in float32 (its resolution is 6e-8)
+MIN_ALPHA_BAR = 1e-30      # the schedule's last alpha_bar, in float64; float32 keeps it and its square root
+MAX_TIMESTEPS = 100_000
+MAX_THREADS = 256
+ZOO_KINDS = ("trajectory", "independent", "mixed")
+
+
+def _validate_zoo(cfg: RunConfig) -> None:
+    """The zoo kind and its sizes; a mixed zoo needs >= 2 steps per trajectory, or it is an independent one."""
+    if cfg.zoo not in ZOO_KINDS:
+        raise ConfigError(f"zoo must be trajectory (K consecutive steps), independent (K separate continuations) "
+                          f"or mixed (zoo_runs trajectories), got '{cfg.zoo}'")
+    for name in ("zoo_runs", "zoo_steps"):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+    if isinstance(cfg.base_min_steps, bool) or not isinstance(cfg.base_min_steps, int) or cfg.base_min_steps < 0:
+        raise ConfigError(f"base_min_steps must be a whole number >= 0 (0: base_epochs alone), got {cfg.base_min_steps!r}")
+    if cfg.zoo == "mixed" and cfg.k < 2 * cfg.zoo_runs:
+        raise ConfigError(f"zoo_runs ({cfg.zoo_runs}) is too many for k={cfg.k} in a mixed zoo: every trajectory "
+                          f"needs at least 2 steps, so k >= 2*zoo_runs; lower zoo_runs to {cfg.k // 2} or less "
+                          f"(or use zoo=independent)")
 
 
 def resolve_device(name: str) -> str:

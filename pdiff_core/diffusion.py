@@ -27,18 +27,23 @@ class Schedule:
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
-    half = dim // 2
+    half = (dim + 1) // 2    # an odd dim (ddpm_channels=1, 3, ...) drops the last cosine
     freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / half)
     args = t.float()[:, None] * freqs[None]
-    return torch.cat([args.sin(), args.cos()], dim=1)
+    return torch.cat([args.sin(), args.cos()], dim=1)[:, :dim]
+
+
+def norm_groups(channels: int) -> int:
+    """The most GroupNorm groups, at most 8, that divide `channels` (8 for 64, 6 for 12, 1 for 7)."""
+    return max(g for g in range(1, min(8, channels) + 1) if channels % g == 0)
 
 
 class ResBlock(nn.Module):
     def __init__(self, cin: int, cout: int, tdim: int):
         super().__init__()
-        self.n1, self.c1 = nn.GroupNorm(min(8, cin), cin), nn.Conv1d(cin, cout, 3, padding=1)
+        self.n1, self.c1 = nn.GroupNorm(norm_groups(cin), cin), nn.Conv1d(cin, cout, 3, padding=1)
         self.t = nn.Linear(tdim, cout)
-        self.n2, self.c2 = nn.GroupNorm(min(8, cout), cout), nn.Conv1d(cout, cout, 3, padding=1)
+        self.n2, self.c2 = nn.GroupNorm(norm_groups(cout), cout), nn.Conv1d(cout, cout, 3, padding=1)
         self.skip = nn.Conv1d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x, temb):
@@ -62,7 +67,7 @@ class Denoiser(nn.Module):
         self.temb = nn.Sequential(nn.Linear(c, 2 * c), nn.SiLU(), nn.Linear(2 * c, 2 * c))
         self.inp = nn.Conv1d(self.in_ch, c, 3, padding=1)
         self.blocks = nn.ModuleList(ResBlock(c, c, 2 * c) for _ in range(depth))
-        self.out = nn.Sequential(nn.GroupNorm(min(8, c), c), nn.SiLU(), nn.Conv1d(c, self.in_ch, 3, padding=1))
+        self.out = nn.Sequential(nn.GroupNorm(norm_groups(c), c), nn.SiLU(), nn.Conv1d(c, self.in_ch, 3, padding=1))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         temb = self.temb(timestep_embedding(t, self.c))
@@ -100,6 +105,22 @@ def train_ddpm(latents: torch.Tensor, cfg: RunConfig, device: str, tick, log_los
             log_loss(step, loss.item())
             tick((step + 1) / cfg.ddpm_steps, f"DDPM step {step + 1}/{cfg.ddpm_steps}" + train_step.note)
     return net.eval()
+
+
+class GaussianEps(nn.Module):
+    """The exact eps-predictor of data N(mu, diag(std^2)): E[eps | x_t] =
+    sqrt(1 - abar) (x_t - sqrt(abar) mu) / (abar std^2 + 1 - abar). Same call as Denoiser
+    (net(x, t), .latent_dim), so a sampler fed this should return std and mean; a sampler that
+    shrinks toward the mean is caught here, without any training (tests, bench/sampler.py)."""
+
+    def __init__(self, mu: torch.Tensor, std: torch.Tensor, sched: Schedule):
+        super().__init__()
+        self.mu, self.std, self.alpha_bar = mu.float(), std.float(), sched.alpha_bar
+        self.latent_dim = len(mu)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        ab = self.alpha_bar[t].view(-1, 1)
+        return (1 - ab).sqrt() * (x - ab.sqrt() * self.mu) / (ab * self.std ** 2 + 1 - ab)
 
 
 def predict_x0(net: Denoiser, sched: Schedule, x: torch.Tensor, i: int, clip: float | None):

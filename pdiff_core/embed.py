@@ -43,8 +43,11 @@ class HelperError(RuntimeError):
 # the maps
 
 def pca(x: np.ndarray, dims: int, seed: int) -> np.ndarray:
-    dims = min(dims, x.shape[0], x.shape[1])
-    return PCA(dims, svd_solver="full", random_state=seed).fit_transform(x)
+    k = min(dims, x.shape[0], x.shape[1])
+    out = PCA(k, svd_solver="full", random_state=seed).fit_transform(x)
+    if k < min(dims, 2):   # a map stays 2-D: one feature (latent_dim=1) or one point gives a flat second axis
+        out = np.pad(out, ((0, 0), (0, min(dims, 2) - k)))
+    return out
 
 
 def tsne(x: np.ndarray, seed: int) -> np.ndarray:
@@ -127,17 +130,19 @@ class Helper:
 
     def reply(self, dst: Path, wait) -> tuple[dict[str, np.ndarray], str, dict]:
         """Block until the answer; `wait()` is called every 0.2 s and may raise to give up."""
-        line = b""
-        while not line.endswith(b"\n"):
-            ready, _, _ = select.select([self.proc.stdout], [], [], 0.2)
-            if ready:
-                chunk = self.proc.stdout.read(4096)
-                if not chunk:
-                    raise HelperError(f"the helper process ended ({self._why()})")
-                line += chunk
-            else:
-                wait()
-        answer = json.loads(line)
+        buf, answer = b"", {}
+        while answer.get("dst") != str(dst):   # skip the answer to an earlier request that nobody read
+            while b"\n" not in buf:            # (an analysis that failed after sending it, in this process)
+                ready, _, _ = select.select([self.proc.stdout], [], [], 0.2)
+                if ready:
+                    chunk = self.proc.stdout.read(4096)
+                    if not chunk:
+                        raise HelperError(f"the helper process ended ({self._why()})")
+                    buf += chunk
+                else:
+                    wait()
+            line, buf = buf.split(b"\n", 1)
+            answer = json.loads(line)
         if not answer["ok"]:
             raise HelperError(answer["error"])
         with np.load(dst, allow_pickle=False) as z:
@@ -243,7 +248,7 @@ def serve(with_umap: bool) -> None:
                 answer = {"ok": True, "umap": status, "timings": {**timings, "helper_peak_rss_mib": round(peak)}}
             except Exception as e:
                 answer = {"ok": False, "error": f"{type(e).__name__}: {e}"}
-            protocol.write(json.dumps(answer) + "\n")
+            protocol.write(json.dumps({**answer, "dst": dst}) + "\n")   # dst names the request answered
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def select_names(model: nn.Module, spec: str) -> list[str]:
     names = [s.strip() for s in spec.split(",") if s.strip()]
     unknown = [n for n in names if n not in valid]
     if unknown or not names:
-        raise LayerError(f"unknown layer name(s) {unknown or [spec]}; use one of the subsets "
+        raise LayerError(f"unknown layer name(s) {', '.join(unknown) or repr(spec)}; use one of the subsets "
                          f"{', '.join(SUBSETS)} or these names: {', '.join(valid)}")
     return [n for n in valid if n in set(names)]
 

@@ -8,7 +8,6 @@ import copy
 import os
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -17,13 +16,14 @@ import torch
 
 from . import runs
 from .autoencoder import ParamAutoencoder, train_autoencoder
-from .collect import checkpoint_spread, collect_checkpoints, train_base
-from .config import RunConfig, resolve_device, validate
-from .data import Splits, check_dataset, load_dataset
+from .collect import checkpoint_spread, collect_zoo, train_base
+from .config import RunConfig
 from .diffusion import Denoiser, Schedule, sample_ddim, sample_ddpm, train_ddpm
 from .evaluate import Evaluator
-from .models import build_model
-from .params import Codec, select_names
+from .health import reference_accuracy, run_warnings
+from .metrics import group_metrics, summarize
+from .params import Codec
+from .prepare import Prepared, prepare, seed_everything
 
 # (stage, share of the whole run's progress bar)
 STAGES = [("collect", 0.2), ("autoencoder", 0.25), ("diffusion", 0.25), ("generate", 0.05),
@@ -32,54 +32,6 @@ STAGES = [("collect", 0.2), ("autoencoder", 0.25), ("diffusion", 0.25), ("genera
 
 class Cancelled(Exception):
     pass
-
-
-@dataclass
-class Prepared:
-    cfg: RunConfig
-    device: str
-    data: Splits
-    model: torch.nn.Sequential
-    names: list[str]
-
-
-def prepare(cfg: RunConfig) -> Prepared:
-    """All input checks; raises ConfigError / DataError / LayerError / ValueError with one line."""
-    validate(cfg)
-    device = resolve_device(cfg.device)
-    check_dataset(cfg.dataset, cfg.data_root or None)
-    data = load_dataset(cfg.dataset, cfg.data_root or None, seed=cfg.seed)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.arch, data.input_shape, data.n_classes, cfg.width)
-    names = select_names(model, cfg.layers)
-    return Prepared(cfg, device, data, model, names)
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
-def summarize(acc: np.ndarray) -> dict:
-    a = acc[np.isfinite(acc)]
-    if len(a) == 0:
-        return {"n": 0}
-    return {"n": int(len(a)), "max": float(a.max()), "mean": float(a.mean()), "median": float(np.median(a)),
-            "min": float(a.min()), "std": float(a.std())}
-
-
-def group_metrics(val, test) -> dict:
-    """Per-model accuracies plus a summary; 'best_by_val' is chosen on validation, reported on test."""
-    finite = np.isfinite(val)
-    best = int(np.nanargmax(np.where(finite, val, -1))) if finite.any() else -1
-    return {
-        "val_acc": [None if not np.isfinite(v) else round(float(v), 6) for v in val],
-        "test_acc": [None if not np.isfinite(v) else round(float(v), 6) for v in test],
-        "summary": summarize(test),
-        "best_by_val": {"index": best, "val_acc": float(val[best]) if best >= 0 else None,
-                        "test_acc": float(test[best]) if best >= 0 else None},
-    }
 
 
 def run_pipeline(cfg: RunConfig, run_dir: Path, report: Callable[[str, float, str], None] = lambda *a: None,
@@ -106,9 +58,13 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, report: Callable[[str, float, st
 
     # 1. base model, then K checkpoints of the selected parameters
     done = stage("collect")
-    train_base(model, data, cfg, device, gen, lambda f, m: report("collect", 0.4 * f, m))
+    base_info = train_base(model, data, cfg, device, gen, lambda f, m: report("collect", 0.4 * f, m))
+    runs.append_log(run_dir, f"base model: {base_info['steps']} steps ({base_info['epochs']} epochs), best validation "
+                             f"accuracy {100 * base_info['best_val_acc']:.1f} % at step {base_info['best_step']}")
     base_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    theta = collect_checkpoints(model, names, data, cfg, device, gen, lambda f, m: report("collect", 0.4 + 0.6 * f, m))
+    zoo = collect_zoo(model, names, data, cfg, device, gen, lambda f, m: report("collect", 0.4 + 0.6 * f, m),
+                      log=lambda m: runs.append_log(run_dir, m))
+    theta = zoo.theta
     model.load_state_dict(base_state)
     shapes = [tuple(base_state[n].shape) for n in names]
     codec = Codec.fit(names, shapes, theta)
@@ -140,7 +96,8 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, report: Callable[[str, float, st
     tick = lambda f, m: report("generate", 0.9 * f, m)
     with torch.no_grad():
         if cfg.sampler == "ddim":
-            g_lat = sample_ddim(denoiser, sched, cfg.n_generate, cfg.ddim_steps, sgen, device, clip=clip, tick=tick)
+            g_lat = sample_ddim(denoiser, sched, cfg.n_generate, cfg.ddim_steps, sgen, device, eta=cfg.ddim_eta,
+                                clip=clip, tick=tick)
         else:
             g_lat = sample_ddpm(denoiser, sched, cfg.n_generate, sgen, device, clip=clip, tick=tick)
         g_lat = g_lat.float() * lat_std + lat_mean
@@ -160,31 +117,42 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, report: Callable[[str, float, st
                       for g, v in [("base", base_vec), ("originals", theta), ("generated", generated)]}
         report("evaluate", 0.5 if split == "val" else 1.0, f"evaluated {split} split")
     recon_acc = ev.evaluate(recon, feats["test"], data.y_test, features=True).acc
+    reference = reference_accuracy(data, cfg.seed)   # is the base model as good as a linear model?
+    warnings = run_warnings(data.y_test.numpy(), res["test"]["base"].preds, res["test"]["originals"].preds, reference)
     done()
 
     meta = codec.to_metadata()
     runs.write_safetensors(run_dir / "base_model.safetensors", base_state)
-    runs.write_safetensors(run_dir / "originals.safetensors", {"params": theta, "latents": lat}, meta)
+    runs.write_safetensors(run_dir / "originals.safetensors", {"params": theta, "latents": lat,
+                                                                 "trajectory": zoo.trajectory}, meta)
     runs.write_safetensors(run_dir / "generated.safetensors", {"params": generated, "latents": g_lat.cpu()}, meta)
     runs.write_safetensors(run_dir / "ae.safetensors", ae.state_dict(),
                            {"latent_mean": str(lat_mean), "latent_std": str(lat_std), "x0_clip": str(clip),
                             "dim": str(codec.dim)})
     runs.write_safetensors(run_dir / "denoiser.safetensors", denoiser.state_dict())
-    runs.write_npz(run_dir / "predictions.npz", {
-        "y_test": data.y_test.numpy(), "originals": res["test"]["originals"].preds,
-        "generated": res["test"]["generated"].preds, "base": res["test"]["base"].preds})
+    # the raw record every accuracy is computed from (metrics.json is a report of these)
+    for split in ("val", "test"):
+        runs.write_npz(run_dir / ("predictions.npz" if split == "test" else "predictions_val.npz"),
+                       {f"y_{split}": getattr(data, f"y_{split}").numpy(),
+                        **{g: r.preds for g, r in res[split].items()}})
     metrics = {
         "dataset": cfg.dataset, "arch": cfg.arch, "layers": cfg.layers, "param_names": names, "D": codec.dim,
         "K": cfg.k, "N": cfg.n_generate, "n_val": len(data.y_val), "n_test": len(data.y_test),
         "base": {"val_acc": float(res["val"]["base"].acc[0]), "test_acc": float(res["test"]["base"].acc[0])},
-        "groups": {g: group_metrics(res["val"][g].acc, res["test"][g].acc) for g in ("originals", "generated")},
+        "groups": {g: group_metrics(res["val"][g].preds, data.y_val.numpy(), res["test"][g].preds, data.y_test.numpy())
+                   for g in ("originals", "generated")},
         "generated_nonfinite": int((~finite).sum()),
         "ae_reconstruction": {"mse_normalized": float(((codec.normalize(recon) - z) ** 2).mean()),
                               "test_acc": summarize(recon_acc)},
         "checkpoint_spread": checkpoint_spread(theta),
+        "zoo": zoo.info, "base_training": base_info, "reference": reference, "warnings": warnings,
     }
     metrics["groups"]["generated"]["finite"] = finite.tolist()
     runs.write_json(run_dir / "metrics.json", metrics)
+    for w in warnings:
+        runs.append_log(run_dir, f"warning: {w}")
+    if (run_dir / "status.json").exists():
+        runs.update_status(run_dir, warnings=warnings)
 
     if cfg.analysis:
         done = stage("analysis")

@@ -4,42 +4,54 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from pdiff_core.config import PRESETS, RunConfig, preset_config, validate
+from pdiff_core.config import PRESETS, ZOO_KINDS, RunConfig, preset_config, validate
 from pdiff_core.data import dataset_names
 from pdiff_core.models import MODELS
 from pdiff_core.params import SUBSETS
 
 TYPES = {f.name: {"int": int, "float": float, "str": str, "bool": bool}[f.type] for f in dataclasses.fields(RunConfig)}
 # The options everyone touches, in a 4-column grid under the preset and seed; the rest go in "More options".
-MAIN = ["dataset", "arch", "layers", "device", "k", "n_generate", "ae_steps", "ddpm_steps", "sampler", "ddim_steps",
-        "in_noise", "latent_noise"]
+MAIN = ["dataset", "arch", "layers", "device", "k", "zoo", "n_generate", "ae_steps", "ddpm_steps", "sampler",
+        "ddim_steps", "ddim_eta", "in_noise", "latent_noise"]
 MORE = {
-    "Data and model": ["width", "base_epochs", "base_lr", "batch_size"],
-    "Checkpoint collection": ["collect_lr"],
+    "Data and model": ["width", "base_epochs", "base_min_steps", "base_lr", "batch_size"],
+    "Checkpoint collection": ["collect_lr", "zoo_runs", "zoo_steps"],
     "Autoencoder": ["latent_dim", "ae_channels", "ae_lr", "ae_batch"],
     "Diffusion": ["ddpm_lr", "ddpm_batch", "ddpm_channels", "timesteps", "beta_start", "beta_end"],
     "Evaluation and analysis": ["analysis", "eval_chunk"],
 }
 BUILTIN_DATA = ("digits", "mnist1d")     # every other dataset needs data_root
-CHOICES = {"dataset": dataset_names(), "arch": list(MODELS), "sampler": ["ddim", "ddpm"], "device": ["auto", "cpu", "cuda"]}
+CHOICES = {"dataset": dataset_names(), "arch": list(MODELS), "sampler": ["ddim", "ddpm"], "device": ["auto", "cpu", "cuda"],
+           "zoo": list(ZOO_KINDS)}
 LABELS = {
     "dataset": "dataset", "arch": "architecture", "layers": "layers to generate", "k": "K checkpoints",
     "n_generate": "N generated", "ae_steps": "AE steps", "ddpm_steps": "DDPM steps", "sampler": "sampler",
-    "ddim_steps": "DDIM steps", "in_noise": "AE input noise σ", "latent_noise": "AE latent noise σ",
+    "ddim_steps": "DDIM steps", "ddim_eta": "DDIM η", "in_noise": "AE input noise σ", "latent_noise": "AE latent noise σ",
     "n_classes": "classes", "data_root": "data folder or .npz path", "base_epochs": "base training epochs",
     "base_lr": "base learning rate", "collect_lr": "collection learning rate", "eval_chunk": "models per eval batch",
-    "analysis": "run the analysis stage",
+    "analysis": "run the analysis stage", "zoo": "zoo kind", "zoo_runs": "trajectories (mixed zoo)",
+    "zoo_steps": "steps per run (independent zoo)", "base_min_steps": "base training min steps",
 }
 HELP = {
     "layers": f"one of {', '.join(SUBSETS)} (last_bn: the last two normalization layers, the paper's choice; "
               "head: the last linear layer; all: every parameter), or comma-separated parameter names "
               "such as bn2.weight,bn2.bias",
-    "k": "one checkpoint per optimizer step of the collection phase",
-    "ddim_steps": "only used by the DDIM sampler",
+    "ddim_steps": "only used by the DDIM sampler; the default 300 keeps a Gaussian's spread within 2 % "
+                  "(README: Sampler)",
+    "ddim_eta": "DDIM noise: 0 is deterministic given the start noise, 1 with all steps is ancestral DDPM",
     "in_noise": "σ added to normalized parameters while training the autoencoder (paper: 0.001)",
     "latent_noise": "σ added to latents while training the autoencoder (paper: 0.1); makes the decoder robust",
     "data_root": "needed by mnist, fashion_mnist, cifar10, cifar100 (a folder) and npz (a file)",
-    "collect_lr": "SGD learning rate while collecting checkpoints; high enough that checkpoints differ",
+    "collect_lr": "SGD learning rate while collecting checkpoints; high enough that checkpoints differ. "
+                  "If collection diverges it restarts at half the rate (the rate used is in the run's metrics)",
+    "k": "checkpoints in the zoo: for the trajectory zoo, one per optimizer step of the collection phase",
+    "zoo": "trajectory: K consecutive SGD steps of one continuation from the base model (p-diff's own); "
+           "independent: K continuations, each with its own data order, keeping each one's last step; "
+           "mixed: R continuations (the 'trajectories' option) of K/R consecutive steps each",
+    "zoo_runs": "mixed zoo only: R continuations of K/R steps each (K must be at least 2R)",
+    "zoo_steps": "independent zoo only: SGD steps of each continuation; its last step is the checkpoint",
+    "base_min_steps": "small datasets give few steps per epoch; base training takes at least this many steps "
+                      "(and keeps the weights that score best on validation)",
     "device": "auto picks CUDA when a GPU is visible",
 }
 

@@ -157,6 +157,20 @@ def summary_table(r: load.RunRef, columns: list[str] | None = None) -> None:
     percent_table(df, [c for c in df if c != "n"], width="stretch", height=35 * len(df) + 38)
 
 
+def reference_note(m: dict) -> None:
+    """The base model beside the logistic-regression reference (same splits), then the run's warnings."""
+    ref = m.get("reference")
+    if ref:
+        base = m["base"]
+        st.caption(f"Base model: test {100 * base['test_acc']:.1f} % (val {100 * base['val_acc']:.1f} %). "
+                   f"Reference, {ref['method']}: test {100 * ref['test_acc']:.1f} % (val {100 * ref['val_acc']:.1f} %).")
+    zoo = m.get("zoo")
+    if zoo and zoo.get("lr_halvings"):
+        st.caption(f"Checkpoint collection diverged at collect_lr {zoo['lr_requested']:g} and ran at {zoo['lr']:g}.")
+    for w in m.get("warnings") or []:
+        st.warning(w, icon=":material/warning:")
+
+
 # ---- launching and watching ---------------------------------------------------------------------
 
 def start_run(cfg) -> str:

@@ -11,7 +11,9 @@ import torch
 
 from pdiff_core import analysis as A
 from pdiff_core import baselines as B
+from pdiff_core import metrics as M
 from pdiff_core import runs
+from pdiff_core import usecases as U
 from pdiff_core.params import Codec
 
 
@@ -24,25 +26,25 @@ def test_iou_known_values_and_both_empty():
                       [0, 1, 2, 3],    # no errors
                       [9, 9, 2, 3],    # errors {0, 1}
                       [0, 9, 9, 3]])   # errors {1, 2}
-    iou = A.iou_matrix(A.error_sets(preds, y), A.error_sets(preds, y))
+    iou = M.iou_matrix(M.error_sets(preds, y), M.error_sets(preds, y))
     assert iou[0, 1] == 1.0                      # both empty: defined as 1
     assert iou[0, 2] == 0.0                      # empty vs non-empty: nothing shared
     assert iou[2, 3] == pytest.approx(1 / 3)     # {0,1} & {1,2} = {1}; union has 3
     assert iou[2, 2] == 1.0
     np.testing.assert_array_equal(iou, iou.T)
-    assert A.mean_offdiag(np.array([[1.0, 0.2], [0.4, 1.0]])) == pytest.approx(0.3)
+    assert M.mean_offdiag(np.array([[1.0, 0.2], [0.4, 1.0]])) == pytest.approx(0.3)
 
 
 def test_agreement_matrix():
     pa = np.array([[0, 1, 2, 3], [1, 1, 1, 1]])
     pb = np.array([[0, 1, 0, 0]])
-    np.testing.assert_allclose(A.agreement_matrix(pa, pb), [[0.5], [0.25]])
+    np.testing.assert_allclose(M.agreement_matrix(pa, pb), [[0.5], [0.25]])
 
 
 def test_nearest_matches_brute_force():
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(7, 5, generator=g, dtype=torch.float64), torch.randn(9, 5, generator=g, dtype=torch.float64)
-    idx, d = A.nearest(a, b)
+    idx, d = M.nearest(a, b)
     for i in range(len(a)):
         dists = [float(torch.linalg.norm(a[i] - b[j])) for j in range(len(b))]
         assert idx[i] == int(np.argmin(dists))
@@ -53,20 +55,20 @@ def test_nearest_resolves_tiny_distances_next_to_large_norms():
     # noise_0.001 sits 1e-4 from a checkpoint of norm ~1e3; the |a|^2+|b|^2-2ab shortcut loses it
     b = torch.full((3, 64), 100.0, dtype=torch.float64) + torch.arange(3, dtype=torch.float64)[:, None]
     a = b[1:2] + 1e-4 / 8
-    idx, d = A.nearest(a, b)
+    idx, d = M.nearest(a, b)
     assert idx[0] == 1 and d[0] == pytest.approx(1e-4, rel=1e-6)
 
 
 def test_leave_one_out_excludes_self():
     pts = torch.tensor([[0.0], [1.0], [3.0], [7.0]])
-    idx, d = A.leave_one_out(pts)
+    idx, d = M.leave_one_out(pts)
     np.testing.assert_array_equal(idx, [1, 0, 1, 2])
     np.testing.assert_allclose(d, [1, 1, 2, 4])
 
 
 def test_replica_rate_uses_strict_5th_percentile():
     train = np.arange(1.0, 101.0)                        # 5th percentile (linear) = 5.95
-    rate, thr = A.replica_rate(np.array([1.0, 5.9, 5.95, 6.0, 100.0]), train)
+    rate, thr = M.replica_rate(np.array([1.0, 5.9, 5.95, 6.0, 100.0]), train)
     assert thr == pytest.approx(5.95)
     assert rate == pytest.approx(2 / 5)                  # 5.95 itself is not below
 
@@ -75,8 +77,8 @@ def test_pareto_dominance_needs_one_strict():
     acc = np.array([0.90, 0.80, 0.95])
     smax = np.array([0.50, 0.90, 0.20])
     acc_b, smax_b = np.array([0.90, 0.85]), np.array([0.50, 0.80])   # b0 ties g0 exactly; b1 beats g1 on both
-    np.testing.assert_array_equal(A.dominated(acc, smax, acc_b, smax_b), [False, True, False])
-    np.testing.assert_array_equal(A.dominated(acc, smax, acc_b, smax_b, strict=False), [True, True, False])
+    np.testing.assert_array_equal(M.dominated(acc, smax, acc_b, smax_b), [False, True, False])
+    np.testing.assert_array_equal(M.dominated(acc, smax, acc_b, smax_b, strict=False), [True, True, False])
 
 
 def test_ensemble_accuracy_averages_logits_of_distinct_models():
@@ -86,9 +88,10 @@ def test_ensemble_accuracy_averages_logits_of_distinct_models():
     right = torch.tensor([0.0, 2.0])
     wrong = torch.tensor([0.0, -1.0])
     logits = torch.stack([torch.stack([wrong if i == m else right for i in range(4)]) for m in range(3)])
-    mean, std = A.ensemble_accuracy(logits, y, [1, 2, 3], draws=30, gen=torch.Generator().manual_seed(0))
-    np.testing.assert_allclose(mean, [0.75, 1.0, 1.0])
-    np.testing.assert_allclose(std, [0.0, 0.0, 0.0], atol=1e-12)
+    gen = torch.Generator().manual_seed(0)
+    acc = [U.ensemble_correct(logits, y, k, draws=30, gen=gen).mean(axis=1) for k in (1, 2, 3)]
+    np.testing.assert_allclose([a.mean() for a in acc], [0.75, 1.0, 1.0])
+    np.testing.assert_allclose([a.std() for a in acc], [0.0, 0.0, 0.0], atol=1e-12)
 
 
 def test_clean_rounds_and_replaces_nan():
@@ -163,7 +166,7 @@ def small_prep():
     from pdiff_core.data import Splits
     from pdiff_core.models import mlp
     from pdiff_core.params import select_names
-    from pdiff_core.pipeline import Prepared
+    from pdiff_core.prepare import Prepared
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(90, 4, generator=g), torch.randint(3, (90,), generator=g)
     data = Splits("toy", x[:60], y[:60], x[60:75], y[60:75], x[75:], y[75:], (4,), 3)
@@ -173,15 +176,22 @@ def small_prep():
     return Prepared(cfg, "cpu", data, model, select_names(model, "last_bn"))
 
 
-def test_fresh_init_uses_the_layers_default_init():
+def test_fresh_init_starts_differ_and_normalization_layers_centre_on_their_default():
     prep = small_prep()
     model = prep.model
     with torch.no_grad():
         model.bn2.weight.fill_(3.0)
-    codec = Codec.fit(prep.names, [tuple(model.state_dict()[n].shape) for n in prep.names],
-                      torch.randn(4, 32))
-    fresh = codec.unflatten(A.fresh_init(model, codec, seed=0))
-    assert torch.equal(fresh["bn2.weight"], torch.ones(8)) and torch.equal(fresh["bn1.bias"], torch.zeros(8))
+    theta = torch.randn(64, 32, generator=torch.Generator().manual_seed(0))
+    codec = Codec.fit(prep.names, [tuple(model.state_dict()[n].shape) for n in prep.names], theta)
+    starts = torch.stack([U.fresh_init(model, codec, seed=s) for s in range(40)])
+    assert len({tuple(r.tolist()) for r in starts}) == 40          # every random start is its own
+    torch.testing.assert_close(starts, torch.stack([U.fresh_init(model, codec, seed=s) for s in range(40)]))
+    parts = [codec.unflatten(r) for r in starts]
+    w = torch.stack([p["bn2.weight"] for p in parts])
+    b = torch.stack([p["bn1.bias"] for p in parts])
+    spread = dict(zip(codec.names, codec.std))
+    assert abs(w.mean().item() - 1.0) < 0.1 and abs(b.mean().item()) < 0.1    # around 1 and 0
+    assert w.std().item() == pytest.approx(spread["bn2.weight"], rel=0.15)    # with the checkpoints' spread
     assert model.bn2.weight[0].item() == 3.0          # the model passed in is untouched
 
 
@@ -193,8 +203,9 @@ def test_finetune_runs_stay_independent_under_vmap():
     codec = Codec.fit(prep.names, shapes, starts)
     ev = Evaluator(prep.model, codec, "cpu")
     h_val = ev.features(prep.data.x_val)
-    together = A.finetune(ev, starts, prep, 8, torch.Generator().manual_seed(5), h_val)
-    alone = A.finetune(ev, starts[1:2], prep, 8, torch.Generator().manual_seed(5), h_val)
+    together, final = U.finetune(ev, starts, prep, 8, torch.Generator().manual_seed(5), h_val)
+    alone, final1 = U.finetune(ev, starts[1:2], prep, 8, torch.Generator().manual_seed(5), h_val)
+    torch.testing.assert_close(final[1:2], final1)
     assert together.shape == (3, 9)
     np.testing.assert_allclose(together[1], alone[0])   # batching 3 runs must not change run 1
     assert not np.allclose(together[:, 0], together[:, -1])   # and the runs did learn something
@@ -262,7 +273,7 @@ def test_tiny_run_files_agree_with_definitions(tiny_run):
     np.testing.assert_allclose(z["generated_smax"], iou[:k, k:].max(0), atol=1e-6)
     rate = np.mean(z["generated_nn_raw_dist"] < np.percentile(z["train_nn_raw"], 5))
     assert a["memorization"]["replica_rate"] == pytest.approx(rate)
-    assert z["init_generated"].shape == (4, A.INIT_STEPS + 1)
+    assert z["init_generated"].shape == (4, U.INIT_STEPS + 1)
     assert a["ensembles"]["k"] == [1, 2, 5, 10, 16]
     assert z["emb_params_tsne"].shape == (len(z["emb_params_group"]), 2)
 
@@ -297,3 +308,40 @@ def test_nonfinite_generated_models_are_excluded(tiny_run, tmp_path):
     assert smax_mean == pytest.approx(z["generated_smax"][ok].mean(), abs=1e-5)
     assert 0 not in z["emb_params_index"][z["emb_params_group"] == "generated"]
     assert a["verdict"]
+
+
+def test_tiny_run_headlines_recomputed_from_raw_files(tiny_run):
+    """Accuracy, s_max and dominance recomputed from predictions.npz and the parameter files by
+    bench/verify_run.py, which imports nothing from pdiff_core."""
+    from bench.verify_run import recompute
+    r = recompute(tiny_run)
+    a = json.loads((tiny_run / "analysis.json").read_text())
+    z = runs.read_npz(tiny_run / "analysis.npz")
+    metrics = runs.read_json(tiny_run / "metrics.json")
+    for g, c in r["correct"].items():
+        assert metrics["groups"][g]["test_correct"] == c.tolist(), g
+        np.testing.assert_array_equal(np.array(metrics["groups"][g]["test_acc"], float), r["acc"][g])
+    for g, s in r["smax"].items():
+        np.testing.assert_array_equal(z[f"{g}_smax"], s, err_msg=g)
+    mem = a["memorization"]
+    for g, v in r["dominated_by"].items():
+        assert mem["dominated_by"][g] == pytest.approx(v, abs=1e-9), g
+    assert mem["dominated_share"] == pytest.approx(r["dominated_share"], abs=1e-9)
+    # the best-by-validation model is chosen from predictions_val.npz, never from test
+    val = runs.read_npz(tiny_run / "predictions_val.npz")
+    for g in ("originals", "generated"):
+        counts = np.where((val[g] >= 0).all(1), (val[g] == val["y_val"]).sum(1), -1)
+        assert metrics["groups"][g]["best_by_val"]["index"] == int(np.argmax(counts))
+
+
+def test_accuracy_difference_and_intervals_are_reported(tiny_run):
+    a = json.loads((tiny_run / "analysis.json").read_text())
+    d = a["accuracy"]["median_difference"]
+    assert d["lo"] <= d["diff"] <= d["hi"] and d["resolution"] == pytest.approx(1 / a["accuracy"]["n_test"])
+    assert d["differs"] == (d["lo"] > 0 or d["hi"] < 0)
+    for key in ("gain_generated", "gain_originals", "gain_difference"):
+        iv = a["ensembles"]["intervals"][key]
+        assert iv["lo"] <= iv["diff"] <= iv["hi"]
+    assert set(a["initialization"]["final_test_vs_random"]) == {"generated", "original"}
+    assert a["memorization"]["zoo"]["kind"] == "trajectory"
+    assert a["memorization"]["trajectory"]["segments"] == 23

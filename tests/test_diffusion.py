@@ -1,7 +1,7 @@
 import torch
 
 from pdiff_core.config import RunConfig
-from pdiff_core.diffusion import Denoiser, Schedule, sample_ddim, sample_ddpm, train_ddpm
+from pdiff_core.diffusion import Denoiser, GaussianEps, Schedule, sample_ddim, sample_ddpm, train_ddpm
 
 
 def test_schedule_matches_linear_betas():
@@ -72,3 +72,63 @@ def test_x0_clipping_bounds_ddim_output():
     net = Denoiser(8, 8).eval()     # untrained: eps is arbitrary
     x = sample_ddim(net, Schedule(1000), 16, 10, torch.Generator().manual_seed(0), clip=2.0)
     assert x.abs().max() <= 2.0 + 1e-4
+
+
+# --- samplers against an exact eps-predictor (issue 10): a sampler that shrinks samples toward the
+# mean biases generated models toward the `average` baseline, the very thing the app measures.
+
+def _gaussian(std: float, dim: int = 16):
+    mu = torch.linspace(-1.0, 1.0, dim)
+    return mu, torch.full((dim,), std)
+
+
+def _sample(cfg: RunConfig, net, sched, n: int, seed: int, clip):
+    """The pipeline's generate stage: cfg.sampler, cfg.ddim_steps, cfg.ddim_eta."""
+    gen = torch.Generator().manual_seed(seed)
+    if cfg.sampler == "ddim":
+        return sample_ddim(net, sched, n, cfg.ddim_steps, gen, eta=cfg.ddim_eta, clip=clip)
+    return sample_ddpm(net, sched, n, gen, clip=clip)
+
+
+def test_gaussian_eps_is_the_exact_predictor():
+    """E[eps | x_t] by Monte Carlo matches the closed form used below."""
+    torch.manual_seed(0)
+    s = Schedule(1000)
+    mu, std = _gaussian(0.3, 4)
+    net = GaussianEps(mu, std, s)
+    t = 400
+    ab = s.alpha_bar[t]
+    x0 = mu + std * torch.randn(400000, 4)
+    eps = torch.randn_like(x0)
+    xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+    pred = net(xt, torch.full((len(xt),), t))
+    assert ((pred - eps) ** 2).mean() < ((eps - 0) ** 2).mean()          # better than predicting 0
+    # the residual is orthogonal to x_t (least squares in x_t): the regression is exact
+    assert (((pred - eps) * (xt - xt.mean(0))).mean(0).abs() < 5e-3).all()
+
+
+def test_default_sampler_keeps_a_gaussians_spread_and_mean():
+    """RunConfig()'s sampler, fed the exact eps of N(mu, s^2), returns std within 2 % and the mean,
+    with and without the pipeline's x0 clip (1.5 * max |training latent|)."""
+    cfg = RunConfig()
+    sched = Schedule(cfg.timesteps, cfg.beta_start, cfg.beta_end)
+    for std in (0.3, 1.0):
+        mu, sd = _gaussian(std)
+        net = GaussianEps(mu, sd, sched)
+        train = mu + sd * torch.randn((200, len(mu)), generator=torch.Generator().manual_seed(1))
+        for clip in (None, 1.5 * float(train.abs().max())):
+            x = _sample(cfg, net, sched, 4000, 0, clip)
+            ratio = float(x.std(dim=0).mean() / std)
+            assert abs(ratio - 1) < 0.02, (cfg.sampler, cfg.ddim_steps, cfg.ddim_eta, std, clip, ratio)
+            assert (x.mean(dim=0) - mu).abs().max() < 4 * std / 4000 ** 0.5 + 1e-3, (std, clip)
+
+
+def test_gaussian_check_catches_a_shrinking_sampler():
+    """The same check fails few-step deterministic DDIM (it shrinks toward the mean: the issue's
+    0.181 for s = 0.3 with 10 steps), so it can tell a broken default."""
+    sched = Schedule(1000)
+    mu, sd = _gaussian(0.3)
+    net = GaussianEps(mu, sd, sched)
+    for steps, eta, hi in ((10, 0.0, 0.65), (50, 0.0, 0.95), (50, 1.0, 0.9)):
+        x = sample_ddim(net, sched, 4000, steps, torch.Generator().manual_seed(0), eta=eta)
+        assert float(x.std(dim=0).mean() / 0.3) < hi, (steps, eta)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from pdiff_core import pipeline, runs
+from pdiff_core.prepare import prepare
 from pdiff_core.config import preset_config
 from pdiff_core.params import Codec
 
@@ -18,7 +19,7 @@ def run_tiny(name, **kw):
     cfg = tiny(**kw)
     d = runs.run_path(name, must_exist=False)
     d.mkdir(parents=True)
-    return cfg, d, pipeline.execute(cfg, d, pipeline.prepare(cfg))
+    return cfg, d, pipeline.execute(cfg, d, prepare(cfg))
 
 
 def test_tiny_run_writes_the_contract(runs_dir):
@@ -64,7 +65,7 @@ def test_cancel_file_stops_cleanly(runs_dir):
     d.mkdir(parents=True)
     (d / "CANCEL").touch()
     with pytest.raises(pipeline.Cancelled):
-        pipeline.execute(cfg, d, pipeline.prepare(cfg))
+        pipeline.execute(cfg, d, prepare(cfg))
     assert runs.read_json(d / "status.json")["state"] == "cancelled"
     assert not (d / "metrics.json").exists()
 
@@ -77,7 +78,7 @@ def test_failure_leaves_failed_state_and_traceback(runs_dir, monkeypatch):
     d = runs.run_path("f", must_exist=False)
     d.mkdir(parents=True)
     with pytest.raises(RuntimeError):
-        pipeline.execute(cfg, d, pipeline.prepare(cfg))
+        pipeline.execute(cfg, d, prepare(cfg))
     status = runs.read_json(d / "status.json")
     assert status["state"] == "failed" and "denoiser exploded" in status["error"]
     log = (d / "log.txt").read_text()
@@ -104,12 +105,25 @@ def test_run_ids_cannot_escape(runs_dir):
             runs.run_path(bad, must_exist=False)
 
 
-def test_diverging_collection_fails_with_a_clear_message(runs_dir):
-    cfg = tiny(layers="all", collect_lr=1e6)
+def test_diverging_collection_halves_the_rate_and_finishes(runs_dir):
+    cfg = tiny(layers="all", collect_lr=10.0)
+    d = runs.run_path("div", must_exist=False)
+    d.mkdir(parents=True)
+    m = pipeline.execute(cfg, d, prepare(cfg))
+    assert runs.read_json(d / "status.json")["state"] == "done"
+    assert m["zoo"]["lr_requested"] == 10.0 and m["zoo"]["lr"] == 10.0 / 2 ** m["zoo"]["lr_halvings"] < 10.0
+    assert runs.read_json(d / "metrics.json")["zoo"]["lr"] == m["zoo"]["lr"]
+    assert "diverged at collect_lr=10" in (d / "log.txt").read_text()
+
+
+def test_collection_that_diverges_past_every_halving_fails_clearly(runs_dir, monkeypatch):
+    from pdiff_core import collect
+    monkeypatch.setattr(collect, "MAX_HALVINGS", 0)
+    cfg = tiny(layers="all", collect_lr=10.0)
     d = runs.run_path("div", must_exist=False)
     d.mkdir(parents=True)
     with pytest.raises(ValueError, match="lower collect_lr"):
-        pipeline.execute(cfg, d, pipeline.prepare(cfg))
+        pipeline.execute(cfg, d, prepare(cfg))
     status = runs.read_json(d / "status.json")
     assert status["state"] == "failed" and "collect_lr" in status["error"]
 

@@ -1,0 +1,90 @@
+"""Recompute a run's headline memorization figures from its raw files, apart from pdiff_core.
+
+    python bench/verify_run.py RUN_DIR [RUN_DIR ...]
+
+Reads predictions.npz and the .safetensors files only (numpy and safetensors, no pdiff_core
+import) and recomputes, by the DESIGN.md definitions: per-model exact test accuracy, s_max of
+every generated and baseline model, and the Pareto dominance of generated models per baseline
+family. Prints them beside analysis.json's numbers; exits 1 on a disagreement. The tests use
+`recompute` as their independent reference."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file
+
+
+def iou_rows(err: np.ndarray, err_o: np.ndarray) -> np.ndarray:
+    """(n, B), (K, B) bool error sets -> (n, K) IoU, 1 where both sets are empty."""
+    out = np.empty((len(err), len(err_o)))
+    for i, e in enumerate(err):
+        inter = (e & err_o).sum(axis=1)
+        union = (e | err_o).sum(axis=1)
+        out[i] = np.where(union == 0, 1.0, inter / np.maximum(union, 1))
+    return out
+
+
+def recompute(run_dir: Path) -> dict:
+    run_dir = Path(run_dir)
+    p = dict(np.load(run_dir / "predictions.npz", allow_pickle=False))
+    y = p.pop("y_test")
+    params = {g: load_file(str(run_dir / f"{g}.safetensors"))["params"] for g in ("originals", "generated")}
+    if (run_dir / "baselines.safetensors").exists():
+        params.update(load_file(str(run_dir / "baselines.safetensors")))
+    out = {"correct": {}, "acc": {}, "smax": {}, "finite": {}}
+    for g, preds in p.items():
+        if g == "base":
+            continue
+        fin = (preds >= 0).all(axis=1) & np.isfinite(params[g]).all(axis=1)
+        out["finite"][g] = fin
+        out["correct"][g] = np.where(fin, (preds == y[None]).sum(axis=1), -1)
+        out["acc"][g] = np.where(fin, out["correct"][g] / len(y), np.nan)
+    fo = out["finite"]["originals"]
+    err_o = p["originals"][fo] != y[None]
+    for g in out["correct"]:
+        if g == "originals":
+            continue
+        s = np.full(len(p[g]), np.nan)
+        fin = out["finite"][g]
+        if fin.any():
+            s[fin] = iou_rows(p[g][fin] != y[None], err_o).max(axis=1)
+        out["smax"][g] = s
+    fg = out["finite"]["generated"]
+    cg, sg = out["correct"]["generated"][fg], out["smax"]["generated"][fg]
+    dom_any = np.zeros(fg.sum(), bool)
+    out["dominated_by"] = {}
+    for g in out["smax"]:
+        if g == "generated":
+            continue
+        fb = out["finite"][g]
+        cb, sb = out["correct"][g][fb], out["smax"][g][fb]
+        dom = np.array([((cb >= c) & (sb <= s) & ((cb > c) | (sb < s))).any() for c, s in zip(cg, sg)], bool)
+        out["dominated_by"][g] = float(dom.mean()) if len(dom) else float("nan")
+        dom_any |= dom
+    out["dominated_share"] = float(dom_any.mean()) if len(dom_any) else float("nan")
+    out["smax_mean"] = float(np.nanmean(out["smax"]["generated"])) if fg.any() else float("nan")
+    return out
+
+
+def main(argv: list[str]) -> int:
+    bad = 0
+    for d in argv:
+        r = recompute(Path(d))
+        a = json.loads((Path(d) / "analysis.json").read_text())["memorization"]
+        print(f"\n{d}\n{'family':<16} {'dominated_by (recomputed)':>26} {'analysis.json':>14}")
+        for g, v in r["dominated_by"].items():
+            stored = a["dominated_by"].get(g)
+            flag = "" if stored is not None and abs(stored - v) < 1e-6 else "  <- differs"
+            bad += bool(flag)
+            print(f"{g:<16} {v:>26.4f} {stored if stored is not None else float('nan'):>14.4f}{flag}")
+        print(f"{'any baseline':<16} {r['dominated_share']:>26.4f} {a['dominated_share']:>14.4f}")
+        print(f"mean s_max of generated: recomputed {r['smax_mean']:.6f}, "
+              f"analysis.json {a['groups']['generated']['smax_mean']}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,50 @@
+"""Everything that can fail on bad input, done before a run directory exists: config values,
+dataset files, layer names. The pipeline and the analysis both start from a Prepared."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import ConfigError, RunConfig, resolve_device, validate
+from .data import Splits, check_dataset, load_dataset
+from .models import build_model
+from .params import select_names
+
+
+@dataclass
+class Prepared:
+    cfg: RunConfig
+    device: str
+    data: Splits
+    model: torch.nn.Sequential
+    names: list[str]
+
+
+def prepare(cfg: RunConfig) -> Prepared:
+    """All input checks; raises ConfigError / DataError / LayerError / ValueError with one line."""
+    validate(cfg)
+    device = resolve_device(cfg.device)
+    check_dataset(cfg.dataset, cfg.data_root or None)
+    data = load_dataset(cfg.dataset, cfg.data_root or None, seed=cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.arch, data.input_shape, data.n_classes, cfg.width)
+    names = select_names(model, cfg.layers)
+    check_sizes(cfg, data, model)
+    return Prepared(cfg, device, data, model, names)
+
+
+def check_sizes(cfg: RunConfig, data: Splits, model: torch.nn.Module) -> None:
+    """Limits that need the data or the model. Batches larger than the data are clipped to it,
+    and the AE and denoiser take any D, latent size and channel count, so little is left."""
+    batch = min(cfg.batch_size, len(data.y_train))
+    if batch < 2 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise ConfigError(f"batch_size must be at least 2 here (now {cfg.batch_size}, {len(data.y_train)} training "
+                          f"examples): BatchNorm layers need two examples per batch in training")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    return torch.Generator().manual_seed(seed)

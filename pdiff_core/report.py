@@ -1,0 +1,121 @@
+"""The analysis in words: the verdict and the use-case statements, from analysis.json's numbers.
+
+Plain answer first, then the evidence as short bullets. Run warnings come before everything:
+a broken run's verdict means nothing. A difference whose 95 % interval holds 0 is never
+called a gain."""
+from __future__ import annotations
+
+
+def pct(v: float | None, digits: int = 0) -> str:
+    return "n/a" if v is None else f"{100 * v:.{digits}f} %"
+
+
+def num(v: float | None, fmt: str = ".2f") -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def pp(d: dict) -> str:
+    """'+0.3 pp (95 % CI -0.2 to +0.8; one example = 0.28 pp)' from metrics.difference."""
+    return (f"{100 * d['diff']:+.1f} pp (95 % interval {100 * d['lo']:+.1f} to {100 * d['hi']:+.1f}; "
+            f"one test example = {100 * d['resolution']:.2f} pp)")
+
+
+def compared(d: dict, what: str) -> str:
+    """A difference in words that never calls noise a gain."""
+    if not d["differs"]:
+        return f"{what}: no difference, {pp(d)}"
+    return f"{what}: {'higher' if d['diff'] > 0 else 'lower'}, {pp(d)}"
+
+
+ZOO_MEANING = {
+    "trajectory": "The checkpoints are consecutive optimizer steps of one run, so each one's nearest other checkpoint "
+                  "is the next step: the replica threshold is about one step length, and a low replica rate is close "
+                  "to guaranteed. The distance to the path between consecutive checkpoints (d_traj) is the fairer "
+                  "test of novelty here.",
+    "mixed": "The checkpoints are several short trajectories of consecutive steps: the replica threshold is about one "
+             "step length within a trajectory, so a low replica rate says little; see d_traj beside it.",
+    "independent": "The checkpoints are the ends of independent continuations from the base model, so the replica "
+                   "threshold is the distance between two independent solutions: a replica is closer to one "
+                   "checkpoint than independent runs come to each other.",
+}
+
+
+def ensemble_statement(r: dict) -> str:
+    iv = r["intervals"]
+    k = r["k"][-1]
+    return (f"Ensembles of up to {k} models (logit average): {compared(iv['gain_generated'], 'generated, 1 to ' + str(k) + ' models')}; "
+            f"{compared(iv['gain_originals'], 'originals, 1 to ' + str(k) + ' models')}; "
+            f"{compared(iv['gain_difference'], 'generated gain minus original gain')}.")
+
+
+def init_statement(r: dict) -> str:
+    reach = ", ".join(f"{k} {'never' if s is None else s}" for k, s in r["steps_to_target"].items())
+    who = ("all starts equally" if len(r["fastest"]) == len(r["kinds"])
+           else " and ".join(r["fastest"]) + (" starts" if len(r["fastest"]) > 1 else " start"))
+    finals = "; ".join(compared(d, f"{k} start's final test accuracy against random starts")
+                       for k, d in r["final_test_vs_random"].items())
+    return (f"Fine-tuning from {', '.join(r['kinds'])} starts ({r['steps']} SGD steps, same data for all): fastest "
+            f"to come within one validation example of the best final validation accuracy is {who} "
+            f"(steps: {reach}). {finals}.")
+
+
+def headline(mem: dict) -> str:
+    """The one-line answer."""
+    g = mem["groups"]["generated"]
+    traj = (mem.get("trajectory") or {}).get("groups", {}).get("generated") or {}
+    if (g.get("replica_rate") or 0) >= 0.5:
+        line = f"Mostly near-copies: {pct(g['replica_rate'])} of generated models sit closer to a checkpoint than the checkpoints' own 5th-percentile neighbour distance."
+    elif (traj.get("on_path_rate") or 0) >= 0.5:
+        line = (f"Mostly points on the training path: {pct(traj['on_path_rate'])} of generated models lie no farther "
+                f"from the path between consecutive checkpoints than the path's own step-to-step wiggle.")
+    elif (g.get("within_train_median") or 0) >= 0.5:
+        line = "More copies than new solutions: generated models sit closer to the checkpoints than the checkpoints sit to each other."
+    elif (g.get("smax_one") or 0) >= 0.5:
+        line = (f"Not copies by distance, but {pct(g['smax_one'])} of generated models make exactly the test errors "
+                f"of some checkpoint.")
+    else:
+        line = "New by distance and by errors: generated models are neither near-copies of checkpoints nor their error twins."
+    if (mem.get("dominated_share") or 0) >= 0.5:
+        line += " A cheap baseline does at least as well for most of them."
+    return line
+
+
+def verdict(result: dict, warnings: list[str]) -> str:
+    """Markdown: warnings, the one-line answer, then the evidence as bullets."""
+    mem, sim = result["memorization"], result["similarity"]
+    g = mem["groups"]["generated"]
+    lines = [f"**Warning:** {w}" for w in warnings]
+    if g.get("acc_mean") is None:
+        return "\n\n".join(lines + ["No generated model has finite parameters, so there is nothing to compare."])
+    lines.append(f"**{headline(mem)}**")
+    zoo = mem.get("zoo", {}).get("kind", "trajectory")
+    bullets = [
+        f"Zoo: {zoo}. {ZOO_MEANING.get(zoo, '')}",
+        f"Replicas: {pct(g['replica_rate'])} of generated models (closer to a checkpoint than the 5th percentile of "
+        f"the checkpoints' own nearest-neighbour distances); {pct(g['within_train_median'])} within the checkpoints' "
+        f"median neighbour distance; median nearest-checkpoint distance {num(g['median_ratio_raw'])}x the checkpoints' own.",
+    ]
+    traj = (mem.get("trajectory") or {}).get("groups", {}).get("generated")
+    if traj:
+        bullets.append(f"Trajectory: median distance to the path between consecutive checkpoints is "
+                       f"{num(traj['ratio_to_step'])}x the mean step length; {pct(traj['on_path_rate'])} lie on the "
+                       f"path (no farther from it than the 5th percentile of the path's own wiggle).")
+    bullets.append(f"Errors: IoU with the most similar checkpoint {num(sim['og_max'])} on average (checkpoints among "
+                   f"themselves {num(sim['oo'])}, generated among themselves {num(sim['gg'])}); {pct(g['smax_one'])} "
+                   f"make exactly some checkpoint's test errors (checkpoints: {pct(mem['train_smax_one'])}).")
+    matched = {k: v for k, v in mem["matched_by"].items() if v}
+    if matched:
+        best = max(matched, key=matched.get)
+        bullets.append(f"Baselines: {pct(mem['dominated_share'])} of generated models are Pareto-dominated by a "
+                       f"baseline model (at least as accurate and as novel, one strictly, on exact counts); "
+                       f"{best} alone matches or beats {pct(matched[best])} of them.")
+    else:
+        bullets.append("Baselines: no baseline model reaches a generated model's accuracy at the same novelty.")
+    acc = result.get("accuracy") or {}
+    if acc.get("median_difference"):
+        bullets.append(compared(acc["median_difference"], "Median test accuracy, generated minus originals"))
+    if result["ensembles"].get("statement"):
+        bullets.append(result["ensembles"]["statement"])
+    if result["initialization"].get("statement"):
+        bullets.append(result["initialization"]["statement"])
+    return "\n\n".join(lines) + "\n\n" + "\n".join(f"- {b}" for b in bullets)

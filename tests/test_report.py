@@ -1,0 +1,43 @@
+"""pdiff_core.report: the verdict's words follow the numbers, warnings first, noise never a gain."""
+from pdiff_core import report as R
+
+
+def diff(d, lo, hi, n=360):
+    return {"diff": d, "lo": lo, "hi": hi, "resolution": 1 / n, "differs": lo > 0 or hi < 0}
+
+
+def test_a_difference_inside_its_interval_is_no_difference():
+    assert R.compared(diff(0.004, -0.002, 0.011), "gain").startswith("gain: no difference, +0.4 pp")
+    assert R.compared(diff(-0.004, -0.011, 0.002), "gain").startswith("gain: no difference")
+    assert R.compared(diff(0.02, 0.01, 0.03), "gain").startswith("gain: higher, +2.0 pp")
+    assert "one test example = 0.28 pp" in R.compared(diff(0.02, 0.01, 0.03), "gain")
+
+
+def result(replica=0.0, on_path=None, smax_one=0.0, dominated=0.0, zoo="trajectory"):
+    gen = {"acc_mean": 0.9, "replica_rate": replica, "within_train_median": 0.0, "median_ratio_raw": 3.0,
+           "smax_one": smax_one}
+    traj = {"groups": {"generated": {"ratio_to_step": 2.0, "on_path_rate": on_path}}} if on_path is not None else None
+    return {"memorization": {"groups": {"generated": gen}, "trajectory": traj, "zoo": {"kind": zoo},
+                             "train_smax_one": 1.0, "matched_by": {"average": dominated},
+                             "dominated_share": dominated},
+            "similarity": {"og_max": 0.9, "oo": 0.95, "gg": 0.9},
+            "accuracy": {"median_difference": diff(0.001, -0.003, 0.006)},
+            "ensembles": {}, "initialization": {}}
+
+
+def test_verdict_opens_with_warnings_then_one_line_answer():
+    text = R.verdict(result(replica=0.8), ["the base model is 12 pp below the reference"])
+    first, second = text.split("\n\n")[:2]
+    assert first == "**Warning:** the base model is 12 pp below the reference"
+    assert second.startswith("**Mostly near-copies: 80 %")
+    assert "no difference" in text and "higher" not in text.split("Median test accuracy")[1].split("\n")[0]
+
+
+def test_headline_follows_the_strongest_evidence():
+    assert R.headline(result(on_path=0.7)["memorization"]).startswith("Mostly points on the training path")
+    assert R.headline(result(smax_one=0.76)["memorization"]).startswith("Not copies by distance, but 76 %")
+    h = R.headline(result(dominated=0.9)["memorization"])
+    assert h.startswith("New by distance") and h.endswith("at least as well for most of them.")
+    t = R.verdict(result(zoo="independent"), [])
+    assert "independent continuations" in t and "Trajectory:" not in t
+    assert "about one step length" in R.verdict(result(), [])
