@@ -51,14 +51,17 @@ sys.path.insert(0, str(ROOT))
 from pdiff_core import pipeline, runs  # noqa: E402
 from pdiff_core.baselines import make_baselines  # noqa: E402
 from pdiff_core.config import RunConfig  # noqa: E402
-from pdiff_core.diffusion import GaussianEps, Schedule, sample_ddim, sample_ddpm  # noqa: E402
+from pdiff_core import diffusion  # noqa: E402
+from pdiff_core.diffusion import GaussianEps, Schedule  # noqa: E402
 from pdiff_core.evaluate import Evaluator  # noqa: E402
 from pdiff_core.metrics import correct_counts, dominated, error_sets, iou_matrix, leave_one_out, nearest  # noqa: E402
 from pdiff_core.params import Codec  # noqa: E402
 from pdiff_core.prepare import prepare  # noqa: E402
 
 # (label, sampler, steps, eta)
-SETTINGS = [("DDPM-1000", "ddpm", 1000, 0.0),
+SETTINGS = [("DPM-Solver++(2M)-25", "dpm2m", 25, 0.0), ("DPM-Solver++(2M)-50", "dpm2m", 50, 0.0),
+            ("DPM-Solver++(2M)-100", "dpm2m", 100, 0.0),
+            ("DDPM-1000", "ddpm", 1000, 0.0),
             ("DDIM-50 eta=0", "ddim", 50, 0.0), ("DDIM-50 eta=1", "ddim", 50, 1.0),
             ("DDIM-200 eta=0", "ddim", 200, 0.0), ("DDIM-200 eta=1", "ddim", 200, 1.0),
             ("DDIM-300 eta=0", "ddim", 300, 0.0),
@@ -79,7 +82,7 @@ def say(line: str = "") -> None:
 def is_default(setting) -> bool:
     cfg = RunConfig()
     _, kind, steps, eta = setting
-    return kind == cfg.sampler and (kind == "ddpm" or (steps == cfg.ddim_steps and eta == cfg.ddim_eta))
+    return kind == cfg.sampler and (kind == "ddpm" or (steps == cfg.ddim_steps and (kind != "ddim" or eta == cfg.ddim_eta)))
 
 
 def label(setting) -> str:
@@ -88,9 +91,7 @@ def label(setting) -> str:
 
 def sample(net, sched, n, setting, gen, clip):
     _, kind, steps, eta = setting
-    if kind == "ddpm":
-        return sample_ddpm(net, sched, n, gen, clip=clip)
-    return sample_ddim(net, sched, n, steps, gen, eta=eta, clip=clip)
+    return diffusion.sample(net, sched, n, kind, steps, gen, eta=eta, clip=clip)
 
 
 def gaussian_ratio(setting, std: float, n: int = 4000, dim: int = 64, seed: int = 0) -> float:

@@ -32,7 +32,8 @@ def row(run_dir: Path) -> dict:
 
 
 def fmt(v, spec):
-    return "-" if v is None else format(v, spec)
+    width = int("".join(c for c in spec.split(".")[0] if c.isdigit()) or 0)
+    return "-".rjust(width) if v is None else format(v, spec)
 
 
 def main():
@@ -41,12 +42,13 @@ def main():
     ap.add_argument("--zoos", nargs="+", default=["trajectory", "independent"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs", nargs="+", help="finished run directories to tabulate")
+    ap.add_argument("--keep", metavar="DIR", help="write the runs into DIR and keep them (default: a temporary folder)")
     args = ap.parse_args()
     if args.runs:
         rows = [row(Path(d)) for d in args.runs]
     else:
-        with tempfile.TemporaryDirectory() as runs_dir:
-            rows = []
+        with tempfile.TemporaryDirectory() as tmp:
+            runs_dir, rows = args.keep or tmp, []
             for preset in args.presets:
                 for zoo in args.zoos:
                     rows.append(row(run_once(preset, args.seed, [f"zoo={zoo}"], runs_dir)["dir"]))

@@ -170,3 +170,48 @@ def sample_ddim(net: Denoiser, sched: Schedule, n: int, steps: int, gen: torch.G
         if tick:
             tick((j + 1) / len(ts), f"DDIM step {j + 1}/{len(ts)}")
     return x
+
+
+def quadratic_timesteps(T: int, steps: int) -> list[int]:
+    """`steps` timesteps from T-1 down to 0, spaced quadratically (dense near t = 0, where the
+    sample's detail is decided), duplicates from rounding removed."""
+    ts = (torch.linspace(math.sqrt(T - 1), 0, steps, dtype=torch.float64) ** 2).round().long().tolist()
+    return sorted(set(ts), reverse=True)
+
+
+@torch.no_grad()
+def sample_dpm2m(net: Denoiser, sched: Schedule, n: int, steps: int, gen: torch.Generator,
+                 device: str = "cpu", clip: float | None = None, tick=None) -> torch.Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022): the deterministic sampler of the same ODE as DDIM
+    (eta=0), second order in log-SNR by reusing the previous step's x0, one network call per step.
+    With 50 quadratically spaced steps it keeps a Gaussian's spread within 1 % where DDIM needs
+    about 300 (README: Sampler)."""
+    ts = quadratic_timesteps(sched.T, steps)
+    x = torch.randn(n, net.latent_dim, generator=gen, device=device)
+    prev_x0 = prev_h = None
+    for j, i in enumerate(ts):
+        _, x0 = predict_x0(net, sched, x, i, clip)
+        if j + 1 == len(ts):
+            x = x0                        # the last step lands on t = 0, where x is the data estimate
+        else:
+            ab, ab_next = sched.alpha_bar[i].double(), sched.alpha_bar[ts[j + 1]].double()
+            h = 0.5 * (torch.log(ab_next / (1 - ab_next)) - torch.log(ab / (1 - ab)))   # log-SNR step
+            d = x0 if prev_x0 is None else x0 + (x0 - prev_x0) * (h / (2 * prev_h))
+            x = (((1 - ab_next) / (1 - ab)).sqrt() * x - ab_next.sqrt() * torch.expm1(-h) * d).float()
+            prev_x0, prev_h = x0, h
+        if tick:
+            tick((j + 1) / len(ts), f"DPM-Solver step {j + 1}/{len(ts)}")
+    return x
+
+
+SAMPLERS = ("dpm2m", "ddim", "ddpm")
+
+
+def sample(net: Denoiser, sched: Schedule, n: int, sampler: str, steps: int, gen: torch.Generator,
+           device: str = "cpu", eta: float = 0.0, clip: float | None = None, tick=None) -> torch.Tensor:
+    """The config's sampler: dpm2m and ddim take `steps`, ddim also `eta`; ddpm walks all T steps."""
+    if sampler == "dpm2m":
+        return sample_dpm2m(net, sched, n, steps, gen, device, clip=clip, tick=tick)
+    if sampler == "ddim":
+        return sample_ddim(net, sched, n, steps, gen, device, eta=eta, clip=clip, tick=tick)
+    return sample_ddpm(net, sched, n, gen, device, clip=clip, tick=tick)

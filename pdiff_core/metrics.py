@@ -163,20 +163,19 @@ def segment_distance(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
                      device: str = "cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each row of p: min over segments (a_j, b_j) of min over lam in [0, 1] of
     |p - (a_j + lam (b_j - a_j))|. Returns (distance, segment j, lam). Closed form: lam* =
-    <p - a, delta> / |delta|^2 clipped to [0, 1], in float64."""
-    a, b = a.to(device, torch.float64), b.to(device, torch.float64)
+    <p - a, delta> / |delta|^2 clipped to [0, 1], in float64. The segment is picked with
+    matmuls (|p-a|^2 - 2 lam <p-a, delta> + lam^2 |delta|^2); the distance to the picked one
+    is then recomputed directly, so tiny distances stay exact."""
+    p, a, b = (t.to(device, torch.float64) for t in (p, a, b))
     delta = b - a
-    dd = (delta * delta).sum(1)                                   # (S,)
-    chunk = max(1, int(2e7 // max(1, delta.numel())))             # ~160 MB of float64 per (c, S, D) block
-    out_d, out_j, out_l = [], [], []
-    for pc in torch.split(p.to(device, torch.float64), chunk):
-        diff = pc[:, None, :] - a[None]                           # (c, S, D): exact, no cancellation
-        proj = (diff * delta[None]).sum(2)
-        lam = torch.where(dd > 0, proj / dd.clamp(min=1e-300), torch.zeros_like(proj)).clamp(0, 1)
-        dist = (diff - lam[..., None] * delta[None]).norm(dim=2)  # (c, S)
-        d, j = dist.min(dim=1)
-        out_d.append(d), out_j.append(j), out_l.append(lam.gather(1, j[:, None])[:, 0])
-    return tuple(torch.cat(v).cpu().numpy() for v in (out_d, out_j, out_l))
+    dd = (delta * delta).sum(1)                                            # (S,)
+    pa2 = torch.cdist(p, a, compute_mode="donot_use_mm_for_euclid_dist") ** 2   # (n, S), direct formula
+    proj = p @ delta.T - (a * delta).sum(1)[None]                          # <p - a, delta>
+    lam = torch.where(dd > 0, proj / dd.clamp(min=1e-300), torch.zeros_like(proj)).clamp(0, 1)
+    j = (pa2 - 2 * lam * proj + lam ** 2 * dd).argmin(dim=1)
+    lam_j = lam.gather(1, j[:, None])[:, 0]
+    d = (p - a[j] - lam_j[:, None] * delta[j]).norm(dim=1)
+    return d.cpu().numpy(), j.cpu().numpy(), lam_j.cpu().numpy()
 
 
 def trajectory_distance(p: torch.Tensor, theta: torch.Tensor, traj: np.ndarray,

@@ -18,7 +18,7 @@ from . import runs
 from .autoencoder import ParamAutoencoder, train_autoencoder
 from .collect import checkpoint_spread, collect_zoo, train_base
 from .config import RunConfig
-from .diffusion import Denoiser, Schedule, sample_ddim, sample_ddpm, train_ddpm
+from .diffusion import Denoiser, Schedule, sample, train_ddpm
 from .evaluate import Evaluator
 from .health import reference_accuracy, run_warnings
 from .metrics import group_metrics, summarize
@@ -95,11 +95,8 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, report: Callable[[str, float, st
     sgen = torch.Generator(device).manual_seed(cfg.seed + 1)
     tick = lambda f, m: report("generate", 0.9 * f, m)
     with torch.no_grad():
-        if cfg.sampler == "ddim":
-            g_lat = sample_ddim(denoiser, sched, cfg.n_generate, cfg.ddim_steps, sgen, device, eta=cfg.ddim_eta,
-                                clip=clip, tick=tick)
-        else:
-            g_lat = sample_ddpm(denoiser, sched, cfg.n_generate, sgen, device, clip=clip, tick=tick)
+        g_lat = sample(denoiser, sched, cfg.n_generate, cfg.sampler, cfg.ddim_steps, sgen, device, eta=cfg.ddim_eta,
+                       clip=clip, tick=tick)
         g_lat = g_lat.float() * lat_std + lat_mean
         generated = codec.denormalize(ae.decode(g_lat).float()).cpu()
     finite = torch.isfinite(generated).all(dim=1)

@@ -86,12 +86,12 @@ def test_failure_leaves_failed_state_and_traceback(runs_dir, monkeypatch):
 
 
 def test_nonfinite_generation_is_counted_not_fatal(runs_dir, monkeypatch):
-    real = pipeline.sample_ddim
+    real = pipeline.sample
     def with_nan(*a, **k):
         x = real(*a, **k)
         x[0] = float("nan")
         return x
-    monkeypatch.setattr(pipeline, "sample_ddim", with_nan)
+    monkeypatch.setattr(pipeline, "sample", with_nan)
     _, d, m = run_tiny("n")
     m = runs.read_json(d / "metrics.json")
     assert m["generated_nonfinite"] == 1
