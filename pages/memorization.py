@@ -16,7 +16,8 @@ ui.numbers([("replica rate", mem["replica_rate"], "share of generated models clo
                                                                 "than the checkpoints' own median neighbour distance"),
             ("dominated by a baseline", mem["dominated_share"], "share of generated models for which some baseline "
                                                                 "model is at least as accurate and at least as novel"),
-            ("mean s_max", mem["groups"]["generated"].get("smax_mean"), "mean highest IoU with any original")],
+            ("mean s_max", mem["groups"]["generated"].get("smax_mean"), "mean highest IoU with any original",
+             "{:.3f}")],
            fmt="{:.0%}")
 zoo = mem.get("zoo", {}).get("kind", "trajectory")
 traj = (mem.get("trajectory") or {}).get("groups", {}).get("generated")
@@ -58,3 +59,9 @@ if i is not None and gen.at[i, "nn_idx"] >= 0:
                 f"(raw L2 {gen.at[i, 'nn_dist']:.4g})" + ("" if sel else " — the closest pair; select a row for another"))
     st.plotly_chart(charts.param_pair(load.param_pair(r, g, o), f"generated #{g}", f"original #{o}"),
                     key="mem_pair")
+
+st.divider()
+st.download_button("Download report (HTML)", data=lambda: load.report_html(r), file_name=f"pdiff-report-{r.id}.html",
+                   mime="text/html", on_click="ignore", icon=":material/download:",
+                   help="One self-contained file for collaborators: the verdict, warnings, every chart of the result "
+                        "pages (interactive) and the config; it opens offline, without the app.")

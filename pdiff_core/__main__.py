@@ -1,4 +1,4 @@
-"""CLI: python -m pdiff_core {run,list,show,presets,analyze}. Bad input exits 2 with one line."""
+"""CLI: python -m pdiff_core {run,list,show,presets,analyze,report}. Bad input exits 2 with one line."""
 from __future__ import annotations
 
 import argparse
@@ -124,6 +124,16 @@ def cmd_analyze(args) -> int:
     return cmd_show(args)
 
 
+def cmd_report(args) -> int:
+    run_dir = runs.run_path(args.run)
+    if runs.read_status(run_dir).get("state") != "done":
+        raise runs.RunError(f"run '{args.run}' is not finished (state: {runs.read_status(run_dir).get('state')}); "
+                            "report a run that is done")
+    from studio.report import write     # plotly and the figures only here: `import pdiff_core` stays light
+    print(write(args.run, args.out).resolve())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m pdiff_core", description="p-diff Studio: neural network diffusion, headless")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
@@ -143,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("analyze", help="(re)compute analysis.json/.npz of a finished run")
     a.add_argument("run")
     a.set_defaults(fn=cmd_analyze)
+    rp = sub.add_parser("report", help="one self-contained HTML file of a finished run (verdict, charts, config)")
+    rp.add_argument("run")
+    rp.add_argument("--out", help="file to write (default: ./report-RUN.html)")
+    rp.set_defaults(fn=cmd_report)
     return p
 
 

@@ -11,7 +11,6 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 from . import runs

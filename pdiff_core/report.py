@@ -16,8 +16,8 @@ def num(v: float | None, fmt: str = ".2f") -> str:
 
 def pp(d: dict) -> str:
     """'+0.3 pp (95 % CI -0.2 to +0.8; one example = 0.28 pp)' from metrics.difference."""
-    return (f"{100 * d['diff']:+.1f} pp (95 % interval {100 * d['lo']:+.1f} to {100 * d['hi']:+.1f}; "
-            f"one test example = {100 * d['resolution']:.2f} pp)")
+    diff, lo, hi = (round(100 * d[k], 1) + 0.0 for k in ("diff", "lo", "hi"))   # + 0.0: no "-0.0"
+    return f"{diff:+.1f} pp (95 % interval {lo:+.1f} to {hi:+.1f}; one test example = {100 * d['resolution']:.2f} pp)"
 
 
 def compared(d: dict, what: str) -> str:

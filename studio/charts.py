@@ -11,9 +11,11 @@ from plotly.subplots import make_subplots
 
 # One colour per group everywhere: originals blue, generated red, each baseline family its own hue.
 COLORS = {"base": "#222222", "originals": "#1f77b4", "original": "#1f77b4", "generated": "#d62728",
-          "random": "#7f7f7f", "average": "#6a3d9a", "noise_0.001": "#c7c7c7", "noise_0.01": "#a8a8a8",
-          "noise_0.05": "#8a8a8a", "noise_0.1": "#6b6b6b", "noise_0.15": "#4d4d4d"}
-FAMILIES = {"noise": "#8c8c8c", "average": "#b07cd8", "gauss": "#2ca02c", "interp": "#8c564b"}
+          "random": "#7f7f7f", "average": "#6a3d9a",
+          # the noise family in five clearly different steps of one hue (light = little noise)
+          "noise_0.001": "#fec44f", "noise_0.01": "#fe9929", "noise_0.05": "#ec7014", "noise_0.1": "#cc4c02",
+          "noise_0.15": "#8c2d04"}
+FAMILIES = {"noise": "#fe9929", "average": "#b07cd8", "gauss": "#2ca02c", "interp": "#e377c2"}
 PRIMARY = ("originals", "generated")        # drawn larger and more opaque than baselines
 LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
 SIDE_LEGEND = {**LAYOUT, "legend": dict(orientation="v", x=1.01, y=1, xanchor="left")}   # for many groups
@@ -56,6 +58,10 @@ def accuracy(df: pd.DataFrame, base_acc: float | None, kind: str = "histogram", 
                       annotation_position="top left")
     fig.update_layout(barmode="overlay", height=420, **LAYOUT,
                       yaxis_title="share of models (%)" if kind == "histogram" else None)
+    if not fig.data and not lines:            # nothing selected: an empty 0-100 % axis, not -100 % to 500 %
+        fig.update_layout(xaxis_range=[0, 1], yaxis_range=[0, 100])
+        fig.add_annotation(text="no group selected", showarrow=False, font_color="#999", xref="paper",
+                           yref="paper", x=0.5, y=0.5)
     return pct_axis(fig)
 
 
@@ -91,18 +97,32 @@ def pipeline_dot() -> str:
 
 
 def iou_heatmap(iou: np.ndarray, labels: list[str], blocks: list[tuple[str, int, int]]) -> go.Figure:
-    """IoU-of-errors matrix; group blocks outlined and named when the order keeps groups together."""
-    fig = go.Figure(go.Heatmap(z=np.round(iou, 3), x=labels, y=labels, colorscale="Viridis", zmin=0, zmax=1,
-                               colorbar=dict(title="IoU"),
-                               hovertemplate="%{y}<br>%{x}<br>IoU %{z:.3f}<extra></extra>"))
-    for group, lo, hi in blocks:
-        fig.add_shape(type="rect", x0=lo - 0.5, x1=hi + 0.5, y0=lo - 0.5, y1=hi + 0.5, xref="x", yref="y",
+    """IoU-of-errors matrix, its colour scale spanning the data (values often sit between 0.6 and 1).
+    A strip on the left colours each row by group, so the groups stay visible in any order; group
+    blocks are outlined and named when the order keeps groups together."""
+    finite = iou[np.isfinite(iou)]
+    lo = float(np.floor(finite.min() * 20) / 20) if finite.size else 0.0      # round down to 0.05
+    groups = [lab.split(" #")[0] for lab in labels]
+    names = list(dict.fromkeys(groups))
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.025, 0.975], shared_yaxes=True, horizontal_spacing=0.005)
+    steps = np.linspace(0, 1, len(names) + 1)
+    scale = [[v, color(g)] for i, g in enumerate(names) for v in (steps[i], steps[i + 1])]
+    fig.add_trace(go.Heatmap(z=[[names.index(g)] for g in groups], y=labels, x=["group"], showscale=False,
+                             colorscale=scale, zmin=-0.5, zmax=len(names) - 0.5, customdata=[[g] for g in groups],
+                             hovertemplate="%{y}<extra></extra>"), row=1, col=1)
+    fig.add_trace(go.Heatmap(z=np.round(iou, 3), x=labels, y=labels, colorscale="Viridis", zmin=lo, zmax=1,
+                             colorbar=dict(title="IoU", tickformat=".2f"),
+                             hovertemplate="%{y}<br>%{x}<br>IoU %{z:.3f}<extra></extra>"), row=1, col=2)
+    for group, a, b in blocks:
+        fig.add_shape(type="rect", x0=a - 0.5, x1=b + 0.5, y0=a - 0.5, y1=b + 0.5, xref="x2", yref="y2",
                       line=dict(color=color(group), width=2))
-        fig.add_annotation(x=(lo + hi) / 2, y=-0.5, text=group, showarrow=False, yshift=12,
+        fig.add_annotation(x=(a + b) / 2, y=-0.5, text=group, showarrow=False, yshift=12, xref="x2", yref="y2",
                            font=dict(color=color(group)))
-    axis = dict(showticklabels=False, showgrid=False, constrain="domain")
-    fig.update_layout(height=620, margin=dict(l=10, r=10, t=30, b=10), xaxis=axis,
-                      yaxis=dict(**axis, autorange="reversed", scaleanchor="x"))
+    fig.update_xaxes(showticklabels=False, showgrid=False, row=1, col=1)
+    fig.update_xaxes(showgrid=False, nticks=12, tickangle=45, tickfont_size=9, row=1, col=2)
+    fig.update_yaxes(showgrid=False, autorange="reversed", nticks=20, tickfont_size=9, row=1, col=1)
+    fig.update_layout(height=660, margin=dict(l=10, r=10, t=30, b=10),
+                      title=dict(text=f"colour scale {lo:.2f} to 1: " + ", ".join(names), font_size=12))
     return fig
 
 
@@ -116,7 +136,7 @@ def embedding(df: pd.DataFrame, by: str) -> go.Figure:
     if by == "accuracy":
         fig.add_trace(go.Scatter(
             x=df["x"], y=df["y"], mode="markers", text=df["hover"], customdata=df["row"],
-            marker=dict(color=df["test_acc"], colorscale="Plasma", size=7, colorbar=dict(title="test acc", tickformat=".0%"),
+            marker=dict(color=df["test_acc"], colorscale="Plasma", size=7, colorbar=dict(title="test acc", tickformat=".1%"),
                         symbol=[0 if g == "generated" else 4 if g == "originals" else 2 for g in df["group"]]),
             hovertemplate=hover, name="models"))
     else:
@@ -147,16 +167,23 @@ def nn_hist(dists: dict[str, np.ndarray], threshold: float | None, space: str) -
 
 
 def acc_vs_smax(models: pd.DataFrame, front: pd.DataFrame) -> go.Figure:
-    """Accuracy against s_max for every group; dominated generated models hollow; baselines' Pareto front."""
+    """Accuracy against s_max for every group; baselines' Pareto front. Models that land on the same
+    point are drawn once, sized by how many they are (the count is on hover): 200 generated models
+    often sit on a handful of points. A point whose generated models are all dominated is hollow."""
     fig = go.Figure()
     for group, part in models.dropna(subset=["test_acc", "smax"]).groupby("group", sort=False):
-        symbol = "circle"
+        agg = dict(n=("label", "size"), first=("label", "first"))
         if group == "generated" and "dominated" in part:
-            symbol = ["circle-open" if d is True else "circle" for d in part["dominated"].astype(object)]
-        fig.add_trace(go.Scatter(x=part["smax"], y=part["test_acc"], mode="markers", name=group, text=part["label"],
-                                 marker=dict(color=color(group), symbol=symbol, size=8 if group in PRIMARY else 5,
+            agg["dominated"] = ("dominated", lambda d: bool(d.fillna(False).astype(bool).all()))
+        pts = part.groupby(["smax", "test_acc"], sort=False).agg(**agg).reset_index()
+        base = 8 if group in PRIMARY else 5
+        sizes = base + 3 * np.sqrt(pts["n"] - 1)
+        symbol = ["circle-open" if d else "circle" for d in pts["dominated"]] if "dominated" in pts else "circle"
+        text = [f"{f}" if n == 1 else f"{n} {group} models here (e.g. {f})" for f, n in zip(pts["first"], pts["n"])]
+        fig.add_trace(go.Scatter(x=pts["smax"], y=pts["test_acc"], mode="markers", name=group, text=text,
+                                 marker=dict(color=color(group), symbol=symbol, size=sizes,
                                              opacity=0.9 if group in PRIMARY else 0.55),
-                                 hovertemplate="%{text}<br>s_max %{x:.3f}<extra></extra>"))
+                                 hovertemplate="%{text}<br>s_max %{x:.3f}, accuracy %{y:.2%}<extra></extra>"))
     if len(front):
         fig.add_trace(go.Scatter(x=front["smax"], y=front["test_acc"], mode="lines", line_shape="hv",
                                  name="baselines' Pareto front", line=dict(color="#111", dash="dash")))

@@ -5,6 +5,7 @@ so a rerun never re-reads or recomputes anything, and a re-analysed run is picke
 from __future__ import annotations
 
 import io
+import json
 import os
 from pathlib import Path
 from typing import NamedTuple
@@ -15,6 +16,7 @@ import streamlit as st
 
 from pdiff_core import jobs, runs
 from pdiff_core.params import Codec
+from studio import shape
 
 RESULT_FILES = ("config.json", "metrics.json", "predictions.npz", "originals.safetensors",
                 "generated.safetensors", "baselines.safetensors", "analysis.json", "analysis.npz")
@@ -77,26 +79,13 @@ def param_names(r: RunRef) -> list[tuple[str, int]]:
 @st.cache_data(**CACHE)
 def accuracy_frame(r: RunRef) -> pd.DataFrame:
     """One row per model: group, index, val_acc, test_acc (NaN for a non-finite generated model)."""
-    groups = metrics(r)["groups"]
-    frames = [pd.DataFrame({"group": g, "index": np.arange(len(m["test_acc"])),
-                            "val_acc": pd.to_numeric(m["val_acc"], errors="coerce"),
-                            "test_acc": pd.to_numeric(m["test_acc"], errors="coerce")})
-              for g, m in groups.items()]
-    return pd.concat(frames, ignore_index=True)
+    return shape.accuracy_frame(metrics(r))
 
 
 @st.cache_data(**CACHE)
 def summary_table(r: RunRef) -> pd.DataFrame:
     """Per group: n, best by validation (its test accuracy), max, mean, median, min, std of test accuracy."""
-    m = metrics(r)
-    base = m["base"]["test_acc"]
-    rows = [{"group": "base model", "n": 1, "best (by val)": base, "max (test)": base, "mean": base,
-             "median": base, "min": base, "std": 0.0}]
-    for g, gm in m["groups"].items():
-        s = gm["summary"]
-        rows.append({"group": g, "n": s.get("n", 0), "best (by val)": gm["best_by_val"]["test_acc"],
-                     "max (test)": s.get("max"), **{k: s.get(k) for k in ("mean", "median", "min", "std")}})
-    return pd.DataFrame(rows).set_index("group").astype(float).astype({"n": int})
+    return shape.summary_table(metrics(r))
 
 
 @st.cache_data(**CACHE)
@@ -140,6 +129,41 @@ def log_tail(run_id: str, lines: int = 15) -> str:
     return jobs.tail(runs.run_path(run_id) / "log.txt", lines)
 
 
+def log_text(run_id: str) -> str:
+    """The whole log.txt ('' when missing)."""
+    try:
+        return (runs.run_path(run_id) / "log.txt").read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+@st.cache_data(**CACHE)
+def config_table(r: RunRef) -> pd.DataFrame:
+    """config.json as one row per option (values as text, so mixed types show as written)."""
+    c = config(r)
+    return pd.DataFrame({"value": [v if isinstance(v, str) else json.dumps(v) for v in c.values()]},
+                        index=pd.Index(list(c), name="option"))
+
+
+def timings_table(status: dict) -> pd.DataFrame:
+    """status.json's `timings` (pipeline stages) then `analysis_timings`, one row per stage with its
+    seconds; nested parts (maps: pca_tsne, umap_fit...) get a row each, anything else a note."""
+    rows = [{"part": "pipeline", "stage": k, "seconds": v, "note": ""} for k, v in (status.get("timings") or {}).items()]
+    for k, v in (status.get("analysis_timings") or {}).items():
+        if not isinstance(v, dict):
+            rows.append({"part": "analysis", "stage": k, "seconds": v, "note": ""})
+            continue
+        extra = []
+        for a, b in v.items():
+            if isinstance(b, (int, float)) and not isinstance(b, bool) and not a.endswith("_mib"):
+                rows.append({"part": "analysis", "stage": f"{k} / {a}", "seconds": b, "note": ""})
+            else:
+                extra.append(f"{a}: {b}")
+        if extra:
+            rows.append({"part": "analysis", "stage": k, "seconds": None, "note": ", ".join(extra)})
+    return pd.DataFrame(rows, columns=["part", "stage", "seconds", "note"]).astype({"seconds": float})
+
+
 @st.cache_data(**CACHE)
 def config_diff(a: RunRef, b: RunRef) -> pd.DataFrame:
     """The options that differ between two runs, one row each."""
@@ -161,96 +185,41 @@ def arrays(r: RunRef) -> dict[str, np.ndarray]:
     return runs.read_npz(r.path / "analysis.npz")
 
 
-def model_label(group: str, index: int, acc: float | None = None) -> str:
-    return f"{group} #{index}" + ("" if acc is None or not np.isfinite(acc) else f" ({acc:.1%})")
+model_label = shape.model_label
 
 
 @st.cache_data(**CACHE)
 def models(r: RunRef) -> pd.DataFrame:
-    """Every evaluated model, one row: group, index, test_acc, and its nearest original by raw L2
-    (nn_idx, nn_dist), normalized L2 (nn_norm_dist), s_max (smax, smax_idx) and agreement with
-    that nearest original. Originals get their leave-one-out neighbour among the other originals."""
-    acc, a = accuracy_frame(r), arrays(r)
-    out = acc.assign(nn_idx=-1, nn_dist=np.nan, nn_norm_dist=np.nan, smax=np.nan, smax_idx=-1, agree=np.nan)
-    for g in acc["group"].unique():
-        rows = np.flatnonzero(acc["group"].to_numpy() == g)
-        if g == "originals":
-            if len(a.get("train_nn_raw", rows)) != len(rows):                  # version 1 kept finite rows only
-                rows = rows[np.isfinite(acc["test_acc"].to_numpy()[rows])]
-            cols = {"nn_idx": "train_nn_raw_idx", "nn_dist": "train_nn_raw", "nn_norm_dist": "train_nn_norm",
-                    "smax": "train_smax", "smax_idx": "train_smax_idx"}
-        else:
-            cols = {"nn_idx": f"{g}_nn_raw_idx", "nn_dist": f"{g}_nn_raw_dist", "nn_norm_dist": f"{g}_nn_norm_dist",
-                    "smax": f"{g}_smax", "smax_idx": f"{g}_smax_idx", "agree": f"{g}_agree"}
-        for col, key in cols.items():
-            if key in a and len(a[key]) == len(rows):
-                out.loc[rows, col] = a[key]
-    if "generated_dominated" in a:
-        out["dominated"] = pd.Series(pd.NA, index=out.index, dtype="boolean")
-        gen = np.flatnonzero(out["group"].to_numpy() == "generated")
-        out.loc[gen, "dominated"] = a["generated_dominated"]
-    out["label"] = [model_label(g, i, t) for g, i, t in zip(out["group"], out["index"], out["test_acc"])]
-    return out
+    """Every evaluated model with its nearest original, s_max and agreement: see shape.models."""
+    return shape.models(accuracy_frame(r), arrays(r))
 
 
 @st.cache_data(**CACHE)
 def iou_view(r: RunRef, order: str) -> tuple[np.ndarray, list[str], list[tuple[str, int, int]]]:
-    """The IoU matrix over originals then generated, reordered: 'group' (as stored), 'accuracy'
-    (within each group, best first) or 'clustered' (average-linkage on 1 - IoU, groups mixed).
-    Returns (matrix, label per row, [(group, first row, last row)] blocks for 'group'/'accuracy')."""
-    a, acc = arrays(r), accuracy_frame(r).set_index(["group", "index"])["test_acc"]
-    iou, groups, index = a["iou"], a["iou_labels"].astype(str), a["iou_index"]
-    accs = np.array([acc.get((g, i), np.nan) for g, i in zip(groups, index)])
-    if order == "clustered":
-        from scipy.cluster.hierarchy import leaves_list, linkage
-        from scipy.spatial.distance import squareform
-        ok = np.flatnonzero(np.isfinite(np.diag(iou)))
-        dist = 1.0 - np.nan_to_num(iou[np.ix_(ok, ok)].astype(np.float64), nan=0.0)
-        np.fill_diagonal(dist, 0.0)
-        perm = np.concatenate([ok[leaves_list(linkage(squareform(dist, checks=False), "average"))],
-                               np.setdiff1d(np.arange(len(iou)), ok)])
-    else:
-        key = -np.nan_to_num(accs, nan=-1.0) if order == "accuracy" else index
-        perm = np.lexsort((key, [list(dict.fromkeys(groups)).index(g) for g in groups]))
-    labels = [model_label(groups[i], int(index[i]), accs[i]) for i in perm]
-    blocks = []
-    if order != "clustered":
-        for g in dict.fromkeys(groups):
-            rows = np.flatnonzero(groups[perm] == g)
-            blocks.append((g, int(rows[0]), int(rows[-1])))
-    return iou[np.ix_(perm, perm)], labels, blocks
+    """The IoU matrix reordered by 'group', 'accuracy' or 'clustered': see shape.iou_view."""
+    return shape.iou_view(arrays(r), accuracy_frame(r), order)
 
 
 @st.cache_data(**CACHE)
 def embedding(r: RunRef, space: str, method: str) -> pd.DataFrame:
     """2-D embedding of 'params' or 'latent' by 'pca'/'tsne'/'umap', joined with models()."""
-    a = arrays(r)
-    xy, groups, index = a[f"emb_{space}_{method}"], a[f"emb_{space}_group"].astype(str), a[f"emb_{space}_index"]
-    pts = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "group": groups, "index": index})
-    return pts.merge(models(r), on=["group", "index"], how="left")
+    return shape.embedding(arrays(r), models(r), space, method)
 
 
 def embedding_methods(r: RunRef, space: str) -> list[str]:
-    return [m for m in ("pca", "tsne", "umap") if f"emb_{space}_{m}" in arrays(r)]
+    return shape.embedding_methods(arrays(r), space)
 
 
 @st.cache_data(**CACHE)
 def pareto_front(r: RunRef) -> pd.DataFrame:
     """The baselines' Pareto frontier on (test accuracy up, s_max down), as a step line."""
-    m = models(r)
-    b = m[~m["group"].isin(["originals", "generated"])].dropna(subset=["test_acc", "smax"])
-    b = b.sort_values(["smax", "test_acc"], ascending=[True, False])
-    front = b[b["test_acc"] > b["test_acc"].cummax().shift(fill_value=-np.inf)]
-    return front[["smax", "test_acc", "group", "index"]]
+    return shape.pareto_front(models(r))
 
 
 @st.cache_data(**CACHE)
 def param_pair(r: RunRef, gen_index: int, orig_index: int) -> pd.DataFrame:
     """One generated vector next to an original: coordinate, tensor name, both values, difference."""
-    g, o = params(r, "generated")[gen_index], params(r, "originals")[orig_index]
-    names = np.repeat([n for n, _ in param_names(r)], [s for _, s in param_names(r)])
-    return pd.DataFrame({"coord": np.arange(len(g)), "tensor": names, "generated": g, "original": o,
-                         "difference": g - o})
+    return shape.param_pair(params(r, "generated")[gen_index], params(r, "originals")[orig_index], param_names(r))
 
 
 @st.cache_data(**CACHE)
@@ -258,3 +227,10 @@ def similarity_table(r: RunRef) -> pd.DataFrame:
     rows = analysis(r)["similarity"].get("groups", {})
     return pd.DataFrame(rows).T.rename(columns={"within": "within group", "to_originals": "to originals",
                                                 "to_originals_max": "to most similar original (mean s_max)"})
+
+
+@st.cache_data(**CACHE)
+def report_html(r: RunRef) -> bytes:
+    """The run's self-contained HTML report (studio/report.py), built when first downloaded."""
+    from studio import report
+    return report.build(r.path).encode()

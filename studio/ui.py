@@ -1,6 +1,7 @@
 """Streamlit pieces shared by the pages: the active run, the sidebar picker, guards, live progress."""
 from __future__ import annotations
 
+import threading
 import time
 
 import streamlit as st
@@ -14,6 +15,7 @@ PAGES = {  # name -> (file, title, icon); app.py builds the navigation from this
     "home": ("pages/home.py", "Home", ":material/home:"),
     "launch": ("pages/launch.py", "Launch", ":material/rocket_launch:"),
     "runs": ("pages/runs.py", "Runs", ":material/table_rows:"),
+    "run": ("pages/run.py", "Run", ":material/receipt_long:"),
     "accuracy": ("pages/accuracy.py", "Accuracy", ":material/bar_chart:"),
     "similarity": ("pages/similarity.py", "Similarity", ":material/grid_on:"),
     "parameter_space": ("pages/parameter_space.py", "Parameter space", ":material/scatter_plot:"),
@@ -24,22 +26,43 @@ BADGE = {"queued": ("gray", ":material/schedule:"), "running": ("blue", ":materi
          "done": ("green", ":material/check_circle:"), "failed": ("red", ":material/error:"),
          "cancelled": ("orange", ":material/cancel:")}
 DEMO_PRESET = "digits-quick"
+SECTIONS = {"Studio": ["home", "launch", "runs", "run"],
+            "Results": ["accuracy", "similarity", "parameter_space", "memorization", "use_cases"]}
+_run = threading.local()    # per script-run thread: .routed is set by app.py just before it runs the page
 
 
 def page(name: str) -> str:
     return PAGES[name][0]
 
 
+def navigation():
+    """The app's st.navigation (app.py's router) over PAGES, in SECTIONS."""
+    pages = {name: st.Page(path, title=title, icon=icon, default=name == "home")
+             for name, (path, title, icon) in PAGES.items()}
+    return st.navigation({section: [pages[n] for n in names] for section, names in SECTIONS.items()})
+
+
+def routed() -> None:
+    """app.py's last call before nav.run(): the page about to run was reached through the router."""
+    _run.routed = True
+
+
 def header(title: str) -> None:
     """Every page's first call. Besides the title: a fresh server treats a pages/ folder as the old
-    multipage layout until some session runs app.py's st.navigation, so a shared deep link
-    (/accuracy?run=...) would run this file without the router. Switch that mode off and rerun
-    through app.py, as a first visit to / would."""
-    from streamlit.runtime.pages_manager import PagesManager
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
+    multipage layout until some session calls st.navigation, so a shared deep link
+    (/accuracy?run=...) opened first thing would run this file without the router (app.py).
+    Then declare the navigation here, which ends that mode for the server (public API:
+    st.navigation), and rerun: the rerun goes through app.py, as a first visit to / would."""
+    if not getattr(_run, "routed", False):
+        navigation()
         st.rerun()
+    _run.routed = False
     st.title(title)
+    missing = missing_run()
+    if missing:
+        st.warning(f"No run '{missing}' in RUNS_DIR (`{runs.runs_root()}`): the link names a run that is "
+                   "not there (deleted, or from another machine).", icon=":material/search_off:")
+        st.page_link(page("runs"), label="See all runs", icon=":material/table_rows:")
 
 
 # ---- which run ----------------------------------------------------------------------------------
@@ -54,19 +77,43 @@ def choices() -> list[tuple[str, str]]:
     return [(d.name, jobs.refresh(d.name).get("state", "failed")) for d in dirs]
 
 
+def bare(value) -> str | None:
+    """The run id in a ?run= or picker value, or None. Tolerates the "ID · state" labels that
+    older versions leaked into links (run ids hold no spaces, so the id is unambiguous)."""
+    rid = str(value or "").split(" · ")[0].strip()
+    return rid if runs.RUN_ID.match(rid) and rid not in (".", "..") else None
+
+
 def active_run() -> str | None:
-    """The run the pages show: this session's pick, else the URL's ?run=, else the newest run."""
-    rid = st.session_state.get("active_run") or st.query_params.get("run")
-    rows = choices()
-    if rid not in dict(rows):
-        rid = ([r for r, s in rows if s in jobs.ACTIVE] or [r for r, _ in rows] or [None])[0]
-    if rid != st.session_state.get("active_run"):
+    """The run the pages show: this session's pick, else the URL's ?run=, else (only when neither
+    names one) the going or newest run. A named run that does not exist is no run: None, and
+    missing_run() says which, so a link never silently shows another run."""
+    asked = st.session_state.get("active_run") or st.query_params.get("run")
+    rows = dict(choices())
+    rid = bare(asked)
+    if asked and rid not in rows:
+        st.session_state["missing_run"] = str(asked)
+        rid = None
+    else:
+        st.session_state.pop("missing_run", None)
+        if not asked:
+            rid = ([r for r, s in rows.items() if s in jobs.ACTIVE] or list(rows) or [None])[0]
+    if rid != st.session_state.get("active_run") and (rid or not asked):
         st.session_state["active_run"] = rid
     return rid
 
 
+def missing_run() -> str | None:
+    """The run a link or this session asked for that is not in RUNS_DIR, or None."""
+    active_run()
+    return st.session_state.get("missing_run")
+
+
 def set_active(rid: str | None) -> None:
+    """Make `rid` (a bare run id, or None for none) the active run, in this session and in ?run=."""
+    rid = bare(rid)
     st.session_state["active_run"] = rid
+    st.session_state.pop("missing_run", None)
     if rid:
         st.query_params["run"] = rid
     elif "run" in st.query_params:
@@ -74,7 +121,8 @@ def set_active(rid: str | None) -> None:
 
 
 def sync_url() -> None:
-    """Keep ?run= in the URL (page switches drop query params), so a reload or a shared link keeps it."""
+    """Keep ?run= in the URL (page switches drop query params), so a reload or a shared link keeps it.
+    Only ever a bare id of an existing run; a link to a missing run keeps its ?run= as it was."""
     rid = active_run()
     if rid and st.query_params.get("run") != rid:
         st.query_params["run"] = rid
@@ -88,10 +136,16 @@ def sidebar() -> None:
             return
         ids, states = [r for r, _ in rows], dict(rows)
         current = active_run()
-        key = f"picker-{current}"        # a fresh widget whenever the active run changes elsewhere
-        st.selectbox("Active run", ids, index=ids.index(current) if current in ids else 0, key=key,
-                     format_func=lambda r: f"{r} · {states[r]}", on_change=lambda: set_active(st.session_state[key]))
-        badge(states.get(current, "failed"))
+        # The value is the bare id; only the label carries the state. Streamlit keeps a selectbox's
+        # value as its label and hands back a label that no longer matches any option as a plain
+        # string ("ID · queued" once the run is running), so the key changes with every label:
+        # a fresh widget whenever the active run or any state changes.
+        key = f"picker-{abs(hash((current, tuple(rows))))}"
+        st.selectbox("Active run", ids, index=ids.index(current) if current in ids else None, key=key,
+                     format_func=lambda r: f"{r} · {states.get(r, '?')}", placeholder="Pick a run",
+                     on_change=lambda: set_active(bare(st.session_state[key])))
+        if current:
+            badge(states.get(current, "failed"))
 
 
 def badge(state: str) -> None:
@@ -104,6 +158,8 @@ def badge(state: str) -> None:
 def need_results() -> load.RunRef:
     """The active run's RunRef once it has metrics.json; otherwise explain why not and stop the page."""
     rid = active_run()
+    if rid is None and missing_run():
+        st.stop()                        # header() said which run is missing, with the runs list
     if rid is None:
         st.info("No runs yet. Start with the quick demo on the home page, or launch a run.")
         st.page_link(page("home"), label="Home: run the quick demo", icon=":material/home:")
@@ -131,7 +187,8 @@ def run_state(rid: str, status: dict, compact: bool = False) -> None:
         st.info(f"Run `{rid}` is {state}: {status.get('stage', '')}, {100 * (status.get('progress') or 0):.0f} %. "
                 f"Results appear here when it is done.", icon=":material/progress_activity:")
         if not compact:
-            st.page_link(page("launch"), label="Watch it live", icon=":material/monitoring:")
+            st.page_link(page("run"), label="Watch it live", icon=":material/monitoring:")
+        rerun_on_change(rid, state)
     elif state == "failed":
         st.error(f"Run `{rid}` failed: {status.get('error') or msg}", icon=":material/error:")
     elif state == "cancelled":
@@ -140,6 +197,17 @@ def run_state(rid: str, status: dict, compact: bool = False) -> None:
         tail = load.log_tail(rid)
         if tail:
             st.code(tail, language=None)
+
+
+def rerun_on_change(rid: str, state: str, every: float = 2.0) -> None:
+    """While `rid` is queued or running, check its state every `every` s and rerun the whole page
+    when it changes, so a page showing a going run follows it (results appear when it is done)."""
+    @st.fragment(run_every=every)
+    def poll():
+        if jobs.refresh(rid).get("state", "failed") != state:
+            st.rerun()
+    if state in jobs.ACTIVE:
+        poll()
 
 
 PCT = st.column_config.NumberColumn(format="%.2f %%")
@@ -242,6 +310,80 @@ def progress(rid: str, status: dict) -> None:
     if any(curves.values()):
         st.plotly_chart(charts.losses(curves), key=f"losses-{rid}", config={"displayModeBar": False})
     st.code(load.log_tail(rid, 8) or "(no log yet)", language=None)
+
+
+# ---- one run's record (the run page) --------------------------------------------------------------
+
+def need_run() -> str:
+    """The active run's id; otherwise explain why there is none and stop the page."""
+    rid = active_run()
+    if rid is None and missing_run():
+        st.stop()
+    if rid is None:
+        st.info("No runs yet. Start with the quick demo on the home page, or launch a run.")
+        st.page_link(page("home"), label="Home: run the quick demo", icon=":material/home:")
+        st.stop()
+    return rid
+
+
+def run_record(rid: str) -> None:
+    """Everything about one run, finished or not; live (redrawn every second) while it is going."""
+    status = jobs.refresh(rid)
+    state = status.get("state", "failed")
+    if state in jobs.ACTIVE:
+        _record_live(rid, state)
+    else:
+        _record(rid, status)
+
+
+@st.fragment(run_every=1.0)
+def _record_live(rid: str, state: str) -> None:
+    status = jobs.refresh(rid)
+    if status.get("state", "failed") != state:      # finished, failed or started: redraw the page
+        st.rerun()
+    _record(rid, status)
+
+
+def _record(rid: str, status: dict) -> None:
+    state = status.get("state", "failed")
+    r = load.ref(rid)
+    if state in jobs.ACTIVE:
+        progress(rid, status)                         # bar, stage, loss curves, log tail, Cancel
+    else:
+        head = st.container(horizontal=True, vertical_alignment="center")
+        with head:
+            st.markdown(f"**`{rid}`**")
+            badge(state)
+        if state == "done":
+            st.success(f"Run `{rid}` is done.", icon=":material/check_circle:")
+            st.page_link(page("accuracy"), label="See its results", icon=":material/bar_chart:")
+        else:
+            run_state(rid, status, compact=True)
+        st.subheader("Training losses")
+        curves = status.get("losses") or {}
+        if any(curves.values()):
+            st.plotly_chart(charts.losses(curves), key=f"record-losses-{rid}")
+        else:
+            st.caption("No loss recorded: the run stopped before the autoencoder trained.")
+    warnings = list(dict.fromkeys([*(status.get("warnings") or []),
+                                   *((load.metrics(r).get("warnings") or []) if r.has("metrics.json") else [])]))
+    if warnings:
+        st.subheader("Warnings")
+        for w in warnings:
+            st.warning(w, icon=":material/warning:")
+    timings = load.timings_table(status)
+    if len(timings):
+        st.subheader("Stage timings")
+        st.dataframe(timings, hide_index=True, width="content",
+                     column_config={"seconds": st.column_config.NumberColumn(format="%.2f")})
+    st.subheader("Configuration")
+    if r.has("config.json"):
+        st.dataframe(load.config_table(r), width="stretch", height=35 * len(load.config(r)) + 38)
+    else:
+        st.caption("No config.json.")
+    text = load.log_text(rid)
+    with st.expander(f"Log ({text.count(chr(10))} lines)", expanded=True):
+        st.code(text or "(no log yet)", language=None)
 
 
 def numbers(items: list[tuple], fmt: str = "{:.3f}") -> None:

@@ -3,7 +3,6 @@ then one real tiny run analysed twice (byte-identical analysis.json) and once wi
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -213,24 +212,6 @@ def test_finetune_runs_stay_independent_under_vmap():
 
 # -----------------------------------------------------------------------------
 # a real tiny run
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """The tiny preset with the analysis stage on, as the pipeline runs it. UMAP is made
-    unimportable (its cold import alone takes 30-40 s), which also tests the graceful skip."""
-    from pdiff_core.config import preset_config
-    from pdiff_core.pipeline import execute
-    mp = pytest.MonkeyPatch()
-    root = tmp_path_factory.mktemp("runs")
-    mp.setenv("PDIFF_RUNS_DIR", str(root))
-    mp.setitem(sys.modules, "umap", None)
-    run_dir = root / "tiny"
-    run_dir.mkdir()
-    with A.one_thread():   # keeps the test fast when other jobs share the cores
-        execute(preset_config("tiny"), run_dir)
-    yield run_dir
-    mp.undo()
-
 
 def test_analyze_twice_is_identical_and_never_duplicates(tiny_run):
     from pdiff_core.__main__ import main

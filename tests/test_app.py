@@ -15,8 +15,8 @@ from pdiff_core.config import preset_config
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
 TIMEOUT = 60           # AppTest's default of 3 s is too short for a first import of torch on a busy machine
-PAGES = ["home", "launch", "runs", "accuracy", "similarity", "parameter_space", "memorization", "use_cases"]
-RESULT_PAGES = PAGES[3:]
+PAGES = ["home", "launch", "runs", "run", "accuracy", "similarity", "parameter_space", "memorization", "use_cases"]
+RESULT_PAGES = PAGES[4:]
 
 
 @pytest.fixture(scope="session")
@@ -166,3 +166,63 @@ def test_runs_page_deletes_after_confirmation(runs_dir):
     assert_clean(at)
     assert not (runs_dir / "old").exists()
     assert "No runs yet" in texts(at.info)
+
+
+def test_run_page_is_the_complete_record_of_a_finished_run(finished_run, monkeypatch):
+    root, rid = finished_run
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(root))
+    at = app("run", rid)
+    assert_clean(at)
+    status = runs.read_json(root / rid / "status.json")
+    assert status["losses"]["ae"] and status["losses"]["ddpm"], "losses are kept after the run ends"
+    assert len(at.get("plotly_chart")) == 1                               # AE and DDPM losses, side by side
+    heads = [h.value for h in at.subheader]
+    assert heads == ["Training losses", *(["Warnings"] if status.get("warnings") else []), "Stage timings",
+                     "Configuration"], heads
+    stages = set(at.dataframe[0].value["stage"])
+    assert {"collect", "autoencoder", "diffusion", "analysis", "maps / umap_fit"} <= stages, stages
+    config = at.dataframe[1].value
+    assert set(runs.read_json(root / rid / "config.json")) == set(config.index)
+    assert at.code[0].value.strip() == (root / rid / "log.txt").read_text().strip()   # the whole log
+    assert f"Run `{rid}` is done." in texts(at.success)
+
+
+def test_run_page_of_a_going_run_is_live(runs_dir):
+    fake_run(runs_dir, "going", {"state": "running", "losses": {"ae": [[0, 1.0], [10, 0.5]], "ddpm": []},
+                                 "message": "diffusion step 40"}, "12:00:00 [autoencoder] step 10\n")
+    at = app("run", "going")
+    assert_clean(at)
+    assert at.get("progress") and at.button(key="cancel-going")
+    assert at.get("plotly_chart"), "no loss curves while going"
+    assert "[autoencoder] step 10" in " ".join(c.value for c in at.code)
+    assert "No run" not in texts(at.warning)
+    for page in RESULT_PAGES:                                           # results say it is going, then appear
+        assert "is running" in texts(app(page, "going").info)
+
+
+@pytest.mark.parametrize("page", ["home", "runs", "run", "accuracy", "memorization"])
+def test_a_link_to_an_unknown_run_says_so_and_shows_no_other(page, finished_run, monkeypatch):
+    root, rid = finished_run
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(root))
+    at = app(page, "nope")
+    assert not at.exception, texts(at.exception)
+    assert "No run 'nope' in RUNS_DIR" in texts(at.warning)
+    assert any(l.proto.page.rstrip("/").endswith("runs") for l in at.get("page_link")), "no link to the runs list"
+    assert at.query_params["run"] in (["nope"], "nope")                  # the link is left as it was
+    if page in RESULT_PAGES + ["run"]:
+        assert not at.get("plotly_chart"), f"{page} showed another run"
+    assert at.selectbox[0].value is None                                 # the picker names no run either
+
+
+def test_run_links_hold_a_bare_id(runs_dir):
+    fake_run(runs_dir, "a1", {"state": "cancelled", "message": "cancelled by user"})
+    fake_run(runs_dir, "b2", {"state": "running", "message": "going"})
+    at = app("runs", "b2 · queued")                                       # a link an older version leaked
+    assert at.query_params["run"] in (["b2"], "b2")
+    picker = at.selectbox[0]
+    assert picker.value == "b2" and "b2 · running" in picker.options      # value bare, label formatted
+    picker.set_value("a1").run()
+    assert at.query_params["run"] in (["a1"], "a1")
+    runs.update_status(runs_dir / "a1", state="failed", error="boom")     # its label changes under the picker
+    at.run()
+    assert at.query_params["run"] in (["a1"], "a1") and at.selectbox[0].value == "a1"

@@ -9,6 +9,7 @@ or playwright the tests skip, unless CI is set: then they fail."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -34,6 +35,7 @@ PAGES = [
     ("Home", "p-diff Studio", '[data-testid="stGraphVizChart"]'),
     ("Launch", "Launch", 'button:has-text("Launch")'),
     ("Runs", "Runs", '[data-testid="stDataFrame"]'),
+    ("Run", "Run", CHART),
     ("Accuracy", "Accuracy", CHART),
     ("Similarity", "Similarity", CHART),
     ("Parameter space", "Parameter space", CHART),
@@ -50,6 +52,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+SERVERS: dict[str, subprocess.Popen] = {}   # url -> the server process, for its CPU time
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
 def streamlit_server(runs_dir: Path, log: Path):
     """`streamlit run app.py` on a free loopback port with PDIFF_RUNS_DIR=runs_dir; yields its URL."""
@@ -58,10 +69,10 @@ def streamlit_server(runs_dir: Path, log: Path):
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)
+             "--server.port", str(port), "--server.address", "127.0.0.1"],   # the rest from .streamlit/config.toml
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+    SERVERS[url] = proc
     try:
         deadline = time.time() + 60
         while True:
@@ -113,7 +124,8 @@ def problems(page) -> list[str]:
 def visit(page, label: str, title: str, selector: str, shots: Path | None = None) -> float:
     """Click a sidebar navigation link; seconds until the page is idle and shows its element."""
     t0 = time.perf_counter()
-    page.locator('[data-testid="stSidebarNavLink"]', has_text=label).first.click()
+    exact = re.compile(re.escape(label) + r"\s*$")      # "Run" is not "Runs"
+    page.locator('[data-testid="stSidebarNavLink"]', has_text=exact).first.click()
     try:
         wait_page(page, title, selector)
     except AssertionError:
@@ -213,7 +225,7 @@ def test_quick_demo_then_every_page(demo_run):
     analysis = runs.read_json(runs_dir / run_id / "analysis.json")
     assert analysis["embeddings"]["params"]["umap"] == "ok", analysis["embeddings"]["params"]["umap"]
     assert status["analysis_timings"]["maps"]["where"] == "helper process", status["analysis_timings"]
-    slow = {k: b for k, (a, b) in times.items() if b > PAGE_BUDGET_S and k not in ("Home", "Launch", "Runs")}
+    slow = {k: b for k, (a, b) in times.items() if b > PAGE_BUDGET_S and k not in ("Home", "Launch", "Runs", "Run")}
     assert not slow, f"analysis pages slower than {PAGE_BUDGET_S} s on a second visit: {slow}"
 
 
@@ -233,6 +245,37 @@ def test_shared_link_to_a_page_on_a_fresh_server(demo_run, tmp_path):
         assert f"run={run_id}" in page.url
 
 
+@pytest.mark.timeout(DEMO_TIMEOUT_S + 300)
+def test_a_link_means_one_run_and_the_run_page_is_its_record(demo_run, tmp_path):
+    """On a fresh server: /run?run=ID shows that run's record (loss curves, log, timings, config), with a
+    bare id in the URL; a link to a run that does not exist says so and shows no other run."""
+    runs_dir, run_id, *_, browser = demo_run
+    with streamlit_server(runs_dir, tmp_path / "streamlit.log") as url:
+        page = new_page(browser)
+        page.goto(f"{url}/run?run={run_id}")
+        wait_page(page, "Run", CHART)
+        main = page.locator('[data-testid="stMain"]')
+        assert run_id in main.inner_text()
+        assert "autoencoder loss" in main.inner_text() and "DDPM loss" in main.inner_text()
+        log = page.locator('[data-testid="stCode"]').first.inner_text()
+        assert "run started" in log and "run done" in log, log[-500:]
+        for heading in ("Training losses", "Stage timings", "Configuration"):
+            assert page.query_selector(f'h3:has-text("{heading}")'), heading
+        nav = [e.inner_text().split("\n")[-1] for e in page.query_selector_all('[data-testid="stSidebarNavLink"]')]
+        assert nav == [label for label, _, _ in PAGES], f"the router did not run: sidebar shows {nav}"
+        assert page.url.endswith(f"run={run_id}"), page.url
+
+        other = new_page(browser)
+        other.goto(f"{url}/accuracy?run=nope")
+        other.wait_for_selector('text=No run \'nope\' in RUNS_DIR', timeout=60_000)
+        # a fresh server's first visit reruns through the router: wait for the final render's link
+        other.wait_for_selector('[data-testid="stPageLink"]:has-text("See all runs")', timeout=60_000)
+        other.wait_for_selector(IDLE)
+        assert not other.query_selector(CHART), "a link to a missing run showed another run"
+        assert other.locator('[data-testid="stPageLink"]', has_text="See all runs").count() == 1
+        assert "run=nope" in other.url
+
+
 def test_lasso_in_parameter_space_lists_models_with_their_nearest_original(demo_run):
     page = demo_run[-2]
     visit(page, "Parameter space", "Parameter space", CHART)
@@ -247,3 +290,58 @@ def test_lasso_in_parameter_space_lists_models_with_their_nearest_original(demo_
     page.wait_for_selector(IDLE)
     assert not problems(page), problems(page)
     assert page.query_selector('[data-testid="stDataFrame"]'), "no table of the selected models"
+
+
+def test_report_download_opens_offline_with_every_chart(demo_run, tmp_path):
+    """Memorization's download button gives the HTML report; Chromium opens that file with the network
+    blocked and draws every plotly chart, with no request beyond the file and no console error."""
+    runs_dir, run_id, *_, page, browser = demo_run
+    visit(page, "Memorization", "Memorization", CHART)
+    with page.expect_download(timeout=120_000) as download:
+        page.get_by_role("button", name="Download report (HTML)").click()
+    assert download.value.suggested_filename == f"pdiff-report-{run_id}.html"
+    path = tmp_path / download.value.suggested_filename
+    download.value.save_as(path)
+    figures = path.read_text().count('class="plotly-graph-div"')
+    assert figures >= 10, figures
+
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file://") else route.abort())
+    requests, failed, errors = [], [], []
+    report_page = context.new_page()
+    report_page.on("request", lambda r: requests.append(r.url))
+    report_page.on("requestfailed", lambda r: failed.append(r.url))
+    report_page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    report_page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        report_page.goto(path.as_uri())
+        drawn = ("[...document.querySelectorAll('.js-plotly-plot')]"
+                 ".filter(d => d.querySelector('.main-svg .cartesianlayer, .main-svg .subplot')).length")
+        report_page.wait_for_function(f"{drawn} >= {figures}", timeout=60_000)
+        assert report_page.evaluate("document.querySelectorAll('.js-plotly-plot').length") == figures
+        assert report_page.locator("h1").inner_text() == f"p-diff report: {run_id}"
+        assert report_page.locator(".verdict strong").count() >= 1, "the verdict's headline is not bold"
+    finally:
+        context.close()
+    assert requests == [path.as_uri()], requests
+    assert not failed and not errors, (failed, errors)
+
+
+def test_server_stays_quiet_with_an_idle_tab(demo_run, tmp_path):
+    """The server as a user starts it (settings from .streamlit/config.toml): with one tab open and
+    idle it must not burn a core. Watching the app folder (a .venv there, CI's .venv-ci, runs/) kept
+    it at 93-100 % of a core before file watching was turned off."""
+    runs_dir, run_id, *_, browser = demo_run
+    log = tmp_path / "streamlit.log"
+    with streamlit_server(runs_dir, log) as url:
+        page = new_page(browser)
+        page.goto(f"{url}/accuracy?run={run_id}")
+        wait_page(page, "Accuracy", CHART)
+        time.sleep(3)                                   # let the first render's work finish
+        pid = SERVERS[url].pid
+        c0, t0 = cpu_seconds(pid), time.time()
+        time.sleep(10)
+        share = (cpu_seconds(pid) - c0) / (time.time() - t0)
+        print(f"\nserver CPU with one idle tab: {100 * share:.1f} % of a core")
+        assert share < 0.2, f"the idle server used {100 * share:.0f} % of a core"
+        assert "Inotify queue overflowed" not in log.read_text()
