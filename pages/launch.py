@@ -47,6 +47,17 @@ def store_upload():
     clear_error()
 
 
+def remember_in_url() -> None:
+    """The preset and every changed value in the URL, so that a reload keeps the form."""
+    preset, sets = st.session_state["preset"], forms.to_query(st.session_state["preset"], values())
+    for key, value in (("preset", preset if preset != ui.DEMO_PRESET else None), ("set", sets or None)):
+        if value is None:
+            if key in st.query_params:
+                del st.query_params[key]
+        elif (st.query_params.get_all(key) if key == "set" else st.query_params.get(key)) != value:
+            st.query_params[key] = value
+
+
 def field(name: str, where, error: str | None, bad: str | None) -> None:
     """One option's widget, with its validation error right under it."""
     kind = forms.TYPES[name]
@@ -67,25 +78,33 @@ def field(name: str, where, error: str | None, bad: str | None) -> None:
 
 
 def grid(names: list[str], error, bad) -> None:
-    cols = st.columns(4)
-    for i, name in enumerate(names):
-        field(name, cols[i % 4], error, bad)
+    """Four fields a row, each row its own columns: a message under one field lengthens its row only,
+    so no field is pushed out of line with its row."""
+    for start in range(0, len(names), 4):
+        cols = st.columns(4)
+        for col, name in zip(cols, names[start:start + 4]):
+            field(name, col, error, bad)
 
 
 ui.header("Launch")
 ui.watch()
 st.divider()
 st.subheader("New run")
+# A new session (a reload, a shared link) starts from the form the URL holds: ?preset=P&set=key=value...
 if "preset" not in st.session_state:
-    st.session_state["preset"] = ui.DEMO_PRESET
+    asked = st.query_params.get("preset")
+    st.session_state["preset"] = asked if asked in PRESETS else ui.DEMO_PRESET
 if "opt_k" not in st.session_state:
     reset_to_preset()
+    for name, value in forms.from_query(st.query_params.get_all("set")).items():
+        st.session_state[f"opt_{name}"] = value
 
-# Cheap checks as you type; the Launch button adds the dataset, layer and device checks.
+# Checks as you type: every value, and the layer names against the model the dataset's input shape
+# gives (no data loaded). The Launch button adds the dataset files and the device.
 error = st.session_state.get("launch_error")
 if error is None:
     try:
-        forms.build(st.session_state["preset"], values())
+        error = forms.layer_error(forms.build(st.session_state["preset"], values()))
     except ValueError as e:
         error = str(e)
 bad = forms.field_of(error) if error else None
@@ -94,6 +113,9 @@ left, right = st.columns([3, 1])
 left.selectbox("Preset", list(PRESETS), key="preset", format_func=forms.preset_label, on_change=reset_to_preset,
                persist_state="session")
 field("seed", right, error, bad)
+left.caption(ui.estimate_note(st.session_state["preset"], st.session_state.get("opt_device", "auto")),
+             help="The median wall time, from start to done, of this preset's finished runs in the runs "
+                  "directory that ran on the same device (CPU or GPU); changed options are not taken into account.")
 grid(forms.MAIN, error, bad)
 if st.session_state.get("opt_dataset") not in forms.BUILTIN_DATA:
     a, b = st.columns(2)
@@ -111,3 +133,4 @@ with st.expander("More options", expanded=any(bad in names for names in forms.MO
 if error and bad is None:
     st.error(error, icon=":material/error:")
 st.button("Launch", type="primary", icon=":material/rocket_launch:", on_click=launch, key="launch_button")
+remember_in_url()

@@ -1,6 +1,7 @@
 """Runs: every run in a table; make one active, compare two, download, delete."""
 import functools
 
+import pandas as pd
 import streamlit as st
 
 from pdiff_core import jobs, runs
@@ -14,15 +15,26 @@ if not rows:
     st.stop()
 
 table = load.runs_table(rows)
+f1, f2 = st.columns([3, 2])
+text = f1.text_input("Filter", key="runs_filter", placeholder="words in the run id, name, tags, preset, dataset, arch or zoo")
+states = f2.multiselect("State", list(runs.STATES), key="runs_states")
+shown = load.filter_runs(table, text, states).reset_index(drop=True)
 picked = ui.percent_table(
-    table, ["orig best", "orig median", "gen best", "gen median"], hide_index=True, on_select="rerun",
-    selection_mode="single-row", key="runs_table", width="stretch",
-    config={"run": st.column_config.TextColumn(width=220), "K": st.column_config.NumberColumn(width=45),
-            "N": st.column_config.NumberColumn(width=45), "arch": st.column_config.TextColumn(width=55)})
+    shown, load.RUN_ACCS, hide_index=True, on_select="rerun", selection_mode="single-row",
+    key=f"runs_table-{st.session_state.get('runs_table_gen', 0)}", width="stretch",
+    config={"run": st.column_config.TextColumn(width=200), "K": st.column_config.NumberColumn(width=45),
+            "N": st.column_config.NumberColumn(width=45), "arch": st.column_config.TextColumn(width=55),
+            "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
+            "duration s": st.column_config.NumberColumn(format="%.0f"), "seed": st.column_config.NumberColumn(width=45)})
 sel = picked.selection.rows
-rid = table.iloc[sel[0]]["run"] if sel else ui.active_run()
-st.caption("Select a row to act on it. Accuracies are on test; 'best' is the model chosen on validation, "
-           "reported on test.")
+rid = shown.iloc[sel[0]]["run"] if sel else ui.active_run()
+st.caption(f"{len(shown)} of {len(table)} runs. Click a column header to sort; select a row to act on it. Accuracies "
+           "are on test; 'best' is the model chosen on validation, reported on test. gen − orig: median test "
+           "accuracy, generated minus originals; ensemble gain: generated ensembles from 1 to the largest k.")
+if st.session_state.get("notes_saved"):
+    st.success(f"Saved the name, tags and notes of `{st.session_state.pop('notes_saved')}`.", icon=":material/save:")
+if st.session_state.get("deleted"):
+    st.success(f"Deleted `{st.session_state.pop('deleted')}`.", icon=":material/delete:")
 
 
 def delete(run_id: str):
@@ -34,6 +46,16 @@ def delete(run_id: str):
         return
     if st.session_state.get("active_run") == run_id:
         ui.set_active(None)
+    # a new table key clears the row selection, which would otherwise point at the next run
+    st.session_state["runs_table_gen"] = st.session_state.get("runs_table_gen", 0) + 1
+    st.session_state["deleted"] = run_id
+
+
+def save_notes(run_id: str, path) -> None:
+    """A callback, so the form's values are saved before the page reruns."""
+    get = st.session_state.get
+    runs.write_notes(path, get(f"note_name_{run_id}", ""), get(f"note_tags_{run_id}", ""), get(f"note_text_{run_id}", ""))
+    st.session_state["notes_saved"] = run_id
 
 
 if rid:
@@ -58,23 +80,43 @@ if rid:
     if st.session_state.get("delete_error"):
         st.error(st.session_state.pop("delete_error"))
     ui.run_state(rid, jobs.refresh(rid), compact=True)
+    with st.expander("Name, tags and notes", icon=":material/edit_note:"):
+        notes = runs.read_notes(r.path)
+        with st.form(f"notes-{rid}", border=False):
+            st.text_input("Name", notes.get("name", ""), key=f"note_name_{rid}")
+            st.text_input("Tags (comma-separated)", ", ".join(notes.get("tags", [])), key=f"note_tags_{rid}")
+            st.text_area("Notes", notes.get("notes", ""), key=f"note_text_{rid}")
+            st.form_submit_button("Save", icon=":material/save:", on_click=save_notes, args=(rid, r.path))
 
 st.divider()
-st.subheader("Compare two runs")
+st.subheader("Compare runs")
 done = [row["run"] for row in rows if row.get("metrics")]
-pair = st.multiselect("Runs to compare", done, default=done[:2] if len(done) >= 2 else None, max_selections=2,
+pair = st.multiselect("Runs to compare (any number)", done, default=done[:2] if len(done) >= 2 else None,
                       key="compare")
-if len(pair) == 2:
+if len(pair) >= 2:
     refs = [load.ref(p) for p in pair]
-    diff = load.config_diff(*refs)
-    if diff is not None and len(diff):
+    diff = load.config_diff(refs)
+    if len(diff):
+        st.markdown("**Options that differ**")
         st.dataframe(diff, width="stretch")
-    for col, r in zip(st.columns(2), refs):
-        with col:
-            st.markdown(f"**`{r.id}`**")
-            df = load.accuracy_frame(r)
-            st.plotly_chart(charts.accuracy(df[df["group"].isin(["originals", "generated"])],
-                                            load.metrics(r)["base"]["test_acc"], "violin"), key=f"cmp-{r.id}")
-            ui.summary_table(r, ["n", "best (by val)", "median", "std"])
+    else:
+        st.caption("The runs share every option (only their seeds' randomness differs).")
+    acc = pd.concat([load.accuracy_frame(r).query("group in ['originals', 'generated']")
+                     .assign(group=lambda d, r=r: r.id + " · " + d["group"]) for r in refs])
+    st.plotly_chart(charts.accuracy(acc, None, "violin"), key="cmp-acc")
+    st.caption("Test accuracy on one shared axis: originals and generated models of each run.")
+    analysed = [r for r in refs if r.has("analysis.json") and r.has("analysis.npz")]
+    if analysed:
+        c1, c2 = st.columns(2)
+        with c1:
+            dists = {r.id: load.arrays(r)["generated_nn_raw_dist"] for r in analysed}
+            st.plotly_chart(charts.nn_hist(dists, None, "raw"), key="cmp-nn")
+            st.caption("Generated models' distance to their nearest checkpoint, per run (raw L2: comparable only "
+                       "between runs that generate the same layers).")
+        with c2:
+            plane = pd.concat([load.models(r).query("group == 'generated'").assign(group=r.id) for r in analysed])
+            st.plotly_chart(charts.acc_vs_smax(plane.drop(columns=["dominated"], errors="ignore"), pd.DataFrame()),
+                            key="cmp-plane")
+            st.caption("Accuracy against novelty (s_max) of every run's generated models; sized by count.")
 else:
-    st.caption("Pick two finished runs.")
+    st.caption("Pick two or more finished runs.")

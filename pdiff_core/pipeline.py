@@ -223,7 +223,7 @@ def execute(cfg: RunConfig, run_dir: Path, prep: Prepared | None = None, bars: b
             last["bar"].close()
     runs.append_log(run_dir, f"run done in {time.time() - t_start:.1f}s; stage timings {metrics['timings']}")
     runs.update_status(run_dir, state="done", stage="done", progress=1.0, message="done", finished=time.time(),
-                       timings=metrics["timings"], losses=losses)
+                       timings=metrics["timings"], losses=losses, device=runs._machine_device(cfg.device))
     return metrics
 
 

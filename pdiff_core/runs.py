@@ -151,6 +151,27 @@ def append_log(run_dir: Path, line: str) -> None:
         f.write(time.strftime("%H:%M:%S ") + line.rstrip() + "\n")
 
 
+def read_notes(run_dir: Path) -> dict:
+    """notes.json: the user's name, tags and notes for a run ({} when none were written)."""
+    path = Path(run_dir) / "notes.json"
+    if not path.exists():
+        return {}
+    try:
+        return read_json(path)
+    except RunError:
+        return {}
+
+
+def write_notes(run_dir: Path, name: str = "", tags: list[str] | str = (), notes: str = "") -> dict:
+    """Name, tags (a list, or one comma-separated string) and free-text notes, kept in the run
+    directory so they travel with it; results are never touched."""
+    if isinstance(tags, str):
+        tags = tags.split(",")
+    clean = {"name": name.strip(), "tags": sorted({t.strip() for t in tags if t.strip()}), "notes": notes.strip()}
+    write_json(Path(run_dir) / "notes.json", clean)
+    return clean
+
+
 def list_runs() -> list[dict]:
     """One summary dict per run directory, newest first; unreadable runs show as failed."""
     root = runs_root()
@@ -160,14 +181,53 @@ def list_runs() -> list[dict]:
     for d in sorted(root.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
         if not d.is_dir() or not RUN_ID.match(d.name) or not (d / "config.json").exists():
             continue
-        row = {"run": d.name, **read_status(d)}
+        row = {"run": d.name, **read_status(d), "notes": read_notes(d)}
         try:
             row["config"] = read_json(d / "config.json")
         except RunError:
             row["config"] = {}
-        try:
-            row["metrics"] = read_json(d / "metrics.json") if (d / "metrics.json").exists() else None
-        except RunError:
-            row["metrics"] = None
+        for name in ("metrics", "analysis"):   # the runs table's headline numbers
+            try:
+                row[name] = read_json(d / f"{name}.json") if (d / f"{name}.json").exists() else None
+            except RunError:
+                row[name] = None
         out.append(row)
     return out
+
+
+# The quick demo's promise when this machine has no finished digits-quick run to go by: the median
+# wall time of `python -m pdiff_core run --preset digits-quick` over seeds on 2 shared CPU cores,
+# imports included (bench/quick.py, 2026-11-28).
+DEMO_DEFAULT_S = 26
+
+
+def _machine_device(name: str | None) -> str:
+    """'auto' | 'cpu' | 'cuda' -> the device such a run gets on this machine (never raises)."""
+    if name in ("cpu", "cuda"):
+        return name
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def estimate(preset: str, device: str | None = "auto") -> tuple[float, int] | None:
+    """(median seconds, how many runs) of this preset's finished ('done') runs in the runs root that
+    ran on the same device, from status.json's `finished - started`; None when there are none.
+    A run's device is the one its worker recorded, else its config's (auto: this machine's)."""
+    root, want = runs_root(), _machine_device(device)
+    if not root.is_dir():
+        return None
+    seconds = []
+    for d in root.iterdir():
+        if not RUN_ID.match(d.name) or not (d / "status.json").is_file():
+            continue
+        try:
+            status, cfg = read_json(d / "status.json"), read_json(d / "config.json")
+        except RunError:
+            continue
+        if status.get("state") != "done" or cfg.get("preset") != preset:
+            continue
+        started, finished = status.get("started"), status.get("finished")
+        if not isinstance(started, (int, float)) or not isinstance(finished, (int, float)) or finished < started:
+            continue
+        if (status.get("device") or _machine_device(cfg.get("device"))) == want:
+            seconds.append(finished - started)
+    return (float(np.median(seconds)), len(seconds)) if seconds else None

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 import re
 
-from pdiff_core.config import PRESETS, ZOO_KINDS, RunConfig, preset_config, validate
+from pdiff_core.config import PRESETS, ZOO_KINDS, RunConfig, parse_overrides, preset_config, validate
 from pdiff_core.data import dataset_names
 from pdiff_core.models import MODELS
 from pdiff_core.params import SUBSETS
@@ -21,12 +23,12 @@ MORE = {
     "Evaluation and analysis": ["analysis", "eval_chunk"],
 }
 BUILTIN_DATA = ("digits", "mnist1d")     # every other dataset needs data_root
-CHOICES = {"dataset": dataset_names(), "arch": list(MODELS), "sampler": ["ddim", "ddpm"], "device": ["auto", "cpu", "cuda"],
+CHOICES = {"dataset": dataset_names(), "arch": list(MODELS), "sampler": ["dpm2m", "ddim", "ddpm"], "device": ["auto", "cpu", "cuda"],
            "zoo": list(ZOO_KINDS)}
 LABELS = {
     "dataset": "dataset", "arch": "architecture", "layers": "layers to generate", "k": "K checkpoints",
     "n_generate": "N generated", "ae_steps": "AE steps", "ddpm_steps": "DDPM steps", "sampler": "sampler",
-    "ddim_steps": "DDIM steps", "ddim_eta": "DDIM η", "in_noise": "AE input noise σ", "latent_noise": "AE latent noise σ",
+    "ddim_steps": "sampler steps", "ddim_eta": "DDIM η", "in_noise": "AE input noise σ", "latent_noise": "AE latent noise σ",
     "n_classes": "classes", "data_root": "data folder or .npz path", "base_epochs": "base training epochs",
     "base_lr": "base learning rate", "collect_lr": "collection learning rate", "eval_chunk": "models per eval batch",
     "analysis": "run the analysis stage", "zoo": "zoo kind", "zoo_runs": "trajectories (mixed zoo)",
@@ -36,8 +38,9 @@ HELP = {
     "layers": f"one of {', '.join(SUBSETS)} (last_bn: the last two normalization layers, the paper's choice; "
               "head: the last linear layer; all: every parameter), or comma-separated parameter names "
               "such as bn2.weight,bn2.bias",
-    "ddim_steps": "only used by the DDIM sampler; the default 300 keeps a Gaussian's spread within 2 % "
-                  "(README: Sampler)",
+    "ddim_steps": "steps of the dpm2m and ddim samplers (ddpm takes every timestep); too few shrink samples "
+                  "toward their mean (README: Sampler)",
+    "sampler": "dpm2m: DPM-Solver++ 2M, the default (README: Sampler); ddim; ddpm: ancestral, every timestep",
     "ddim_eta": "DDIM noise: 0 is deterministic given the start noise, 1 with all steps is ancestral DDPM",
     "in_noise": "σ added to normalized parameters while training the autoencoder (paper: 0.001)",
     "latent_noise": "σ added to latents while training the autoencoder (paper: 0.1); makes the decoder robust",
@@ -68,6 +71,32 @@ def preset_label(name: str) -> str:
     return f"{name}: {PRESETS[name]['description']}"
 
 
+def to_query(preset: str, values: dict) -> list[str]:
+    """'key=value' for each form value that differs from the preset's (as --set writes them): the page
+    keeps these in its URL, so a reload, or a shared link, brings the form back."""
+    base, out = preset_values(preset), []
+    for k, v in values.items():
+        if k not in TYPES or k == "preset" or v == base.get(k):
+            continue
+        if TYPES[k] is int and isinstance(v, float) and v.is_integer():
+            v = int(v)
+        out.append(f"{k}={str(v).lower() if isinstance(v, bool) else repr(v) if isinstance(v, float) else v}")
+    return out
+
+
+def from_query(pairs: list[str]) -> dict:
+    """The form values of to_query's pairs; a pair that does not parse, or names no choice, is dropped."""
+    out = {}
+    for pair in pairs:
+        try:
+            (k, v), = parse_overrides([pair]).items()
+        except ValueError:
+            continue
+        if k != "preset" and (k not in CHOICES or v in CHOICES[k]):
+            out[k] = v
+    return out
+
+
 def build(preset: str, values: dict) -> RunConfig:
     """RunConfig from the preset and the form's values, through the core's validation (one-line ValueError)."""
     fields = {k: v for k, v in values.items() if k in TYPES and k != "preset"}
@@ -75,6 +104,51 @@ def build(preset: str, values: dict) -> RunConfig:
         if TYPES[k] is int and isinstance(v, float) and v.is_integer():
             fields[k] = int(v)
     return validate(preset_config(preset, **fields))
+
+
+# One example's shape and the class count of each dataset, fixed by its format: enough to build the
+# model and check layer names as you type, without reading any data (npz reads its .npy headers).
+SHAPES = {"digits": ((1, 8, 8), 10), "mnist1d": ((1, 40), 10), "mnist": ((1, 28, 28), 10),
+          "fashion_mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100)}
+
+
+def _input_shape(dataset: str, data_root: str):
+    if dataset in SHAPES:
+        return SHAPES[dataset]
+    if dataset == "npz":
+        from pdiff_core.data import DataError, _npz_headers
+        try:
+            meta = _npz_headers(os.path.expanduser(data_root)) if data_root and os.path.isfile(
+                os.path.expanduser(data_root)) else {}
+        except DataError:
+            return None                       # the data_root check says what is wrong with the file
+        x = meta.get("X_train") or meta.get("X")
+        return (tuple(x[0][1:]), 2) if x and len(x[0]) > 1 else None   # the class count does not change names
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _layer_error(arch: str, shape: tuple, n_classes: int, width: int, layers: str) -> str | None:
+    import torch
+    from pdiff_core.models import build_model
+    from pdiff_core.params import select_names
+    try:
+        with torch.device("meta"):            # names only: no memory, no initialization time
+            model = build_model(arch, shape, n_classes, width)
+        select_names(model, layers)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def layer_error(cfg: RunConfig) -> str | None:
+    """The layer-name check that prepare() does, from the dataset's known input shape: cheap enough for
+    every keystroke (no data is loaded; a model is built once per architecture, shape and width).
+    None when the names are fine, or when the shape is not known without the data (Launch checks then)."""
+    shape = _input_shape(cfg.dataset, cfg.data_root)
+    if shape is None:
+        return None
+    return _layer_error(cfg.arch, tuple(shape[0]), shape[1], cfg.width, cfg.layers)
 
 
 def field_of(message: str) -> str | None:

@@ -105,24 +105,52 @@ def best_test(group: dict):
     return (group.get("best_by_val") or {}).get("test_acc")
 
 
+RUN_ACCS = ["orig best", "orig median", "gen best", "gen median", "gen − orig", "replica rate", "dominated",
+            "o-g (max)", "ensemble gain"]     # fractions, shown as percentages
+
+
 def runs_table(rows: list[dict]) -> pd.DataFrame:
-    """The runs page's table from jobs.list_runs() rows (already small: no caching needed)."""
+    """The runs page's table from jobs.list_runs() rows: when, how long, name and tags, the headline
+    numbers and the config options people compare on (already small: no caching needed)."""
     out = []
     for row in rows:
-        c, m = row.get("config") or {}, row.get("metrics") or {}
+        c, m, a = row.get("config") or {}, row.get("metrics") or {}, row.get("analysis") or {}
         g = m.get("groups", {})
         o, gen = g.get("originals", {}), g.get("generated", {})
+        mem, notes = a.get("memorization") or {}, row.get("notes") or {}
         state = row.get("state")
         if state in jobs.ACTIVE:
             state = f"{state} {100 * (row.get('progress') or 0):.0f}%"
-        out.append({"run": row["run"], "state": state, "dataset": c.get("dataset"), "arch": c.get("arch"),
-                    "layers": c.get("layers"), "K": c.get("k"), "N": c.get("n_generate"),
-                    "orig best": best_test(o), "orig median": o.get("summary", {}).get("median"),
-                    "gen best": best_test(gen), "gen median": gen.get("summary", {}).get("median")})
-    df = pd.DataFrame(out, columns=["run", "state", "dataset", "arch", "layers", "K", "N",
-                                    "orig best", "orig median", "gen best", "gen median"])
-    accs = ["orig best", "orig median", "gen best", "gen median"]
-    return df.astype({c: float for c in accs})
+        started, finished = row.get("started"), row.get("finished")
+        out.append({
+            "run": row["run"], "name": notes.get("name", ""), "tags": ", ".join(notes.get("tags", [])),
+            "state": state, "created": pd.to_datetime(started, unit="s") if started else pd.NaT,
+            "duration s": round(finished - started, 1) if started and finished else None,
+            "preset": c.get("preset"), "dataset": c.get("dataset"), "arch": c.get("arch"), "layers": c.get("layers"),
+            "zoo": c.get("zoo", "trajectory"), "sampler": c.get("sampler"), "seed": c.get("seed"),
+            "K": c.get("k"), "N": c.get("n_generate"),
+            "orig best": best_test(o), "orig median": o.get("summary", {}).get("median"),
+            "gen best": best_test(gen), "gen median": gen.get("summary", {}).get("median"),
+            "gen − orig": ((a.get("accuracy") or {}).get("median_difference") or {}).get("diff"),
+            "replica rate": mem.get("replica_rate"), "dominated": mem.get("dominated_share"),
+            "o-g (max)": (a.get("similarity") or {}).get("og_max"),
+            "ensemble gain": (a.get("ensembles") or {}).get("gain_generated")})
+    cols = ["run", "name", "tags", "state", "created", "duration s", "preset", "dataset", "arch", "layers", "zoo",
+            "sampler", "seed", "K", "N", *RUN_ACCS]
+    df = pd.DataFrame(out, columns=cols)
+    return df.astype({c: float for c in RUN_ACCS + ["duration s"]})
+
+
+def filter_runs(df: pd.DataFrame, text: str = "", states: list[str] | None = None) -> pd.DataFrame:
+    """Rows whose run id, name, tags, preset, dataset, arch or zoo contain every word of `text`
+    (case-insensitive), and whose state is among `states` (when given)."""
+    keep = pd.Series(True, index=df.index)
+    hay = df[["run", "name", "tags", "preset", "dataset", "arch", "zoo"]].astype(str).agg(" ".join, axis=1).str.lower()
+    for word in text.lower().split():
+        keep &= hay.str.contains(word, regex=False)
+    if states:
+        keep &= df["state"].astype(str).str.split().str[0].isin(states)
+    return df[keep]
 
 
 def log_tail(run_id: str, lines: int = 15) -> str:
@@ -164,12 +192,11 @@ def timings_table(status: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["part", "stage", "seconds", "note"]).astype({"seconds": float})
 
 
-@st.cache_data(**CACHE)
-def config_diff(a: RunRef, b: RunRef) -> pd.DataFrame:
-    """The options that differ between two runs, one row each."""
-    ca, cb = config(a), config(b)
-    keys = [k for k in dict.fromkeys([*ca, *cb]) if ca.get(k) != cb.get(k)]
-    return pd.DataFrame({a.id: [ca.get(k) for k in keys], b.id: [cb.get(k) for k in keys]},
+def config_diff(refs: list[RunRef]) -> pd.DataFrame:
+    """The options that differ among the runs, one row each, one column per run."""
+    cfgs = [config(r) for r in refs]
+    keys = [k for k in dict.fromkeys(k for c in cfgs for k in c) if len({repr(c.get(k)) for c in cfgs}) > 1]
+    return pd.DataFrame({r.id: [c.get(k) for k in keys] for r, c in zip(refs, cfgs)},
                         index=pd.Index(keys, name="option")).astype(str)
 
 

@@ -248,8 +248,25 @@ def start_run(cfg) -> str:
     return rid
 
 
+def demo_label() -> str:
+    """The demo button's promise: the median of this machine's finished demo runs, else the benchmark's."""
+    est = runs.estimate(DEMO_PRESET)
+    seconds = est[0] if est else runs.DEMO_DEFAULT_S
+    return f"Run the quick demo (digits, about {seconds:.0f} s)"
+
+
+def estimate_note(preset: str, device: str = "auto") -> str:
+    """The launch form's time estimate for a preset, in words."""
+    est = runs.estimate(preset, device)
+    if est is None:
+        return "No past runs of this preset here yet, so no time estimate."
+    seconds, n = est
+    took = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+    return f"About {took} (median of {n} past run{'s' if n != 1 else ''} of this preset here)."
+
+
 def quick_demo_button() -> None:
-    if st.button("Run the quick demo (digits, about 20 s)", type="primary", icon=":material/play_arrow:"):
+    if st.button(demo_label(), type="primary", icon=":material/play_arrow:"):
         start_run(preset_config(DEMO_PRESET))
         st.rerun()
 

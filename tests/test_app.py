@@ -58,7 +58,8 @@ def test_page_renders_with_no_runs(page, runs_dir):
 
 def test_empty_state_offers_the_quick_demo(runs_dir):
     at = app("home")
-    assert [b.label for b in at.button] == ["Run the quick demo (digits, about 20 s)"]
+    # no past demo run here: the benchmark's figure (runs.DEMO_DEFAULT_S)
+    assert [b.label for b in at.button] == [f"Run the quick demo (digits, about {runs.DEMO_DEFAULT_S} s)"]
     assert "memorization" in texts(at.markdown).lower()
 
 
@@ -105,9 +106,15 @@ def test_launch_form_rejects_bad_values(runs_dir):
     assert "ddim_steps (5000) cannot exceed timesteps" in texts(at.error)
 
     at = app("launch")
-    at.text_input(key="opt_layers").set_value("no_such.weight").run()
-    at.button(key="launch_button").click().run()                         # layer names are checked on Launch
-    assert "unknown layer name" in texts(at.error)
+    at.text_input(key="opt_layers").set_value("no_such.weight").run()   # layer names are checked as you type
+    assert "unknown layer name(s) no_such.weight" in texts(at.error)
+    assert "[" not in texts(at.error)                                    # in words, not a Python list
+    at.text_input(key="opt_layers").set_value("bn2.weight, bn2.bias").run()
+    assert_clean(at)
+    at.selectbox(key="opt_dataset").set_value("cifar10").run()           # no files needed to check layer names
+    at.selectbox(key="opt_arch").set_value("resnet18").run()
+    assert "unknown layer name(s) bn2.weight, bn2.bias" in texts(at.error)
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
 
     at = app("launch")
     at.selectbox(key="opt_dataset").set_value("npz").run()
@@ -226,3 +233,114 @@ def test_run_links_hold_a_bare_id(runs_dir):
     runs.update_status(runs_dir / "a1", state="failed", error="boom")     # its label changes under the picker
     at.run()
     assert at.query_params["run"] in (["a1"], "a1") and at.selectbox[0].value == "a1"
+
+
+def done_run(root: Path, rid: str, preset: str, seconds: float, device: str = "cpu", state: str = "done") -> None:
+    fake_run(root, rid, {"state": state, "started": 1000.0, "finished": 1000.0 + seconds, "device": device})
+    cfg = runs.read_json(root / rid / "config.json")
+    runs.write_json(root / rid / "config.json", {**cfg, "preset": preset})
+
+
+def test_time_estimate_is_the_median_of_finished_runs_of_the_preset_on_this_device(runs_dir):
+    from studio import ui
+    assert runs.estimate("digits-quick") is None
+    assert ui.demo_label() == f"Run the quick demo (digits, about {runs.DEMO_DEFAULT_S} s)"
+    for i, sec in enumerate([30, 10, 50]):
+        done_run(runs_dir, f"q{i}", "digits-quick", sec)
+    done_run(runs_dir, "gpu", "digits-quick", 3, device="cuda")           # another device
+    done_run(runs_dir, "other", "tiny", 1000)                             # another preset
+    done_run(runs_dir, "broke", "digits-quick", 1, state="failed")        # not finished
+    assert runs.estimate("digits-quick", "cpu") == (30.0, 3)
+    assert runs.estimate("digits-quick", "cuda") == (3.0, 1)
+    assert runs.estimate("tiny", "cpu") == (1000.0, 1)
+    assert runs.estimate("digits-mixed", "cpu") is None
+    at = app("launch")
+    at.selectbox(key="opt_device").set_value("cpu").run()
+    assert "About 30 s (median of 3 past runs of this preset here)" in texts(at.caption)
+    at.selectbox(key="preset").set_value("digits-mixed").run()
+    assert "No past runs of this preset here yet" in texts(at.caption)
+    at.selectbox(key="preset").set_value("tiny").run()
+    at.selectbox(key="opt_device").set_value("cpu").run()
+    assert "About 16.7 min (median of 1 past run of this preset here)" in texts(at.caption)
+
+
+def test_deleting_clears_the_selection_and_confirms(runs_dir):
+    fake_run(runs_dir, "old", {"state": "cancelled", "message": "cancelled by user"})
+    fake_run(runs_dir, "keep", {"state": "cancelled", "message": "cancelled by user"})
+    at = app("runs", "old")
+    at.button(key="delete").click().run()
+    at.button(key="confirm_delete").click().run()
+    assert_clean(at)
+    assert not (runs_dir / "old").exists() and (runs_dir / "keep").exists()
+    assert "Deleted `old`" in texts(at.success)
+    assert "confirm_delete" not in [b.key for b in at.button]
+    assert "old" not in [r for r in at.dataframe[0].value["run"]]
+
+
+def three_runs(finished_run, root: Path) -> list[str]:
+    """Copies of the finished tiny run, each with its own seed in config.json and its own name."""
+    import shutil
+    src_root, rid = finished_run
+    ids = []
+    for i, seed in enumerate((0, 7, 9)):
+        d = root / f"cmp{i}"
+        shutil.copytree(src_root / rid, d)
+        cfg = runs.read_json(d / "config.json")
+        runs.write_json(d / "config.json", {**cfg, "seed": seed})
+        ids.append(d.name)
+    runs.write_notes(root / "cmp1", "second", "baseline, k-sweep", "a note")
+    return ids
+
+
+def test_runs_table_filters_and_compares_three_runs_on_shared_axes(finished_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(tmp_path))
+    ids = three_runs(finished_run, tmp_path)
+    at = app("runs", ids[0])
+    assert_clean(at)
+    table = at.dataframe[0].value
+    assert sorted(table["run"]) == ids and {"created", "duration s", "replica rate", "dominated", "o-g (max)",
+                                            "ensemble gain", "gen − orig", "zoo", "tags"} <= set(table.columns)
+    assert table.set_index("run").at["cmp1", "tags"] == "baseline, k-sweep"
+    at.text_input(key="runs_filter").input("k-sweep").run()
+    assert list(at.dataframe[0].value["run"]) == ["cmp1"]
+    at.multiselect(key="compare").set_value(ids).run()
+    assert_clean(at)
+    diff = [d.value for d in at.dataframe if d.value.index.name == "option"]
+    assert diff and list(diff[0].index) == ["seed"] and list(diff[0].columns) == ids
+    charts = [c for c in at.get("plotly_chart")]
+    assert len(charts) == 3                                   # accuracy, distances, accuracy vs novelty
+
+
+def test_run_name_tags_and_notes_are_saved_in_the_run_directory(runs_dir):
+    fake_run(runs_dir, "mine", {"state": "cancelled", "message": "cancelled by user"})
+    at = app("runs", "mine")
+    at.text_input[1].input("my run")                         # [0] is the filter
+    at.text_input[2].input("a, b ,a")
+    at.text_area[0].input("why I ran it")
+    at.button[[b.label for b in at.button].index("Save")].click().run()
+    assert_clean(at)
+    assert runs.read_notes(runs_dir / "mine") == {"name": "my run", "tags": ["a", "b"], "notes": "why I ran it"}
+    assert "Saved the name, tags and notes" in texts(at.success)
+    assert at.dataframe[0].value.set_index("run").at["mine", "name"] == "my run"
+
+
+def test_launch_form_is_kept_in_the_url_so_a_reload_keeps_it(runs_dir):
+    at = app("launch")
+    at.selectbox(key="preset").set_value("tiny").run()
+    at.number_input(key="opt_k").set_value(77).run()
+    at.selectbox(key="opt_sampler").set_value("ddpm").run()
+    assert at.query_params["preset"] in (["tiny"], "tiny")
+    sets = at.query_params["set"]
+    assert sorted([sets] if isinstance(sets, str) else sets) == ["k=77", "sampler=ddpm"]
+    again = AppTest.from_file(APP, default_timeout=TIMEOUT)                 # a new session: what a reload is
+    again.switch_page("pages/launch.py")
+    again.query_params["preset"] = "tiny"
+    again.query_params["set"] = ["k=77", "sampler=ddpm", "dataset=nope", "k2=1"]   # junk is dropped
+    again.run()
+    assert_clean(again)
+    assert again.selectbox(key="preset").value == "tiny"
+    assert again.number_input(key="opt_k").value == 77 and again.selectbox(key="opt_sampler").value == "ddpm"
+    assert again.selectbox(key="opt_dataset").value == preset_config("tiny").dataset
+    at.number_input(key="opt_k").set_value(preset_config("tiny").k).run()   # back to the preset's: out of the URL
+    at.selectbox(key="opt_sampler").set_value(preset_config("tiny").sampler).run()
+    assert "set" not in at.query_params

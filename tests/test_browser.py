@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-DEMO_BUTTON = "Run the quick demo (digits, about 20 s)"
+DEMO_BUTTON = "Run the quick demo"   # a prefix: the label ends with its time estimate
 DEMO_TIMEOUT_S = float(os.environ.get("PDIFF_DEMO_TIMEOUT", 600))   # ~20-40 s idle; minutes on a busy machine
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 CHART = '[data-testid="stPlotlyChart"]'
@@ -198,6 +198,8 @@ def demo_run(tmp_path_factory):
         wait_page(page, "p-diff Studio", f'button:has-text("{DEMO_BUTTON}")')
         if shots:
             screenshot(page, shots / "home_empty.png")
+        label = page.get_by_role("button", name=DEMO_BUTTON).inner_text()
+        assert f"(digits, about {runs.DEMO_DEFAULT_S} s)" in label, label   # no past demo run: the benchmark's
         t0 = time.perf_counter()
         page.get_by_role("button", name=DEMO_BUTTON).click()
         page.wait_for_selector('[data-testid="stProgress"]', timeout=60_000)     # live progress at once
@@ -345,3 +347,42 @@ def test_server_stays_quiet_with_an_idle_tab(demo_run, tmp_path):
         print(f"\nserver CPU with one idle tab: {100 * share:.1f} % of a core")
         assert share < 0.2, f"the idle server used {100 * share:.0f} % of a core"
         assert "Inotify queue overflowed" not in log.read_text()
+
+
+@pytest.mark.timeout(DEMO_TIMEOUT_S + 300)
+def test_launch_form_survives_a_reload_and_checks_layers_as_you_type(demo_run, tmp_path, monkeypatch):
+    """The form shows the demo's time from the demo run; a changed field is still there after a reload
+    (the form lives in the URL); a bad layer name is flagged while typing, with the grid's rows in line."""
+    runs_dir, *_, browser = demo_run                 # one Playwright per thread: the module's browser
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(runs_dir))
+    with streamlit_server(runs_dir, tmp_path / "streamlit.log") as url:
+        page = new_page(browser)
+        field = lambda label: page.get_by_label(label, exact=True)   # not the "Help for ..." button
+        rows = [("dataset", "architecture", "layers to generate", "device"),
+                ("K checkpoints", "zoo kind", "N generated", "AE steps")]            # forms.MAIN, four a row
+        tops = lambda: [[field(name).bounding_box()["y"] for name in row] for row in rows]
+        in_line = lambda ys: max(ys) - min(ys) < 4                                   # selectboxes sit 1 px off
+        page.goto(f"{url}/launch")
+        wait_page(page, "Launch", 'button:has-text("Launch")')
+        seconds, n = runs.estimate("digits-quick")
+        assert n == 1 and f"About {seconds:.0f} s (median of 1 past run of this preset here)" in \
+            page.locator('[data-testid="stMain"]').inner_text()
+        k = field("K checkpoints")
+        k.fill("77")
+        k.press("Enter")
+        page.wait_for_function('location.search.includes("k%3D77") || location.search.includes("k=77")')
+        page.wait_for_selector(IDLE)
+        layers = field("layers to generate")
+        before = tops()
+        assert all(map(in_line, before)), before
+        layers.fill("no_such.weight")
+        layers.press("Tab")
+        page.wait_for_selector('[data-testid="stAlertContentError"]:has-text("unknown layer name(s) no_such.weight")')
+        assert "[" not in page.locator('[data-testid="stAlertContentError"]').first.inner_text()
+        after = tops()
+        assert after[0] == before[0] and all(map(in_line, after)), f"the grid broke: {before} -> {after}"
+        page.reload()
+        from playwright.sync_api import expect
+        page.wait_for_selector('h1:has-text("Launch")')
+        expect(field("K checkpoints")).to_have_value("77", timeout=30_000)   # the widgets draw before the run
+        expect(field("layers to generate")).to_have_value("no_such.weight")
