@@ -403,8 +403,7 @@ def run_analysis(run_dir: Path, prep: Prepared | None = None, report=lambda frac
 
 
 def zoo_of(cfg: RunConfig, traj: np.ndarray) -> dict:
-    kind = getattr(cfg, "zoo", "trajectory")
-    return {"kind": kind, "trajectories": int(len(np.unique(traj)))}
+    return {"kind": cfg.zoo, "trajectories": int(len(np.unique(traj)))}
 
 
 def analyze(run_dir: Path, prep: Prepared | None, report, test_logits: dict | None = None) -> dict:

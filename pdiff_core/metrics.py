@@ -169,7 +169,7 @@ def segment_distance(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
     p, a, b = (t.to(device, torch.float64) for t in (p, a, b))
     delta = b - a
     dd = (delta * delta).sum(1)                                            # (S,)
-    pa2 = torch.cdist(p, a, compute_mode="donot_use_mm_for_euclid_dist") ** 2   # (n, S), direct formula
+    pa2 = _cdist(p, a, device) ** 2                                        # (n, S), direct formula
     proj = p @ delta.T - (a * delta).sum(1)[None]                          # <p - a, delta>
     lam = torch.where(dd > 0, proj / dd.clamp(min=1e-300), torch.zeros_like(proj)).clamp(0, 1)
     j = (pa2 - 2 * lam * proj + lam ** 2 * dd).argmin(dim=1)

@@ -157,13 +157,7 @@ def badge(state: str) -> None:
 
 def need_results() -> load.RunRef:
     """The active run's RunRef once it has metrics.json; otherwise explain why not and stop the page."""
-    rid = active_run()
-    if rid is None and missing_run():
-        st.stop()                        # header() said which run is missing, with the runs list
-    if rid is None:
-        st.info("No runs yet. Start with the quick demo on the home page, or launch a run.")
-        st.page_link(page("home"), label="Home: run the quick demo", icon=":material/home:")
-        st.stop()
+    rid = need_run()
     status = jobs.refresh(rid)
     r = load.ref(rid)
     if not r.has("metrics.json"):
@@ -335,7 +329,7 @@ def need_run() -> str:
     """The active run's id; otherwise explain why there is none and stop the page."""
     rid = active_run()
     if rid is None and missing_run():
-        st.stop()
+        st.stop()                        # header() said which run is missing, with the runs list
     if rid is None:
         st.info("No runs yet. Start with the quick demo on the home page, or launch a run.")
         st.page_link(page("home"), label="Home: run the quick demo", icon=":material/home:")
