@@ -30,8 +30,8 @@ def color(group: str) -> str:
     return qualitative.Safe[zlib.crc32(group.encode()) % len(qualitative.Safe)]
 
 
-def pct_axis(fig: go.Figure, axis: str = "x", title: str = "test accuracy (%)") -> go.Figure:
-    fig.update_layout(**{f"{axis}axis": dict(title=title, tickformat=".1%")})
+def pct_axis(fig: go.Figure, axis: str = "x", title: str = "test accuracy (%)", fmt: str = ".1%") -> go.Figure:
+    fig.update_layout(**{f"{axis}axis": dict(title=title, tickformat=fmt)})
     return fig
 
 
@@ -232,4 +232,4 @@ def curves(x, series: dict[str, tuple[np.ndarray, np.ndarray | None]], x_title: 
                                  hovertemplate=f"{name}<br>%{{x}}: %{{y:.2%}}<extra></extra>"))
     ticks = dict(tickvals=list(x), ticktext=[str(v) for v in x]) if log_x else {}
     fig.update_layout(height=400, xaxis=dict(title=x_title, type="log" if log_x else "linear", **ticks), **LAYOUT)
-    return pct_axis(fig, "y", y_title)
+    return pct_axis(fig, "y", y_title, ".2%")     # curves often differ by a tenth of a point: no repeated ticks
