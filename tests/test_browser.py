@@ -381,6 +381,9 @@ def test_launch_form_survives_a_reload_and_checks_layers_as_you_type(demo_run, t
         assert "[" not in page.locator('[data-testid="stAlertContentError"]').first.inner_text()
         after = tops()
         assert after[0] == before[0] and all(map(in_line, after)), f"the grid broke: {before} -> {after}"
+        # the rerun that drew the error also writes the field into the URL; reload once it has landed
+        page.wait_for_function('location.search.includes("no_such.weight")')
+        page.wait_for_selector(IDLE)
         page.reload()
         from playwright.sync_api import expect
         page.wait_for_selector('h1:has-text("Launch")')
