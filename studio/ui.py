@@ -26,6 +26,10 @@ BADGE = {"queued": ("gray", ":material/schedule:"), "running": ("blue", ":materi
          "done": ("green", ":material/check_circle:"), "failed": ("red", ":material/error:"),
          "cancelled": ("orange", ":material/cancel:")}
 DEMO_PRESET = "digits-quick"
+# Live views redraw this often while a run is going: at 1 s the server and the browser took about half
+# a core on 2-core machines, slowing the very run they watch (the demo took 24 % longer than the CLI).
+LIVE_EVERY_S = 2.0
+POLL_S = 0.5         # state checks are cheap (a status.json read): results appear this soon after a run ends
 SECTIONS = {"Studio": ["home", "launch", "runs", "run"],
             "Results": ["accuracy", "similarity", "parameter_space", "memorization", "use_cases"]}
 _run = threading.local()    # per script-run thread: .routed is set by app.py just before it runs the page
@@ -193,7 +197,7 @@ def run_state(rid: str, status: dict, compact: bool = False) -> None:
             st.code(tail, language=None)
 
 
-def rerun_on_change(rid: str, state: str, every: float = 2.0) -> None:
+def rerun_on_change(rid: str, state: str, every: float = POLL_S) -> None:
     """While `rid` is queued or running, check its state every `every` s and rerun the whole page
     when it changes, so a page showing a going run follows it (results appear when it is done)."""
     @st.fragment(run_every=every)
@@ -268,6 +272,7 @@ def quick_demo_button() -> None:
 def watch() -> None:
     """Live progress of the runs that are going (the active one in full), or the active run's final state."""
     if any(s in jobs.ACTIVE for _, s in choices()):
+        _follow()
         _live()
         return
     st.session_state["_going"] = None
@@ -281,19 +286,26 @@ def watch() -> None:
             run_state(rid, status)
 
 
-@st.fragment(run_every=1.0)
-def _live() -> None:
-    rows = choices()
-    going = [r for r, s in rows if s in jobs.ACTIVE]
+@st.fragment(run_every=POLL_S)
+def _follow() -> None:
+    """Draws nothing: notices a run starting, finishing or changing state within POLL_S, then redraws
+    the whole page, or lands on the results of the run this session launched."""
+    rows = [(r, s) for r, s in choices() if s in jobs.ACTIVE]
     before = st.session_state.get("_going")
-    st.session_state["_going"] = rows = [(r, s) for r, s in rows if s in jobs.ACTIVE]
+    st.session_state["_going"] = rows
+    if before is None or before == rows:
+        return
     follow = st.session_state.get("follow")
-    if before is not None and before != rows:   # a run started, finished or changed state: redraw the whole page
-        if follow and follow not in going and jobs.refresh(follow).get("state") == "done":
-            del st.session_state["follow"]
-            set_active(follow)
-            st.switch_page(page("accuracy"))
-        st.rerun()
+    if follow and follow not in dict(rows) and jobs.refresh(follow).get("state") == "done":
+        del st.session_state["follow"]
+        set_active(follow)
+        st.switch_page(page("accuracy"))
+    st.rerun()
+
+
+@st.fragment(run_every=LIVE_EVERY_S)
+def _live() -> None:
+    going = [r for r, s in choices() if s in jobs.ACTIVE]
     focus = active_run()
     if focus in going:
         progress(focus, jobs.refresh(focus))
@@ -347,12 +359,14 @@ def run_record(rid: str) -> None:
         _record(rid, status)
 
 
-@st.fragment(run_every=1.0)
 def _record_live(rid: str, state: str) -> None:
-    status = jobs.refresh(rid)
-    if status.get("state", "failed") != state:      # finished, failed or started: redraw the page
-        st.rerun()
-    _record(rid, status)
+    rerun_on_change(rid, state)                     # finished, failed or started: redraw the page
+    _record_drawn(rid)
+
+
+@st.fragment(run_every=LIVE_EVERY_S)
+def _record_drawn(rid: str) -> None:
+    _record(rid, jobs.refresh(rid))
 
 
 def _record(rid: str, status: dict) -> None:
