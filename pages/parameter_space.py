@@ -19,7 +19,7 @@ df = load.embedding(r, space, method)
 groups = list(dict.fromkeys(df["group"]))
 shown = st.pills("Groups", groups, selection_mode="multi", default=groups, key=f"ps_groups_{space}")
 view = df[df["group"].isin(shown)].reset_index(names="row")
-event = st.plotly_chart(charts.embedding(view, by), key=f"ps_chart_{space}_{method}_{by}",
+event = st.plotly_chart(charts.embedding(view, by, load.embedding_axes(r, space, method)), key=f"ps_chart_{space}_{method}_{by}",
                         on_select="rerun", selection_mode=("points", "box", "lasso"))
 st.caption("Hover a point for its model and accuracy. Drag a lasso or box (or click a point) to list models "
            "with their nearest original checkpoint. Baselines show a subsample of "

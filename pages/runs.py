@@ -98,7 +98,7 @@ if len(pair) >= 2:
     diff = load.config_diff(refs)
     if len(diff):
         st.markdown("**Options that differ**")
-        st.dataframe(diff, width="stretch")
+        st.dataframe(diff, width="stretch", column_config=ui.OPTION_COLUMN)
     else:
         st.caption("The runs share every option (only their seeds' randomness differs).")
     acc = pd.concat([load.accuracy_frame(r).query("group in ['originals', 'generated']")

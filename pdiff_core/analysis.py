@@ -362,9 +362,10 @@ def finish_param_embeddings(info: dict, arrays: dict, pending: PendingMaps, wait
 def latent_embeddings(groups, latents, seed) -> tuple[dict, dict]:
     ok = {g: groups[g].finite for g in ("originals", "generated")}
     lat = np.concatenate([latents[g][ok[g]].double().numpy() for g in ok])
+    xy, explained = pca(lat, 2, seed, explained=True)
     arrays = {"emb_latent_group": np.concatenate([[g] * int(ok[g].sum()) for g in ok]).astype(str),
               "emb_latent_index": np.concatenate([np.flatnonzero(ok[g]) for g in ok]),
-              "emb_latent_pca": pca(lat, 2, seed).astype(np.float32),
+              "emb_latent_pca": xy.astype(np.float32), "emb_latent_pca_explained": explained.astype(np.float32),
               "emb_latent_tsne": tsne(lat, seed).astype(np.float32)}
     info = {"methods": ["pca", "tsne"], "pca_dims": min(PCA_DIMS, *lat.shape),
             "points": {g: int(v.sum()) for g, v in ok.items()}}

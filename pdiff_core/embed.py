@@ -42,12 +42,17 @@ class HelperError(RuntimeError):
 # -----------------------------------------------------------------------------
 # the maps
 
-def pca(x: np.ndarray, dims: int, seed: int) -> np.ndarray:
+def pca(x: np.ndarray, dims: int, seed: int, explained: bool = False):
+    """The first `dims` principal components; with explained=True also each one's share of the
+    variance (a map's axes say how much of the spread they show)."""
     k = min(dims, x.shape[0], x.shape[1])
-    out = PCA(k, svd_solver="full", random_state=seed).fit_transform(x)
+    fit = PCA(k, svd_solver="full", random_state=seed)
+    out = fit.fit_transform(x)
+    ratio = np.nan_to_num(fit.explained_variance_ratio_)
     if k < min(dims, 2):   # a map stays 2-D: one feature (latent_dim=1) or one point gives a flat second axis
         out = np.pad(out, ((0, 0), (0, min(dims, 2) - k)))
-    return out
+        ratio = np.pad(ratio, (0, min(dims, 2) - k))
+    return (out, ratio) if explained else out
 
 
 def tsne(x: np.ndarray, seed: int) -> np.ndarray:
@@ -79,11 +84,11 @@ def umap_embed(x: np.ndarray, seed: int, timings: dict) -> tuple[np.ndarray | No
 
 
 def param_maps(x: np.ndarray, seed: int, with_umap: bool) -> tuple[dict[str, np.ndarray], str, dict]:
-    """{"pca", "tsne"[, "umap"]: (M, 2) float32}, UMAP's status, and timings."""
+    """{"pca", "tsne"[, "umap"]: (M, 2) float32, "pca_explained": (2,)}, UMAP's status, and timings."""
     timings: dict = {}
     with threadpool_limits(1):           # t-SNE's result depends on the thread count
         t0 = time.perf_counter()
-        maps = {"pca": pca(x, 2, seed), "tsne": tsne(x, seed)}
+        maps = dict(zip(("pca", "pca_explained"), pca(x, 2, seed, explained=True)), tsne=tsne(x, seed))
         timings["pca_tsne"] = round(time.perf_counter() - t0, 3)
         if with_umap:
             u, status = umap_embed(x, seed, timings)

@@ -126,9 +126,9 @@ def iou_heatmap(iou: np.ndarray, labels: list[str], blocks: list[tuple[str, int,
     return fig
 
 
-def embedding(df: pd.DataFrame, by: str) -> go.Figure:
+def embedding(df: pd.DataFrame, by: str, axes: tuple[str, str] = ("", "")) -> go.Figure:
     """2-D scatter of models (df: x, y, group, label, test_acc, nn_idx, row); by 'group' or 'accuracy'.
-    customdata holds the row in df, so a selection maps back to models."""
+    customdata holds the row in df, so a selection maps back to models. axes: the axis titles."""
     fig = go.Figure()
     df = df.assign(hover=[f"{lab}<br>nearest original #{nn}" if nn >= 0 else lab
                           for lab, nn in zip(df["label"], df["nn_idx"])])
@@ -146,7 +146,8 @@ def embedding(df: pd.DataFrame, by: str) -> go.Figure:
                                      marker=dict(color=color(group), size=7 if group in PRIMARY else 5,
                                                  opacity=0.9 if group in PRIMARY else 0.6)))
     fig.update_layout(height=560, dragmode="lasso", **SIDE_LEGEND,
-                      xaxis=dict(showticklabels=False, zeroline=False), yaxis=dict(showticklabels=False, zeroline=False))
+                      xaxis=dict(title=axes[0], showticklabels=False, zeroline=False),
+                      yaxis=dict(title=axes[1], showticklabels=False, zeroline=False))
     return fig
 
 

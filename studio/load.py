@@ -189,7 +189,10 @@ def timings_table(status: dict) -> pd.DataFrame:
                 extra.append(f"{a}: {b}")
         if extra:
             rows.append({"part": "analysis", "stage": k, "seconds": None, "note": ", ".join(extra)})
-    return pd.DataFrame(rows, columns=["part", "stage", "seconds", "note"]).astype({"seconds": float})
+    df = pd.DataFrame(rows, columns=["part", "stage", "seconds", "note"])
+    # text, so a row with only a note shows an empty cell rather than "None"
+    df["seconds"] = [f"{v:.2f}" if v is not None else "" for v in df["seconds"]]
+    return df
 
 
 def config_diff(refs: list[RunRef]) -> pd.DataFrame:
@@ -231,6 +234,10 @@ def iou_view(r: RunRef, order: str) -> tuple[np.ndarray, list[str], list[tuple[s
 def embedding(r: RunRef, space: str, method: str) -> pd.DataFrame:
     """2-D embedding of 'params' or 'latent' by 'pca'/'tsne'/'umap', joined with models()."""
     return shape.embedding(arrays(r), models(r), space, method)
+
+
+def embedding_axes(r: RunRef, space: str, method: str) -> tuple[str, str]:
+    return shape.embedding_axes(arrays(r), space, method)
 
 
 def embedding_methods(r: RunRef, space: str) -> list[str]:

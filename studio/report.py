@@ -106,7 +106,7 @@ def figures(run_dir: Path, m: dict, an: dict, a: dict[str, np.ndarray]) -> list[
             continue
         for method in shape.embedding_methods(a, space):
             view = shape.embedding(a, models, space, method).reset_index(names="row")
-            fig = charts.embedding(view, "group").update_layout(dragmode="zoom")
+            fig = charts.embedding(view, "group", shape.embedding_axes(a, space, method)).update_layout(dragmode="zoom")
             title = f"{name}, {dict(pca='PCA', tsne='t-SNE', umap='UMAP')[method]}"
             out.append(("Parameter space", title, fig, "Hover a point for its model, accuracy and nearest original. "
                         f"Baselines show a subsample of {cap} models each."))

@@ -95,6 +95,16 @@ def embedding(a: dict[str, np.ndarray], models_df: pd.DataFrame, space: str, met
     return pts.merge(models_df, on=["group", "index"], how="left")
 
 
+def embedding_axes(a: dict[str, np.ndarray], space: str, method: str) -> tuple[str, str]:
+    """Axis titles of a map: PCA's say how much of the variance each axis holds (runs analysed
+    before that was stored say only "PC 1"); t-SNE and UMAP axes have no units to show."""
+    name = {"pca": "PC", "tsne": "t-SNE", "umap": "UMAP"}[method]
+    ratio = a.get(f"emb_{space}_{method}_explained")
+    if ratio is None:
+        return f"{name} 1", f"{name} 2"
+    return tuple(f"{name} {i + 1} ({100 * r:.1f} % of variance)" for i, r in enumerate(ratio[:2]))
+
+
 def embedding_methods(a: dict[str, np.ndarray], space: str) -> list[str]:
     return [m for m in ("pca", "tsne", "umap") if f"emb_{space}_{m}" in a]
 

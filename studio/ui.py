@@ -209,6 +209,7 @@ def rerun_on_change(rid: str, state: str, every: float = POLL_S) -> None:
 
 
 PCT = st.column_config.NumberColumn(format="%.2f %%")
+OPTION_COLUMN = {"_index": st.column_config.TextColumn(width="medium")}   # option names in full
 
 
 def percent_table(df, pct: list[str], config: dict | None = None, **kwargs):
@@ -399,11 +400,14 @@ def _record(rid: str, status: dict) -> None:
     timings = load.timings_table(status)
     if len(timings):
         st.subheader("Stage timings")
-        st.dataframe(timings, hide_index=True, width="content",
-                     column_config={"seconds": st.column_config.NumberColumn(format="%.2f")})
+        st.dataframe(timings, hide_index=True, width="stretch", height=35 * len(timings) + 38,
+                     column_config={"stage": st.column_config.TextColumn(width="medium"),
+                                    "seconds": st.column_config.TextColumn(width="small"),
+                                    "note": st.column_config.TextColumn(width="large")})
     st.subheader("Configuration")
     if r.has("config.json"):
-        st.dataframe(load.config_table(r), width="stretch", height=35 * len(load.config(r)) + 38)
+        st.dataframe(load.config_table(r), width="stretch", height=35 * len(load.config(r)) + 38,
+                     column_config=OPTION_COLUMN)
     else:
         st.caption("No config.json.")
     text = load.log_text(rid)
@@ -435,9 +439,9 @@ def model_table(df, key: str | None = None, select: bool = False, group: bool = 
             "nn_dist": "distance (raw L2)", "nn_norm_dist": "distance (normalized)", "smax": "s_max",
             "smax_idx": "most similar original", "agree": "agreement", "dominated": "dominated"}
     cols = {k: v for k, v in cols.items() if k in df and (group or k != "group")}
-    num = st.column_config.NumberColumn(format="%.4g")
-    config = {"s_max": st.column_config.NumberColumn(format="%.3f"), "distance (raw L2)": num,
-              "distance (normalized)": num, "model": st.column_config.TextColumn(width="medium")}
+    num = st.column_config.NumberColumn(format="%.3f")     # one format for every distance and s_max
+    config = {"s_max": num, "distance (raw L2)": num, "distance (normalized)": num,
+              "model": st.column_config.TextColumn(width="medium")}
     shown = df[list(cols)].rename(columns=cols)
     return percent_table(shown, [c for c in ("test acc", "agreement") if c in shown], config, hide_index=True,
                          key=key, on_select="rerun" if select else "ignore", selection_mode="single-row",

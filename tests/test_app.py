@@ -344,3 +344,18 @@ def test_launch_form_is_kept_in_the_url_so_a_reload_keeps_it(runs_dir):
     at.number_input(key="opt_k").set_value(preset_config("tiny").k).run()   # back to the preset's: out of the URL
     at.selectbox(key="opt_sampler").set_value(preset_config("tiny").sampler).run()
     assert "set" not in at.query_params
+
+
+def test_pca_map_axes_say_how_much_variance_they_hold(finished_run, monkeypatch):
+    import json
+    import numpy as np
+    root, rid = finished_run
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(root))
+    at = app("parameter_space", rid)
+    assert_clean(at)
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    with np.load(root / rid / "analysis.npz", allow_pickle=False) as a:
+        share = a["emb_params_pca_explained"]
+    titles = [fig["layout"][ax]["title"]["text"] for ax in ("xaxis", "yaxis")]
+    assert titles == [f"PC {i + 1} ({100 * share[i]:.1f} % of variance)" for i in range(2)], titles
+    assert share[0] >= share[1] > 0

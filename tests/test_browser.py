@@ -389,3 +389,103 @@ def test_launch_form_survives_a_reload_and_checks_layers_as_you_type(demo_run, t
         page.wait_for_selector('h1:has-text("Launch")')
         expect(field("K checkpoints")).to_have_value("77", timeout=30_000)   # the widgets draw before the run
         expect(field("layers to generate")).to_have_value("no_such.weight")
+
+
+def start_tiny(runs_dir: Path, monkeypatch, seed: int = 0) -> str:
+    """The tiny preset started as the app starts runs (a worker process), into runs_dir; its id."""
+    from pdiff_core import jobs
+    from pdiff_core.config import preset_config
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(runs_dir))
+    return jobs.start(preset_config("tiny", seed=seed))
+
+
+@pytest.mark.timeout(DEMO_TIMEOUT_S + 300)
+def test_a_run_finishing_while_its_accuracy_page_is_open(demo_run, tmp_path, monkeypatch):
+    """The Accuracy page of a going run says so, then shows the results when the run ends, with no reload."""
+    runs_dir, *_, browser = demo_run
+    with streamlit_server(runs_dir, tmp_path / "streamlit.log") as url:
+        rid = start_tiny(runs_dir, monkeypatch)
+        page = new_page(browser)
+        page.goto(f"{url}/accuracy?run={rid}")
+        page.wait_for_selector(f'text=/Run `?{rid}`? is (queued|running)/', timeout=60_000)
+        assert not page.query_selector(CHART), "results shown before the run finished"
+        navigations = []
+        page.on("framenavigated", lambda frame: navigations.append(frame.url))
+        page.wait_for_selector(CHART, timeout=DEMO_TIMEOUT_S * 1000)       # no reload: the page follows the run
+        wait_page(page, "Accuracy", CHART)
+        assert runs.read_status(runs_dir / rid)["state"] == "done"
+        assert not page.query_selector(f'text=/is (queued|running)/'), "the page still says the run is going"
+        assert not navigations, f"the page reloaded: {navigations}"
+        assert page.url.endswith(f"run={rid}"), page.url
+
+
+@pytest.mark.timeout(DEMO_TIMEOUT_S + 300)
+def test_comparing_three_runs_on_shared_axes(demo_run, tmp_path, monkeypatch):
+    """Three finished runs picked on the Runs page: one accuracy chart with all three on one axis, a
+    config-difference table with a column per run, and the accuracy-novelty plane with all three."""
+    runs_dir, demo_id, *_, browser = demo_run
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(runs_dir))
+    done = [r["run"] for r in runs.list_runs() if r.get("metrics")]
+    for seed in (1, 2)[:max(0, 3 - len(done))]:     # the tiny run of the test above may be there already
+        subprocess.run([sys.executable, "-m", "pdiff_core", "run", "--preset", "tiny", "--seed", str(seed), "--quiet"],
+                       cwd=ROOT, env=dict(os.environ), check=True, capture_output=True)
+    done = [r["run"] for r in runs.list_runs() if r.get("metrics")]
+    three = [demo_id] + [r for r in done if r != demo_id][:2]
+    assert len(three) == 3, done
+    with streamlit_server(runs_dir, tmp_path / "streamlit.log") as url:
+        page = new_page(browser)
+        page.goto(f"{url}/runs")
+        wait_page(page, "Runs", '[data-testid="stDataFrame"]')
+        box = page.locator(".st-key-compare")
+        for chip in box.locator('[data-baseweb="tag"] [role="presentation"]').all()[::-1]:   # clear the default pair
+            chip.click()
+            page.wait_for_selector(IDLE)
+        for rid in three:
+            box.locator("input").fill(rid)
+            page.keyboard.press("Enter")
+            page.wait_for_selector(IDLE)
+            page.keyboard.press("Escape")
+        page.wait_for_selector(".st-key-cmp-acc .ytick", timeout=60_000)
+        page.wait_for_selector(IDLE)
+        assert not problems(page), problems(page)
+        ticks = " ".join(page.locator(".st-key-cmp-acc .ytick text").all_text_contents())
+        for rid in three:
+            assert f"{rid} · originals" in ticks and f"{rid} · generated" in ticks, (rid, ticks)
+        xaxes = page.evaluate("document.querySelector('.st-key-cmp-acc .js-plotly-plot')._fullLayout"
+                              "._subplots.xaxis.length")
+        assert xaxes == 1, f"{xaxes} x-axes: the runs must share one"
+        legend = page.locator(".st-key-cmp-plane .legendtext").all_text_contents()
+        assert sorted(legend) == sorted(three), legend
+        header = page.locator('[data-testid="stMarkdownContainer"]:has-text("Options that differ")')
+        assert header.count() == 1
+        if shots := os.environ.get("PDIFF_SCREENSHOTS"):
+            screenshot(page, Path(shots) / "runs_compare_three.png")
+
+
+@pytest.mark.timeout(DEMO_TIMEOUT_S + 300)
+def test_editing_a_runs_name_and_tags(demo_run, tmp_path, monkeypatch):
+    """Name and tags typed on the Runs page land in the run's notes.json, survive a reload, and the
+    table's filter finds the run by its tag."""
+    runs_dir, run_id, *_, browser = demo_run
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(runs_dir))
+    with streamlit_server(runs_dir, tmp_path / "streamlit.log") as url:
+        page = new_page(browser)
+        page.goto(f"{url}/runs?run={run_id}")
+        wait_page(page, "Runs", '[data-testid="stDataFrame"]')
+        page.get_by_text("Name, tags and notes").click()
+        page.wait_for_selector(IDLE)
+        page.get_by_label("Name", exact=True).fill("first demo")
+        page.get_by_label("Tags (comma-separated)").fill("demo, talk-2026")
+        page.wait_for_selector(IDLE)
+        page.get_by_role("button", name="Save").click()
+        page.wait_for_selector('text=Saved the name, tags and notes of', timeout=60_000)
+        notes = runs.read_notes(runs_dir / run_id)
+        assert notes["name"] == "first demo" and notes["tags"] == ["demo", "talk-2026"], notes
+        page.reload()
+        wait_page(page, "Runs", '[data-testid="stDataFrame"]')
+        page.get_by_text("Name, tags and notes").click()
+        from playwright.sync_api import expect
+        expect(page.get_by_label("Name", exact=True)).to_have_value("first demo", timeout=30_000)
+        page.get_by_label("Filter").fill("talk-2026")
+        page.keyboard.press("Enter")
+        page.wait_for_selector(f'text=/^1 of {len(runs.list_runs())} runs/', timeout=30_000)

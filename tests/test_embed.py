@@ -25,11 +25,15 @@ def test_helper_gives_the_numbers_this_process_gives():
     maps, status, timings = embed.PendingMaps(x, 7).result()
     assert timings["where"] == "helper process", timings
     ref, ref_status, _ = embed.param_maps(x, 7, with_umap=False)
-    assert maps.keys() == ref.keys() == {"pca", "tsne"}
+    assert maps.keys() == ref.keys() == {"pca", "pca_explained", "tsne"}
     for k in ref:
-        assert maps[k].shape == (90, 2) and maps[k].dtype == np.float32
+        assert maps[k].shape == ((2,) if k == "pca_explained" else (90, 2)) and maps[k].dtype == np.float32
         np.testing.assert_array_equal(maps[k], ref[k], err_msg=k)
     assert status == ref_status and status.startswith("skipped")
+    # the axes' shares of variance: sorted, within (0, 1], and what the PCs' own variances say
+    share = maps["pca_explained"]
+    assert 1 >= share[0] >= share[1] > 0
+    np.testing.assert_allclose(share[1] / share[0], maps["pca"][:, 1].var() / maps["pca"][:, 0].var(), rtol=1e-3)
     # a second request goes to the same process and answers for its own points
     pid = embed.start_helper().proc.pid
     x2 = points(seed=5)
