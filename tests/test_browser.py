@@ -414,7 +414,7 @@ def test_a_run_finishing_while_its_accuracy_page_is_open(demo_run, tmp_path, mon
         page.wait_for_selector(CHART, timeout=DEMO_TIMEOUT_S * 1000)       # no reload: the page follows the run
         wait_page(page, "Accuracy", CHART)
         assert runs.read_status(runs_dir / rid)["state"] == "done"
-        assert not page.query_selector(f'text=/is (queued|running)/'), "the page still says the run is going"
+        assert not page.query_selector('text=/is (queued|running)/'), "the page still says the run is going"
         assert not navigations, f"the page reloaded: {navigations}"
         assert page.url.endswith(f"run={rid}"), page.url
 
