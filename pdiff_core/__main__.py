@@ -1,10 +1,11 @@
-"""CLI: python -m pdiff_core {run,list,show,presets,analyze,report}. Bad input exits 2 with one line."""
+"""CLI: python -m pdiff_core {run,list,show,presets,analyze,report,sweep}. Bad input exits 2 with one line."""
 from __future__ import annotations
 
 import argparse
 import gc
 import signal
 import sys
+import time
 
 from . import runs
 from .config import PRESETS, ConfigError, parse_overrides, preset_config
@@ -134,6 +135,34 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from . import sweep
+    if args.list:
+        for s in sweep.list_sweeps():
+            counts = ", ".join(f"{n} {k}" for k, n in s["counts"].items())
+            print(f"{s['name']:<40} {s['state'] or 'created':<12} {s['executor']:<6} {s['cells']:>4} cells: {counts}")
+        return 0
+    if args.cancel:
+        print(sweep.cancel(args.cancel))
+        return 0
+    if args.resume:
+        name = args.resume
+    else:
+        if args.from_ and args.grid:
+            raise sweep.SweepError("give either --from NAME (a preset sweep) or --grid, not both")
+        spec = sweep.SWEEP_PRESETS.get(args.from_) if args.from_ else None
+        if args.from_ and spec is None:
+            raise sweep.SweepError(f"unknown preset sweep '{args.from_}'; choose one of: {', '.join(sweep.SWEEP_PRESETS)}")
+        grid = spec["grid"] if spec else sweep.parse_grid(args.grid or [])
+        seeds = sweep.parse_seeds(args.seeds) if args.seeds else spec["seeds"] if spec else [0]
+        preset = args.preset or (spec["preset"] if spec else "digits-quick")
+        name = sweep.create(args.name or (args.from_ and f"{args.from_}-{time.strftime('%Y%m%d-%H%M%S')}"), preset,
+                            grid, seeds, args.executor, args.workers, args.address)["name"]
+        print(f"sweep {name} -> {sweep.folder(name)}", flush=True)
+    out = sweep.run(name, resume=bool(args.resume), log=lambda m: print(m, flush=True))
+    return 0 if out["counts"].get("done", 0) == out["cells"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m pdiff_core", description="p-diff Studio: neural network diffusion, headless")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
@@ -157,6 +186,20 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("run")
     rp.add_argument("--out", help="file to write (default: ./report-RUN.html)")
     rp.set_defaults(fn=cmd_report)
+    sw = sub.add_parser("sweep", help="a grid of runs on this machine (local) or a Ray cluster (ray)")
+    sw.add_argument("--preset", help="the runs' preset (default digits-quick)")
+    sw.add_argument("--grid", action="append", metavar="KEY=V1,V2,...", help="a swept config key (repeatable)")
+    sw.add_argument("--from", dest="from_", metavar="SWEEP_PRESET", help="a preset sweep: k-memorization")
+    sw.add_argument("--seeds", help="comma-separated seeds (default 0)")
+    sw.add_argument("--name", help="the sweep's name (default: preset and time)")
+    sw.add_argument("--executor", default="local", help="local (worker processes here) or ray")
+    sw.add_argument("--workers", type=int, help="local: runs at once (default cores / threads); ray without "
+                                                "--address: CPUs of the local cluster")
+    sw.add_argument("--address", help="ray: join this cluster (host:port) instead of starting a local one")
+    sw.add_argument("--resume", metavar="NAME", help="run the cells of sweep NAME that are not done yet")
+    sw.add_argument("--cancel", metavar="NAME", help="stop sweep NAME: no new cells; going ones are cancelled")
+    sw.add_argument("--list", action="store_true", help="list sweeps")
+    sw.set_defaults(fn=cmd_sweep)
     return p
 
 
@@ -164,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (ConfigError, runs.RunError, ValueError, FileNotFoundError) as e:
+    except (ConfigError, runs.RunError, ValueError, FileNotFoundError) as e:   # SweepError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,233 @@
+"""Where a sweep's cells run: `local` (worker processes on this machine) or `ray` (tasks on a Ray cluster).
+
+Both run a cell as the app runs a run: `python -m pdiff_core run --preset P --set ... --run-id ID`
+in its own process, so a cell's numbers are those of the same run launched by hand. Both take:
+    sweep, cells    what to run (sweep.json's dict, the cells not done yet)
+    stage           the sweep's staging folder on the driver
+    going(id, info) a cell started (info) or ended (None): the driver's state.json follows it
+    landed(cell, d) a cell's finished run directory d in the stage: the driver moves it into place
+    cancelled()     True once the sweep was cancelled: start nothing new, cancel what is going
+A worker process killed from outside (SIGKILL, out of memory) is retried: once by the local pool,
+up to RAY_RETRIES times by Ray; after that the cell ends 'failed' with the reason."""
+from __future__ import annotations
+
+import ctypes
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from . import child_env, jobs, runs, sweep as sweeps
+
+LOCAL_RETRIES = 1
+RAY_RETRIES = 2
+POLL_S = 0.5
+
+
+def die_with_parent() -> None:
+    """In the child before exec (Linux): SIGKILL when the process that started it dies, so a killed
+    driver or Ray worker leaves no orphan run writing into a folder that resume will reuse."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def start_cell(cfg, run_id: str, runs_dir: Path) -> subprocess.Popen:
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    out = open(runs_dir / f".{run_id}.out", "ab")
+    env = child_env(PDIFF_RUNS_DIR=str(runs_dir), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(jobs.worker_command(cfg, run_id), stdout=out, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, env=env, preexec_fn=die_with_parent)
+    out.close()
+    return proc
+
+
+def reap(proc: subprocess.Popen, block: bool) -> tuple[int, float] | None:
+    """(exit code, peak RSS in MiB) of a finished child, via wait4; None while it runs."""
+    pid, status, usage = os.wait4(proc.pid, 0 if block else os.WNOHANG)
+    if pid == 0:
+        return None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, round(usage.ru_maxrss / 1024, 1)
+
+
+def how_it_ended(code: int) -> str:
+    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+
+
+def move_output(runs_dir: Path, run_id: str) -> None:
+    """The worker's stdout/stderr, kept beside its run as worker.out."""
+    out = runs_dir / f".{run_id}.out"
+    if out.exists() and (runs_dir / run_id).is_dir():
+        os.replace(out, runs_dir / run_id / jobs.WORKER_OUT)
+
+
+# -----------------------------------------------------------------------------
+# local: a pool of worker processes on this machine
+
+def default_workers(sweep: dict) -> int:
+    threads = max(sweeps.config_of(sweep, c).threads for c in sweep["cells"])
+    return max(1, (os.cpu_count() or 1) // threads)
+
+
+def run_local(sweep, cells, stage, going, landed, cancelled, log) -> None:
+    workers = sweep.get("workers") or default_workers(sweep)
+    queue = [(c, 1) for c in cells]
+    live: dict[str, tuple[dict, int, subprocess.Popen]] = {}
+    while queue or live:
+        if cancelled():
+            queue.clear()
+            for rid in live:
+                if (stage / rid / "status.json").exists():
+                    (stage / rid / "CANCEL").write_text("cancelled with the sweep\n")
+        while queue and len(live) < workers:
+            cell, attempt = queue.pop(0)
+            proc = start_cell(sweeps.config_of(sweep, cell), cell["run"], stage)
+            live[cell["run"]] = (cell, attempt, proc)
+            going(cell["run"], {"attempt": attempt, "where": "local", "pid": proc.pid, "since": time.time()})
+        for rid, (cell, attempt, proc) in list(live.items()):
+            ended = reap(proc, block=False)
+            if ended is None:
+                continue
+            code, peak = ended
+            del live[rid]
+            going(rid, None)
+            move_output(stage, rid)
+            killed = code < 0 and code != -signal.SIGTERM and not cancelled()
+            if killed and attempt <= LOCAL_RETRIES:
+                log(f"  {rid}: worker {how_it_ended(code)}; retrying (attempt {attempt + 1})")
+                if (stage / rid).exists():
+                    sweeps.set_aside(stage / rid, sweep["name"])
+                queue.insert(0, (cell, attempt + 1))
+                continue
+            if not (stage / rid).is_dir():              # died before it made its folder
+                sweeps.failed_cell_dir(stage, sweep, cell, sweeps.node_info("local"),
+                                       f"the worker process {how_it_ended(code)} before it started")
+            sweeps.finish_cell_dir(stage / rid, sweep["name"],
+                                   {**sweeps.node_info("local"), "peak_rss_mib": peak, "attempt": attempt},
+                                   reason=f"the worker process {how_it_ended(code)} without finishing")
+            landed(cell, stage / rid)
+        time.sleep(POLL_S)
+
+
+# -----------------------------------------------------------------------------
+# ray: one task per cell; the finished run directory comes back through Ray's object store
+
+def ray_cell(cfg_dict: dict, run_id: str, sweep_name: str, board=None) -> bytes:
+    """A Ray task: run one cell in a private temporary folder on whichever node Ray picked, report
+    its progress to the driver's Board, then return its run directory as tar bytes. Ray's cancel
+    (KeyboardInterrupt here) reaches the run through its CANCEL file, so it stops cleanly."""
+    from .config import RunConfig
+    tmp = Path(tempfile.mkdtemp(prefix="pdiff-cell-"))
+    node = {**sweeps.node_info("ray"), "worker_pid": os.getpid()}
+    try:
+        proc = start_cell(RunConfig.from_dict(cfg_dict), run_id, tmp)
+        try:
+            while (ended := reap(proc, block=False)) is None:
+                if board is not None and (tmp / run_id / "status.json").exists():
+                    s = runs.read_status(tmp / run_id)
+                    board.update.remote(run_id, {"progress": s.get("progress") or 0.0, "message": s.get("message", ""),
+                                                 "where": node.get("node_id", "")[:12] or node["hostname"]})
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            (tmp / run_id).mkdir(exist_ok=True)
+            (tmp / run_id / "CANCEL").write_text("cancelled with the sweep\n")
+            reap(proc, block=True)
+            raise
+        code, peak = ended
+        move_output(tmp, run_id)
+        if not (tmp / run_id / "config.json").exists():
+            raise RuntimeError(f"the cell's worker process {how_it_ended(code)} before writing its run: "
+                               + jobs.tail(tmp / run_id / jobs.WORKER_OUT, 3))
+        node.update(peak_rss_mib=peak,
+                    task_peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+        sweeps.finish_cell_dir(tmp / run_id, sweep_name, node, reason=f"the worker process {how_it_ended(code)}")
+        return sweeps.pack(tmp / run_id)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class Board:
+    """A Ray actor on the driver's side: going cells post their progress here (there is no shared
+    filesystem to read it from), and the driver copies it into state.json for the app."""
+
+    def __init__(self):
+        self.cells: dict[str, dict] = {}
+
+    def update(self, run_id: str, info: dict) -> None:
+        self.cells[run_id] = {**info, "since": self.cells.get(run_id, {}).get("since", time.time())}
+
+    def snapshot(self) -> dict:
+        return self.cells
+
+
+# Ray (2.5x) rewrites 127.0.0.1 into the machine's routable address (services.resolve_ip_for_localhost)
+# and advertises that; another loopback address it keeps as given, so a cluster on this machine
+# stays on loopback. Set PDIFF_RAY_NODE_IP to override.
+LOOPBACK_IP = os.environ.get("PDIFF_RAY_NODE_IP", "127.0.0.2")
+
+
+def ray_init(address: str | None, cpus: int):
+    """Join the cluster at `address`, or start a local one on LOOPBACK_IP. Token authentication
+    stays Ray's default (on for local clusters; a cluster started with RAY_AUTH_MODE=token asks the
+    driver for the same token). Our package travels to every node through the runtime env."""
+    import ray
+    pkg = str(Path(__file__).resolve().parent)
+    kwargs = dict(include_dashboard=False, log_to_driver=False, runtime_env={"py_modules": [pkg]})
+    host = (address or "").split("://")[-1].rsplit(":", 1)[0]
+    if not address:
+        ray.init(num_cpus=cpus, _node_ip_address=LOOPBACK_IP, **kwargs)
+    elif host.startswith("127.") or host == "localhost":
+        ray.init(address=address, _node_ip_address=host, **kwargs)   # the node address the cluster was given
+    else:
+        ray.init(address=address, **kwargs)
+    return ray
+
+
+def run_ray(sweep, cells, stage, going, landed, cancelled, log) -> None:
+    from ray.exceptions import RayError, TaskCancelledError
+    cpus = sweep.get("workers") or os.cpu_count() or 1
+    ray = ray_init(sweep.get("address"), cpus)
+    try:
+        task = ray.remote(max_retries=RAY_RETRIES, retry_exceptions=False)(ray_cell)
+        board = ray.remote(num_cpus=0)(Board).remote()
+        refs = {}
+        for cell in cells:
+            cfg = sweeps.config_of(sweep, cell)
+            gpus = 1 if cfg.device == "cuda" else 0
+            ref = task.options(num_cpus=cfg.threads, num_gpus=gpus, name=cell["run"]).remote(
+                cfg.to_dict(), cell["run"], sweep["name"], board)
+            refs[ref] = cell
+        log(f"  {len(refs)} tasks submitted to the Ray cluster ({ray.cluster_resources().get('CPU', 0):g} CPUs)")
+        sent_cancel, shown = False, {}
+        while refs:
+            if cancelled() and not sent_cancel:
+                for ref in refs:
+                    ray.cancel(ref)
+                sent_cancel = True
+            done, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
+            finished = {refs[ref]["run"] for ref in done}
+            for rid, info in ray.get(board.snapshot.remote()).items():   # live progress of going cells
+                if rid not in finished and rid in {c["run"] for c in refs.values()} and info != shown.get(rid):
+                    shown[rid] = info
+                    going(rid, info)
+            for ref in done:
+                cell = refs.pop(ref)
+                going(cell["run"], None)
+                try:
+                    staged = sweeps.unpack(ray.get(ref), stage, cell["run"])
+                except TaskCancelledError:
+                    staged = sweeps.failed_cell_dir(stage, sweep, cell, {"executor": "ray"},
+                                                    "cancelled with the sweep", state="cancelled")
+                except RayError as e:
+                    reason = str(e).strip().splitlines()[-1][:500] if str(e).strip() else type(e).__name__
+                    staged = sweeps.failed_cell_dir(stage, sweep, cell, {"executor": "ray"},
+                                                    f"Ray task failed after {RAY_RETRIES} retries: {reason}")
+                landed(cell, staged)
+    finally:
+        ray.shutdown()

@@ -1,0 +1,466 @@
+"""Sweeps: a grid of ordinary runs, run on this machine's cores or on a Ray cluster.
+
+A sweep lives in RUNS_DIR/_sweeps/NAME/ (a folder no run id can name):
+    sweep.json   the preset, the grid, the seeds, the executor and the cells (overrides, seed, run id)
+    state.json   the driver's state: running / done / cancelled / interrupted, its pid, the cells going
+    CANCEL       present once the sweep was cancelled: no new cell starts, going cells get their CANCEL
+    stage/RID    a going cell's run directory (local executor); it moves to RUNS_DIR/RID in one rename
+    attempts/    earlier attempts of retried cells (a killed worker, a resumed failure), kept, not lost
+Every cell is a normal run directory in RUNS_DIR once finished, tagged with the sweep's name, so
+every page works on it. A cell directory appears there only whole: done, failed or cancelled."""
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import re
+import shutil
+import socket
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import runs
+from .config import PRESETS, ConfigError, RunConfig, parse_overrides, preset_config, validate
+
+SWEEPS = "_sweeps"
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,59}$")
+EXECUTORS = ("local", "ray")
+# The headline figures a sweep plots against its keys, from each cell's analysis.json.
+HEADLINE = {
+    "gen_minus_orig": ("median test accuracy, generated − originals (pp)", ("accuracy", "median_difference", "diff"), 100),
+    "replica_rate": ("replica rate (%)", ("memorization", "replica_rate"), 100),
+    "traj_ratio": ("distance to the checkpoint path ÷ step length", ("memorization", "trajectory", "groups", "generated", "ratio_to_step"), 1),
+    "smax_mean": ("mean s_max of generated models", ("memorization", "groups", "generated", "smax_mean"), 1),
+    "dominated": ("share Pareto-dominated by a baseline (%)", ("memorization", "dominated_share"), 100),
+    "ensemble_gain": ("ensemble gain, generated (pp)", ("ensembles", "gain_generated"), 100),
+    "gen_acc_median": ("median test accuracy of generated models (%)", ("memorization", "groups", "generated", "acc_median"), 100),
+}
+# Preset sweeps: grids that answer a question.
+SWEEP_PRESETS = {
+    "k-memorization": dict(
+        description="how memorization moves with the number of checkpoints K, for trajectory and independent zoos "
+                    "(digits-quick, K in 10..200, 3 seeds: 30 runs)",
+        preset="digits-quick", grid={"k": [10, 25, 50, 100, 200], "zoo": ["trajectory", "independent"]},
+        seeds=[0, 1, 2]),
+}
+
+
+class SweepError(ValueError):
+    """A bad grid, name or sweep folder. One line that says what to do."""
+
+
+def root() -> Path:
+    return runs.runs_root() / SWEEPS
+
+
+def folder(name: str, must_exist: bool = True) -> Path:
+    if not NAME.match(name or ""):
+        raise SweepError(f"'{name}' is not a valid sweep name (letters, digits, '_' and '-', at most 60)")
+    path = root() / name
+    if must_exist and not (path / "sweep.json").is_file():
+        raise SweepError(f"no sweep '{name}' in {root()}; see `python -m pdiff_core sweep --list`")
+    return path
+
+
+# -----------------------------------------------------------------------------
+# the grid
+
+def parse_grid(pairs: list[str]) -> dict[str, list]:
+    """["k=10,25", "zoo=trajectory,independent"] -> {"k": [10, 25], "zoo": [...]}, values typed as the
+    config field is. Unknown keys, bad values, empty lists and repeated keys are SweepErrors."""
+    if not pairs:
+        raise SweepError("the grid is empty: give at least one --grid KEY=V1,V2,...")
+    keys = set(RunConfig.__dataclass_fields__)
+    grid: dict[str, list] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep:
+            raise SweepError(f"--grid expects KEY=V1,V2,..., got '{pair}'")
+        if key in ("preset", "seed"):
+            raise SweepError(f"--grid {key}: use --preset and --seeds for that")
+        if key not in keys:
+            raise SweepError(f"unknown config key '{key}' in --grid; valid keys: {', '.join(sorted(keys))}")
+        if key in grid:
+            raise SweepError(f"--grid {key} is given twice; list all its values once: {key}=V1,V2")
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        if not values:
+            raise SweepError(f"--grid {key}= has no values; give {key}=V1,V2,...")
+        try:
+            typed = [parse_overrides([f"{key}={v}"])[key] for v in values]
+        except ConfigError as e:
+            raise SweepError(str(e).replace("--set", "--grid")) from None
+        if len(set(map(repr, typed))) < len(typed):
+            raise SweepError(f"--grid {key} repeats a value: {text}")
+        grid[key] = typed
+    return grid
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise SweepError(f"--seeds expects integers like 0,1,2, got '{text}'") from None
+    if not seeds or len(set(seeds)) < len(seeds) or min(seeds) < 0:
+        raise SweepError(f"--seeds needs distinct integers >= 0, like 0,1,2; got '{text}'")
+    return seeds
+
+
+def expand(name: str, preset: str, grid: dict[str, list], seeds: list[int]) -> list[dict]:
+    """Every combination of the grid's values times every seed, each checked as a full config."""
+    if preset not in PRESETS:
+        raise SweepError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
+    cells = []
+    for combo in itertools.product(*grid.values()):
+        overrides = dict(zip(grid, combo))
+        for seed in seeds:
+            try:
+                validate(preset_config(preset, seed=seed, **overrides))
+            except ConfigError as e:
+                raise SweepError(f"cell {overrides} seed {seed}: {e}") from None
+            label = "-".join(f"{k}{runs.slug(str(v))}" for k, v in overrides.items())
+            rid = f"{name}-{len(cells):03d}-{label}"[:120] + f"-s{seed}"
+            cells.append({"index": len(cells), "overrides": overrides, "seed": seed, "run": rid})
+    return cells
+
+
+def config_of(sweep: dict, cell: dict) -> RunConfig:
+    return preset_config(sweep["preset"], seed=cell["seed"], **cell["overrides"])
+
+
+# -----------------------------------------------------------------------------
+# the sweep folder
+
+def create(name: str | None, preset: str, grid: dict[str, list], seeds: list[int], executor: str = "local",
+           workers: int | None = None, address: str | None = None) -> dict:
+    """Check everything, then write sweep.json; nothing runs yet. Returns the sweep."""
+    if executor not in EXECUTORS:
+        raise SweepError(f"--executor must be local or ray, got '{executor}'")
+    if workers is not None and workers < 1:
+        raise SweepError(f"--workers must be at least 1, got {workers}")
+    name = name or f"{runs.slug(preset)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path = folder(name, must_exist=False)
+    if path.exists():
+        raise SweepError(f"a sweep named '{name}' exists already; pick another --name, or --resume {name}")
+    cells = expand(name, preset, grid, seeds)
+    taken = [c["run"] for c in cells if (runs.runs_root() / c["run"]).exists()]
+    if taken:
+        raise SweepError(f"run directory {taken[0]} exists already; pick another --name")
+    from .data import DataError, check_dataset
+    for cfg in {(c.dataset, c.data_root): c for c in (config_of({"preset": preset}, cell) for cell in cells)}.values():
+        try:
+            check_dataset(cfg.dataset, cfg.data_root or None)
+        except DataError as e:
+            raise SweepError(str(e)) from None
+    sweep = {"name": name, "preset": preset, "grid": grid, "seeds": seeds, "executor": executor,
+             "workers": workers, "address": address, "created": time.time(), "cells": cells}
+    path.mkdir(parents=True)
+    runs.write_json(path / "sweep.json", sweep)
+    return sweep
+
+
+def load(name: str) -> dict:
+    return runs.read_json(folder(name) / "sweep.json")
+
+
+def list_sweeps() -> list[dict]:
+    if not root().is_dir():
+        return []
+    out = []
+    for d in sorted(root().iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
+        if (d / "sweep.json").is_file():
+            try:
+                out.append(summary(runs.read_json(d / "sweep.json")))
+            except runs.RunError:
+                continue
+    return out
+
+
+def driver_alive(state: dict) -> bool:
+    pid = state.get("pid")
+    if not pid:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return stat != "Z"
+    except OSError:
+        try:
+            os.kill(pid, 0)
+            return True
+        except OSError:
+            return False
+
+
+def read_state(name: str) -> dict:
+    """state.json, with a driver that died mid-sweep turned into 'interrupted' (resume finishes it)."""
+    path = folder(name) / "state.json"
+    state = runs.read_json(path) if path.exists() else {"state": "created"}
+    if state.get("state") == "running" and not driver_alive(state):
+        state = {**state, "state": "interrupted", "going": {}}
+    return state
+
+
+def cell_state(sweep: dict, cell: dict, state: dict) -> dict:
+    """A cell's state: its run's once landed; going (with progress where the stage is visible); or pending."""
+    landed = runs.runs_root() / cell["run"]
+    if (landed / "status.json").is_file():
+        s = runs.read_status(landed)
+        return {"state": s.get("state", "failed"), "progress": 1.0, "message": s.get("error") or s.get("message", "")}
+    going = (state.get("going") or {}).get(cell["run"])
+    if going:
+        staged = folder(sweep["name"]) / "stage" / cell["run"] / "status.json"
+        s = runs.read_status(staged.parent) if staged.is_file() else {}
+        s = s or going                      # a Ray cell's progress comes through the driver's Board
+        return {"state": "running", "progress": s.get("progress") or 0.0,
+                "message": s.get("message") or f"attempt {going.get('attempt', 1)} on {going.get('where', 'a worker')}"}
+    return {"state": "pending", "progress": 0.0, "message": ""}
+
+
+def summary(sweep: dict) -> dict:
+    state = read_state(sweep["name"])
+    counts: dict[str, int] = {}
+    for cell in sweep["cells"]:
+        s = cell_state(sweep, cell, state)["state"]
+        counts[s] = counts.get(s, 0) + 1
+    return {"name": sweep["name"], "preset": sweep["preset"], "executor": sweep["executor"],
+            "created": sweep["created"], "cells": len(sweep["cells"]), "counts": counts, "state": state.get("state"),
+            "grid": sweep["grid"], "seeds": sweep["seeds"]}
+
+
+def cancel(name: str) -> str:
+    """Stop the remaining cells; going ones get their run's CANCEL file (through the driver)."""
+    path = folder(name)
+    (path / "CANCEL").write_text("cancelled\n")
+    stage = path / "stage"
+    for d in stage.iterdir() if stage.is_dir() else []:    # local cells: their worker reads this file
+        if (d / "status.json").exists():
+            (d / "CANCEL").write_text("cancelled with the sweep\n")
+    state = read_state(name)
+    if state.get("state") != "running":
+        _write_state(name, state="cancelled", finished=time.time(), going={})
+        return f"sweep {name} cancelled (no driver was running)"
+    return f"sweep {name}: cancel sent; going cells stop at their next progress report"
+
+
+def _write_state(name: str, **fields) -> dict:
+    path = folder(name) / "state.json"
+    state = {**(runs.read_json(path) if path.exists() else {}), **fields, "updated": time.time()}
+    runs.write_json(path, state)
+    return state
+
+
+# -----------------------------------------------------------------------------
+# landing: a finished cell's directory moves into the runs folder whole
+
+def node_info(executor: str) -> dict:
+    info = {"executor": executor, "hostname": socket.gethostname()}
+    try:
+        import ray
+        if ray.is_initialized():
+            node_id = ray.get_runtime_context().get_node_id()
+            ip = next((n.get("NodeManagerAddress") for n in ray.nodes() if n.get("NodeID") == node_id), None)
+            info.update(node_id=node_id, node_ip=ip)
+    except Exception:
+        pass
+    return info
+
+
+def finish_cell_dir(run_dir: Path, sweep_name: str, node: dict, reason: str | None = None) -> None:
+    """Inside a cell's (staged) run directory: record the node, tag the run with the sweep, and turn
+    a run whose process died without finishing into 'failed' with the reason."""
+    runs.write_json(run_dir / "node.json", node)
+    notes = runs.read_notes(run_dir)
+    runs.write_notes(run_dir, notes.get("name", ""), [*notes.get("tags", []), sweep_name], notes.get("notes", ""))
+    status = runs.read_status(run_dir) if (run_dir / "status.json").exists() else {}
+    if status.get("state") not in ("done", "failed", "cancelled"):
+        why = reason or "the worker process ended without finishing"
+        runs.update_status(run_dir, state="failed", message=why, error=why, finished=time.time())
+
+
+def failed_cell_dir(stage: Path, sweep: dict, cell: dict, node: dict, reason: str, state: str = "failed") -> Path:
+    """A run directory for a cell that left none (its Ray task failed or was cancelled before shipping)."""
+    d = stage / cell["run"]
+    d.mkdir(parents=True, exist_ok=True)
+    runs.write_json(d / "config.json", config_of(sweep, cell).to_dict())
+    now = time.time()
+    runs.write_json(d / "status.json", {"state": state, "stage": state, "progress": 0.0, "message": reason,
+                                        "error": reason if state == "failed" else None, "queued": now,
+                                        "updated": now, "finished": now})
+    runs.append_log(d, f"{state}: {reason}")
+    finish_cell_dir(d, sweep["name"], node, reason)
+    return d
+
+
+def land(staged: Path, run_id: str) -> Path:
+    """One rename from the sweep's stage into the runs folder: a reader sees no cell half-written."""
+    dest = runs.run_path(run_id, must_exist=False)
+    if dest.exists():
+        raise SweepError(f"run directory {dest} exists already; not overwriting it")
+    os.replace(staged, dest)
+    return dest
+
+
+def pack(run_dir: Path) -> bytes:
+    """A run directory as tar bytes (how a Ray task ships its cell back: no shared filesystem)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(run_dir, arcname=run_dir.name)
+    return buf.getvalue()
+
+
+def unpack(data: bytes, stage: Path, run_id: str) -> Path:
+    """tar bytes from pack() into stage/run_id; only regular files and folders under run_id."""
+    stage.mkdir(parents=True, exist_ok=True)
+    tmp = stage / f".incoming-{run_id}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+        for m in tar.getmembers():
+            if not (m.isfile() or m.isdir()) or not (m.name == run_id or m.name.startswith(run_id + "/")) \
+                    or ".." in Path(m.name).parts:
+                raise SweepError(f"refusing a cell archive with member '{m.name}'")
+        tar.extractall(tmp, filter="data")
+    os.replace(tmp / run_id, stage / run_id)
+    tmp.rmdir()
+    return stage / run_id
+
+
+def set_aside(path: Path, sweep_name: str) -> None:
+    """Move an earlier attempt of a cell to attempts/, numbered: retried cells lose nothing."""
+    attempts = folder(sweep_name) / "attempts"
+    attempts.mkdir(exist_ok=True)
+    i = 1
+    while (attempts / f"{path.name}.{i}").exists():
+        i += 1
+    os.replace(path, attempts / f"{path.name}.{i}")
+
+
+# -----------------------------------------------------------------------------
+# the driver
+
+def run(name: str, resume: bool = False, log=print) -> dict:
+    """Run every cell not yet done, on the sweep's executor; returns the final summary. With resume,
+    cells that failed or were cancelled run again (their old directories go to attempts/)."""
+    from . import executors
+    sweep = load(name)
+    path = folder(name)
+    state = read_state(name)
+    if state.get("state") == "running" and state.get("pid") != os.getpid():
+        raise SweepError(f"sweep {name} is running (driver pid {state.get('pid')}); cancel it first")
+    if state.get("state") not in (None, "created") and not resume:
+        raise SweepError(f"sweep {name} has run before; use --resume {name} to finish it")
+    (path / "CANCEL").unlink(missing_ok=True)
+    stage = path / "stage"
+    for d in stage.iterdir() if stage.is_dir() else []:       # a killed driver's half-run cells
+        set_aside(d, name)
+    todo = []
+    for cell in sweep["cells"]:
+        landed = runs.runs_root() / cell["run"]
+        if (landed / "status.json").exists() and runs.read_status(landed).get("state") == "done":
+            continue
+        if landed.exists():
+            set_aside(landed, name)
+        todo.append(cell)
+    t0 = time.time()
+    _write_state(name, state="running", pid=os.getpid(), started=t0, going={}, host=socket.gethostname(),
+                 resumed=resume, todo=len(todo))
+    log(f"sweep {name}: {len(todo)} of {len(sweep['cells'])} cells to run on the {sweep['executor']} executor")
+    cancelled = lambda: (path / "CANCEL").exists()
+
+    def going(run_id: str, info: dict | None) -> None:
+        g = dict(runs.read_json(path / "state.json").get("going") or {})
+        if info is None:
+            g.pop(run_id, None)
+        else:
+            g[run_id] = info
+        _write_state(name, going=g)
+
+    def landed(cell: dict, staged: Path) -> None:
+        dest = land(staged, cell["run"])
+        s = runs.read_status(dest)
+        log(f"  {cell['run']}: {s.get('state')}" + (f" ({s.get('error')})" if s.get("error") else ""))
+
+    try:
+        run_cells = executors.run_ray if sweep["executor"] == "ray" else executors.run_local
+        run_cells(sweep, todo, stage, going=going, landed=landed, cancelled=cancelled, log=log)
+    except BaseException as e:
+        _write_state(name, state="interrupted", finished=time.time(), going={}, error=f"{type(e).__name__}: {e}")
+        raise
+    final = "cancelled" if cancelled() else "done"
+    import resource
+    peak = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)   # the driver's own, MiB
+    _write_state(name, state=final, finished=time.time(), going={}, wall_s=round(time.time() - t0, 2),
+                 driver_peak_rss_mib=peak)
+    out = summary(sweep)
+    log(f"sweep {name}: {final} in {time.time() - t0:.1f} s; cells: {out['counts']}")
+    return out
+
+
+def launch(name: str) -> int:
+    """Start the driver of a created sweep in the background (the app does this); returns its pid.
+    Its output goes to driver.out in the sweep folder; it outlives the app's server."""
+    import subprocess
+    import sys
+    from . import child_env
+    path = folder(name)
+    with open(path / "driver.out", "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "pdiff_core", "sweep", "--resume", name], stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=child_env(PDIFF_RUNS_DIR=str(runs.runs_root()), PYTHONUNBUFFERED="1"),
+                                start_new_session=True)
+    _write_state(name, state="running", pid=proc.pid, going={}, started=time.time())
+    return proc.pid
+
+
+def estimate(sweep: dict, workers: int | None = None) -> float | None:
+    """Seconds the sweep should take here: per cell, the median of past runs of its preset on this
+    machine (runs.estimate), spread over the workers; None without past runs."""
+    per = runs.estimate(sweep["preset"], config_of(sweep, sweep["cells"][0]).device)
+    if per is None:
+        return None
+    from .executors import default_workers
+    w = workers or sweep.get("workers") or default_workers(sweep)
+    return per[0] * int(np.ceil(len(sweep["cells"]) / w))
+
+
+# -----------------------------------------------------------------------------
+# results
+
+def headline(analysis: dict | None) -> dict:
+    """The sweep's headline figures of one run (None where the run has no such figure)."""
+    out = {}
+    for key, (_, where, scale) in HEADLINE.items():
+        v = analysis or {}
+        for k in where:
+            v = v.get(k) if isinstance(v, dict) else None
+        out[key] = None if v is None else float(v) * scale
+    return out
+
+
+def results(sweep: dict) -> list[dict]:
+    """One row per cell: its keys, seed, run id, state, node and headline figures."""
+    state = read_state(sweep["name"])
+    rows = []
+    for cell in sweep["cells"]:
+        d = runs.runs_root() / cell["run"]
+        a = runs.read_json(d / "analysis.json") if (d / "analysis.json").exists() else None
+        node = runs.read_json(d / "node.json") if (d / "node.json").exists() else {}
+        s = cell_state(sweep, cell, state)
+        rows.append({**cell["overrides"], "seed": cell["seed"], "run": cell["run"], "state": s["state"],
+                     "progress": s["progress"], "message": s["message"],
+                     "node": node.get("node_id") or node.get("hostname"), **headline(a)})
+    return rows
+
+
+def mean_ci(values) -> tuple[float, float, float, int]:
+    """Mean over seeds and its 95 % t-interval (NaN half-width with one seed)."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], float)
+    if len(v) == 0:
+        return np.nan, np.nan, np.nan, 0
+    if len(v) == 1:
+        return float(v[0]), np.nan, np.nan, 1
+    from scipy import stats
+    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    return float(v.mean()), float(v.mean() - half), float(v.mean() + half), len(v)

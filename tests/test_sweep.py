@@ -1,0 +1,244 @@
+"""Sweeps: grids, both executors on the tiny preset (a real local Ray cluster), faults, resume, cancel."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pdiff_core import executors, runs, sweep
+from pdiff_core.__main__ import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(runs_dir: Path, *args: str, **kw) -> subprocess.Popen:
+    env = dict(os.environ, PDIFF_RUNS_DIR=str(runs_dir), PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "pdiff_core", "sweep", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def wait_for(what, timeout: float = 120, every: float = 0.2):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = what()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def state(runs_dir: Path, name: str) -> dict:
+    path = runs_dir / "_sweeps" / name / "state.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+# ---- the grid -----------------------------------------------------------------------------------
+
+def test_grid_expands_to_every_combination_times_seeds(runs_dir):
+    grid = sweep.parse_grid(["k=12,24", "zoo=trajectory,independent", "latent_noise=0.1,0.05"])
+    assert grid == {"k": [12, 24], "zoo": ["trajectory", "independent"], "latent_noise": [0.1, 0.05]}
+    cells = sweep.expand("g", "tiny", grid, [0, 3])
+    assert len(cells) == 2 * 2 * 2 * 2
+    combos = {(c["overrides"]["k"], c["overrides"]["zoo"], c["overrides"]["latent_noise"], c["seed"]) for c in cells}
+    assert len(combos) == 16
+    assert len({c["run"] for c in cells}) == 16 and all(runs.RUN_ID.match(c["run"]) for c in cells)
+    cfg = sweep.config_of({"preset": "tiny"}, cells[5])
+    assert (cfg.k, cfg.zoo, cfg.latent_noise, cfg.seed, cfg.width) == (
+        cells[5]["overrides"]["k"], cells[5]["overrides"]["zoo"], cells[5]["overrides"]["latent_noise"],
+        cells[5]["seed"], 16)                                           # the rest from the preset
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--grid", "nope=1,2"], "unknown config key 'nope'"),
+    (["--grid", "k=10,x"], "--grid k=x: expected a int"),
+    (["--grid", "k="], "has no values"),
+    ([], "the grid is empty"),
+    (["--grid", "k=1,12"], "k must be at least 2"),
+    (["--grid", "zoo=trajectory,sideways"], "zoo must be"),
+    (["--grid", "k=12", "--grid", "k=24"], "given twice"),
+    (["--grid", "k=12", "--seeds", "0,x"], "--seeds expects integers"),
+    (["--grid", "k=12", "--executor", "slurm"], "--executor must be local or ray"),
+    (["--grid", "seed=1,2"], "use --preset and --seeds"),
+    (["--grid", "dataset=nosuch"], "nosuch"),
+])
+def test_bad_grids_exit_2_with_one_line_before_anything_runs(runs_dir, capsys, args, needle):
+    assert main(["sweep", "--preset", "tiny", "--name", "bad", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and err.count("\n") == 0, err
+    assert not (runs_dir / "_sweeps" / "bad").exists() and not list(runs_dir.glob("bad-*"))
+
+
+def test_a_name_in_use_is_refused_and_nothing_is_touched(runs_dir, capsys):
+    sweep.create("taken", "tiny", {"k": [12]}, [0])
+    before = (runs_dir / "_sweeps" / "taken" / "sweep.json").read_bytes()
+    assert main(["sweep", "--preset", "tiny", "--grid", "k=24", "--name", "taken"]) == 2
+    assert "exists already" in capsys.readouterr().err
+    assert (runs_dir / "_sweeps" / "taken" / "sweep.json").read_bytes() == before
+    assert main(["sweep", "--resume", "nosuch"]) == 2
+    assert "no sweep 'nosuch'" in capsys.readouterr().err
+
+
+# ---- the local executor -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory):
+    """Two tiny cells on the local executor, two at once: (runs dir, sweep dict, CLI output)."""
+    runs_dir = tmp_path_factory.mktemp("sweep_local")
+    proc = cli(runs_dir, "--preset", "tiny", "--grid", "k=12,24", "--name", "loc", "--workers", "2")
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PDIFF_RUNS_DIR", str(runs_dir))
+    yield runs_dir, sweep.load("loc"), out
+    mp.undo()
+
+
+def test_local_sweep_makes_ordinary_tagged_runs(local_sweep):
+    runs_dir, sw, out = local_sweep
+    assert [c["overrides"] for c in sw["cells"]] == [{"k": 12}, {"k": 24}] and sw["executor"] == "local"
+    for cell in sw["cells"]:
+        d = runs_dir / cell["run"]
+        assert runs.read_status(d)["state"] == "done"
+        assert runs.read_json(d / "config.json")["k"] == cell["overrides"]["k"]
+        assert sw["name"] in runs.read_notes(d)["tags"]
+        node = runs.read_json(d / "node.json")
+        assert node["executor"] == "local" and node["peak_rss_mib"] > 50 and node["attempt"] == 1
+        assert (d / "analysis.json").exists() and (d / "worker.out").exists()
+    assert {r["run"] for r in runs.list_runs()} == {c["run"] for c in sw["cells"]}   # the runs table sees them
+    assert not any((runs_dir / "_sweeps" / "loc" / "stage").iterdir()), "a cell was left in the stage"
+    st = state(runs_dir, "loc")
+    assert st["state"] == "done" and st["going"] == {} and st["driver_peak_rss_mib"] > 0
+    rows = sweep.results(sw)
+    a = runs.read_json(runs_dir / sw["cells"][1]["run"] / "analysis.json")
+    assert rows[1]["replica_rate"] == pytest.approx(100 * a["memorization"]["replica_rate"])
+    assert rows[1]["smax_mean"] == pytest.approx(a["memorization"]["groups"]["generated"]["smax_mean"])
+    assert "2 of 2 cells to run" in out
+
+
+def test_mean_ci_is_a_t_interval_over_seeds():
+    m, lo, hi, n = sweep.mean_ci([1.0, 2.0, 3.0, None])
+    assert (m, n) == (2.0, 3) and lo == pytest.approx(2 - 4.302653 / 3 ** 0.5) and hi == pytest.approx(2 + 4.302653 / 3 ** 0.5)
+    assert sweep.mean_ci([5.0])[0] == 5.0 and sweep.mean_ci([]) [3] == 0
+
+
+def test_a_killed_local_worker_is_retried_once(tmp_path):
+    runs_dir = tmp_path / "runs"
+    proc = cli(runs_dir, "--preset", "tiny", "--grid", "k=12", "--name", "kill", "--workers", "1")
+    try:
+        staged = runs_dir / "_sweeps" / "kill" / "stage"
+        # kill the worker once it is training (its run folder exists and reports a stage past collect)
+        def training():
+            g = state(runs_dir, "kill").get("going") or {}
+            rid = next(iter(g), None)
+            if rid and (staged / rid / "status.json").exists():
+                s = runs.read_status(staged / rid)
+                return (rid, g[rid]["pid"]) if s.get("stage") in ("autoencoder", "diffusion") else None
+        rid, pid = wait_for(training)
+        os.kill(pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out
+    assert "killed by SIGKILL; retrying (attempt 2)" in out
+    d = runs_dir / rid
+    assert runs.read_status(d)["state"] == "done" and runs.read_json(d / "node.json")["attempt"] == 2
+    first = runs_dir / "_sweeps" / "kill" / "attempts" / f"{rid}.1"
+    assert runs.read_status(first)["state"] == "running", "the killed attempt is kept as it was left"
+
+
+def test_a_killed_driver_resumes_with_only_the_missing_cells(tmp_path):
+    runs_dir = tmp_path / "runs"
+    proc = cli(runs_dir, "--preset", "tiny", "--grid", "k=12,16,20", "--name", "res", "--workers", "1",
+               "--seeds", "0")
+    try:
+        sw_cells = lambda: json.loads((runs_dir / "_sweeps" / "res" / "sweep.json").read_text())["cells"]
+        wait_for(lambda: (runs_dir / "_sweeps" / "res" / "sweep.json").exists())
+        first = sw_cells()[0]["run"]
+        wait_for(lambda: (runs_dir / first / "status.json").exists(), timeout=300)      # one cell landed
+        wait_for(lambda: (state(runs_dir, "res").get("going") or {}), timeout=60)      # the next one going
+        going = next(iter(state(runs_dir, "res")["going"].values()))["pid"]
+        proc.kill()                                                                    # SIGKILL the driver
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    wait_for(lambda: not Path(f"/proc/{going}").exists() or
+             Path(f"/proc/{going}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z", timeout=30)
+    env = dict(os.environ, PDIFF_RUNS_DIR=str(runs_dir))
+    os.environ["PDIFF_RUNS_DIR"] = str(runs_dir)
+    try:
+        assert sweep.read_state("res")["state"] == "interrupted"
+        assert sum(c["state"] == "done" for c in sweep.results(sweep.load("res"))) == 1
+    finally:
+        del os.environ["PDIFF_RUNS_DIR"]
+    done = subprocess.run([sys.executable, "-m", "pdiff_core", "sweep", "--resume", "res"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 of 3 cells to run" in done.stdout
+    assert first not in done.stdout, "the finished cell ran again"
+    cells = json.loads((runs_dir / "_sweeps" / "res" / "sweep.json").read_text())["cells"]
+    assert all(runs.read_status(runs_dir / c["run"])["state"] == "done" for c in cells)
+    assert len(list((runs_dir / "_sweeps" / "res" / "attempts").iterdir())) == 1   # the half-run cell, kept
+
+
+def test_cancel_stops_the_going_cell_and_the_remaining_ones(tmp_path, monkeypatch):
+    runs_dir = tmp_path / "runs"
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(runs_dir))
+    proc = cli(runs_dir, "--preset", "tiny", "--grid", "k=12,16", "--name", "can", "--workers", "1")
+    try:
+        staged = runs_dir / "_sweeps" / "can" / "stage"
+        wait_for(lambda: any((d / "status.json").exists() for d in staged.iterdir()) if staged.is_dir() else False)
+        assert "cancel sent" in sweep.cancel("can")
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, out
+    rows = sweep.results(sweep.load("can"))
+    assert [r["state"] for r in rows] == ["cancelled", "pending"], rows
+    assert sweep.read_state("can")["state"] == "cancelled"
+
+
+# ---- the Ray executor ---------------------------------------------------------------------------
+
+def test_ray_executor_matches_local_and_retries_a_killed_worker(local_sweep, tmp_path):
+    """The same two cells as Ray tasks on a real local cluster (token authentication on, loopback
+    address only): identical metrics.json; the Ray worker running the first cell is SIGKILLed and Ray's
+    retry finishes it."""
+    pytest.importorskip("ray")
+    local_dir, local, _ = local_sweep
+    runs_dir = tmp_path / "runs"
+    proc = cli(runs_dir, "--preset", "tiny", "--grid", "k=12,24", "--name", "loc", "--executor", "ray",
+               "--workers", "2")
+    killed = None
+    try:
+        def ray_worker_of_first_cell():
+            for p in Path("/proc").iterdir():
+                try:
+                    cmd = (p / "cmdline").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                if b"--run-id" in cmd and cmd[cmd.index(b"--run-id") + 1] == local["cells"][0]["run"].encode():
+                    stat = (p / "stat").read_text().rsplit(")", 1)[1].split()
+                    return int(stat[1])      # its parent: the Ray worker process running the task
+        killed = wait_for(ray_worker_of_first_cell, timeout=180)
+        time.sleep(2)
+        os.kill(killed, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:            # the driver did not finish: stop it, and the cluster it started
+            proc.kill()
+            subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
+    assert proc.returncode == 0, out
+    for cell in local["cells"]:
+        d = runs_dir / cell["run"]
+        assert runs.read_status(d)["state"] == "done", out
+        assert (d / "metrics.json").read_bytes() == (local_dir / cell["run"] / "metrics.json").read_bytes()
+        node = runs.read_json(d / "node.json")
+        assert node["executor"] == "ray" and len(node["node_id"]) > 20 and node["node_ip"] == executors.LOOPBACK_IP
+        assert node["worker_pid"] != killed, "the killed Ray worker cannot have shipped this run: it was retried"
+    assert "Token authentication is enabled" in out
