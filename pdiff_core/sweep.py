@@ -45,6 +45,8 @@ SWEEP_PRESETS = {
                     "(digits-quick, K in 10..200, 3 seeds: 30 runs)",
         preset="digits-quick", grid={"k": [10, 25, 50, 100, 200], "zoo": ["trajectory", "independent"]},
         seeds=[0, 1, 2]),
+    "tiny-k": dict(description="a one-minute smoke sweep: the tiny preset, K 12 and 24, both zoo kinds, seed 0",
+                   preset="tiny", grid={"k": [12, 24], "zoo": ["trajectory", "independent"]}, seeds=[0]),
 }
 
 
