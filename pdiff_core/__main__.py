@@ -52,6 +52,8 @@ def cmd_show(args) -> int:
     run_dir = runs.run_path(args.run)
     status = runs.read_status(run_dir)
     print(f"run {args.run}: {status.get('state')} ({status.get('message', '')})")
+    if (run_dir / "transfer.json").exists():
+        print(runs.read_json(run_dir / "transfer.json")["verdict"])
     if not (run_dir / "metrics.json").exists():
         return 0
     m = runs.read_json(run_dir / "metrics.json")
@@ -119,6 +121,11 @@ def cmd_run(args) -> int:
 
 def cmd_analyze(args) -> int:
     run_dir = runs.run_path(args.run)
+    if runs.read_json(run_dir / "config.json").get("family"):
+        from .transfer import reanalyze
+        print(reanalyze(run_dir)["verdict"])
+        print(f"transfer summary written to {run_dir / 'transfer.json'} (from transfer.npz)")
+        return 0
     from .analysis import run_analysis
     run_analysis(run_dir, report=lambda f, m: None)
     print(f"analysis written to {run_dir / 'analysis.json'}")

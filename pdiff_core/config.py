@@ -58,6 +58,18 @@ class RunConfig:
     # stage 5: analysis (baselines, similarity, memorization, embeddings, use cases)
     analysis: bool = True
     eval_chunk: int = 16          # models per vmapped call; small keeps CPU activations in cache
+    # transfer (family set): a frozen trunk, one binary head per task, a generator conditioned on the task
+    family: str = ""              # "" = one task (plain p-diff) | subsets: "class subset S vs rest" tasks
+    tasks_train: int = 64         # tasks whose heads the generator learns (k checkpoints each)
+    tasks_heldout: int = 16       # tasks it never sees, drawn disjoint from the training tasks by seed
+    shots: int = 5                # labelled examples per class: the task embedding and the k-shot baselines
+    head_steps: int = 300         # Adam steps of each task's head before its k checkpoints are saved
+    guidance: float = 1.0         # classifier-free guidance scale (1 = plain conditional sampling)
+    p_uncond: float = 0.1         # share of DDPM training steps without the condition (what guidance needs)
+    finetune_steps: int = 30      # SGD steps on the support set in the fine-tuning comparison
+    executor: str = "local"       # where per-task collection runs: local | ray (results do not depend on it)
+    workers: int = 1              # local: processes at once; ray without address: CPUs of the local cluster
+    address: str = ""             # ray: an existing cluster's host:port
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -84,6 +96,17 @@ PRESETS: dict[str, dict] = {
     "digits-whole": dict(description="digits 8x8, small MLP, every parameter generated (whole-model p-diff)",
                          arch="mlp", width=32, layers="all", collect_lr=0.02, latent_dim=64,
                          ae_steps=2000, ddpm_steps=1500),
+    "digits-tasks": dict(description="transfer: 80 binary 'class subset vs rest' tasks on digits (64 to train the "
+                                     "conditional generator, 16 held out); MLP trunk, generated binary head (D=130)",
+                         family="subsets", k=20, latent_dim=32, ae_steps=1000, ddpm_steps=2000, n_generate=20),
+    "mnist1d-tasks": dict(description="transfer on MNIST-1D: 80 binary 'class subset vs rest' tasks (64 train, 16 "
+                                      "held out); MLP trunk, generated binary head",
+                          family="subsets", dataset="mnist1d", base_epochs=40, k=20, latent_dim=32, ae_steps=1000,
+                          ddpm_steps=2000, n_generate=20),
+    "tiny-tasks": dict(description="tiny transfer smoke run: 8 training and 4 held-out digits tasks (a few seconds)",
+                       family="subsets", width=16, base_epochs=5, base_min_steps=100, k=6, tasks_train=8,
+                       tasks_heldout=4, head_steps=50, ae_steps=100, ddpm_steps=150, n_generate=6, ddim_steps=10,
+                       latent_dim=8, ae_channels=16, ddpm_channels=16, finetune_steps=5),
     "cifar10-resnet18": dict(description="CIFAR-10 from a local folder, ResNet-18, last_bn, K=300; wants a GPU",
                              dataset="cifar10", data_root="data/cifar10", arch="resnet18", width=64,
                              base_epochs=30, base_lr=1e-3, k=300, collect_lr=0.01, batch_size=256, eval_chunk=50,
@@ -196,7 +219,24 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"threads must be at most {MAX_THREADS}, got {cfg.threads}; 1 or the number of cores is usual")
     if not 0 <= cfg.seed <= MAX_SEED:   # numpy and scikit-learn take seeds below 2**32; the analysis adds offsets
         raise ConfigError(f"seed must be >= 0 and at most {MAX_SEED}, got {cfg.seed}")
+    _validate_transfer(cfg)
     return cfg
+
+
+def _validate_transfer(cfg: RunConfig) -> None:
+    if cfg.family not in ("", "subsets"):
+        raise ConfigError(f"family must be empty (one task) or subsets (class-subset-vs-rest tasks), got '{cfg.family}'")
+    for name in ("tasks_train", "tasks_heldout", "shots", "head_steps", "workers"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {getattr(cfg, name)!r}")
+    if cfg.finetune_steps < 0:
+        raise ConfigError(f"finetune_steps must be a whole number >= 0, got {cfg.finetune_steps!r}")
+    if not cfg.guidance >= 0:
+        raise ConfigError(f"guidance must be a number >= 0 (1 = plain conditional sampling), got {cfg.guidance!r}")
+    if not 0 <= cfg.p_uncond < 1:
+        raise ConfigError(f"p_uncond must lie in [0, 1), got {cfg.p_uncond!r}")
+    if cfg.executor not in ("local", "ray"):
+        raise ConfigError(f"executor must be local or ray, got '{cfg.executor}'")
 
 
 MAX_SEED = 2 ** 31 - 1

@@ -1,5 +1,6 @@
 """Stage 3: DDPM on AE latents. Linear beta schedule, epsilon prediction, a small 1-D conv
-U-Net denoiser with a sinusoidal time embedding, and batched DDPM and DDIM samplers."""
+U-Net denoiser with a sinusoidal time embedding, and batched DDPM and DDIM samplers. Optionally
+conditioned on a task vector, with classifier-free guidance at sampling time (Guided)."""
 from __future__ import annotations
 
 import math
@@ -54,10 +55,12 @@ class ResBlock(nn.Module):
 class Denoiser(nn.Module):
     """eps_theta(x_t, t) for latents of shape (B, L). The latent is read as L/LENGTH channels of
     LENGTH positions (on CPU the cost is the number and size of conv calls), then a stack of
-    residual conv blocks whose receptive field covers the whole latent."""
+    residual conv blocks whose receptive field covers the whole latent.
+    With cond_dim > 0, a condition vector (B, cond_dim) is embedded and added to the time
+    embedding; `null` is the learned "no condition" input used for classifier-free guidance."""
     LENGTH = 16
 
-    def __init__(self, latent_dim: int, channels: int = 64):
+    def __init__(self, latent_dim: int, channels: int = 64, cond_dim: int = 0):
         super().__init__()
         c = channels
         self.in_ch = math.ceil(latent_dim / self.LENGTH)
@@ -68,30 +71,67 @@ class Denoiser(nn.Module):
         self.inp = nn.Conv1d(self.in_ch, c, 3, padding=1)
         self.blocks = nn.ModuleList(ResBlock(c, c, 2 * c) for _ in range(depth))
         self.out = nn.Sequential(nn.GroupNorm(norm_groups(c), c), nn.SiLU(), nn.Conv1d(c, self.in_ch, 3, padding=1))
+        self.cond_dim = cond_dim
+        if cond_dim > 0:   # created last: the RNG draws for the modules above stay as without cond
+            self.cond = nn.Sequential(nn.Linear(cond_dim, 2 * c), nn.SiLU(), nn.Linear(2 * c, 2 * c))
+            self.null = nn.Parameter(torch.zeros(cond_dim))
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None,
+                drop: torch.Tensor | None = None) -> torch.Tensor:
+        """cond: (B, cond_dim), None = the null condition. drop: optional (B,) bool, True rows use
+        the null condition instead (classifier-free guidance training; a tensor op, graph-safe)."""
         temb = self.temb(timestep_embedding(t, self.c))
+        if self.cond_dim:
+            if cond is None:
+                c = self.null.expand(len(x), -1)
+            elif cond.shape != (len(x), self.cond_dim):
+                raise ValueError(f"cond must have shape ({len(x)}, {self.cond_dim}), got {tuple(cond.shape)}")
+            else:
+                c = cond.to(self.null.dtype)
+            if drop is not None:
+                c = torch.where(drop[:, None], self.null.expand_as(c), c)
+            temb = temb + self.cond(c)
+        elif cond is not None or drop is not None:
+            raise ValueError("this Denoiser was built without cond_dim; it takes no condition")
         h = self.inp(F.pad(x, (0, self.padded - self.latent_dim)).view(len(x), self.in_ch, self.LENGTH))
         for block in self.blocks:
             h = block(h, temb)
         return self.out(h).flatten(1)[:, :self.latent_dim]
 
 
-def train_ddpm(latents: torch.Tensor, cfg: RunConfig, device: str, tick, log_loss) -> Denoiser:
+def train_ddpm(latents: torch.Tensor, cfg: RunConfig, device: str, tick, log_loss,
+               cond: torch.Tensor | None = None, p_uncond: float = 0.0) -> Denoiser:
+    """cond: optional (N, cond_dim), row i the condition of latents[i]. p_uncond: the fraction of
+    each batch trained with the null condition instead, which classifier-free guidance needs.
+    Without cond the random draws, and so the result, are exactly those of an unconditional run."""
+    if cond is None:
+        if p_uncond:
+            raise ValueError("p_uncond needs cond")
+    elif cond.dim() != 2 or len(cond) != len(latents):
+        raise ValueError(f"cond must have shape ({len(latents)}, cond_dim), got {tuple(cond.shape)}")
+    if not 0.0 <= p_uncond < 1.0:
+        raise ValueError(f"p_uncond must be in [0, 1), got {p_uncond}")
     sched = Schedule(cfg.timesteps, cfg.beta_start, cfg.beta_end, device)
-    net = Denoiser(latents.shape[1], cfg.ddpm_channels).to(device)
+    net = Denoiser(latents.shape[1], cfg.ddpm_channels, cond_dim=0 if cond is None else cond.shape[1]).to(device)
     opt = adamw(net.parameters(), cfg.ddpm_lr, 0.0, device)
     lr_sched = warmup_cosine(opt, cfg.ddpm_steps)
     x = latents.to(device)
+    conds = None if cond is None else cond.to(device, torch.float32)
     batch = min(cfg.ddpm_batch, len(x))
     net.train()
 
     def one_step() -> torch.Tensor:
-        x0 = x[torch.randint(len(x), (batch,), device=device)]
+        idx = torch.randint(len(x), (batch,), device=device)
+        x0 = x[idx]
         t = torch.randint(sched.T, (batch,), device=device)
         noise = torch.randn_like(x0)
+        kw = {}
+        if conds is not None:     # extra draws only after the unconditional ones, only when conditioned
+            kw["cond"] = conds[idx]
+            if p_uncond > 0:
+                kw["drop"] = torch.rand(batch, device=device) < p_uncond
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device == "cuda", cache_enabled=False):
-            loss = F.mse_loss(net(sched.q_sample(x0, t, noise), t).float(), noise)
+            loss = F.mse_loss(net(sched.q_sample(x0, t, noise), t, **kw).float(), noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -105,6 +145,32 @@ def train_ddpm(latents: torch.Tensor, cfg: RunConfig, device: str, tick, log_los
             log_loss(step, loss.item())
             tick((step + 1) / cfg.ddpm_steps, f"DDPM step {step + 1}/{cfg.ddpm_steps}" + train_step.note)
     return net.eval()
+
+
+class Guided(nn.Module):
+    """A conditional Denoiser fixed to one condition, called like an unconditional one (net(x, t),
+    .latent_dim), so every sampler takes it unchanged. cond: (cond_dim,) for all samples, or
+    (n, cond_dim) for a batch of n. scale != 1 is classifier-free guidance,
+    eps_u + scale (eps_c - eps_u), with eps_u from the learned null condition (train with p_uncond > 0)."""
+
+    def __init__(self, net: Denoiser, cond: torch.Tensor, scale: float = 1.0):
+        super().__init__()
+        if not getattr(net, "cond_dim", 0):
+            raise ValueError("Guided needs a Denoiser built with cond_dim > 0")
+        if cond.shape[-1] != net.cond_dim or cond.dim() not in (1, 2):
+            raise ValueError(f"cond must have shape (cond_dim,) or (n, cond_dim) with cond_dim={net.cond_dim}, "
+                             f"got {tuple(cond.shape)}")
+        self.net, self.scale, self.latent_dim = net, float(scale), net.latent_dim
+        self.register_buffer("cond", cond.detach().to(net.null.device, net.null.dtype).reshape(-1, net.cond_dim))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        c = self.cond.expand(len(x), -1) if len(self.cond) == 1 else self.cond
+        if self.scale == 1.0:
+            return self.net(x, t, c)
+        # conditional and null predictions in one batched call
+        both = self.net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([c, self.net.null.expand_as(c)]))
+        eps_c, eps_u = both.chunk(2)
+        return eps_u + self.scale * (eps_c - eps_u)
 
 
 class GaussianEps(nn.Module):

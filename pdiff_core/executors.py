@@ -231,3 +231,42 @@ def run_ray(sweep, cells, stage, going, landed, cancelled, log) -> None:
                 landed(cell, staged)
     finally:
         ray.shutdown()
+
+
+# -----------------------------------------------------------------------------
+# units of work inside one run (transfer's per-task collection): fn(item) for every item
+
+def map_units(fn, items: list, executor: str = "local", workers: int = 1, address: str = "",
+              done=lambda i, n: None) -> list:
+    """[fn(item) for item in items], in order, on this machine's processes or a Ray cluster; done(i, n)
+    after each. fn must be a module-level function, its items and results picklable. Results do
+    not depend on where they ran (each unit seeds itself)."""
+    n = len(items)
+    if executor == "ray":
+        ray = ray_init(address or None, workers)
+        try:
+            remote = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(fn)
+            refs = [remote.remote(item) for item in items]
+            pending = list(refs)
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                done(n - len(pending), n)
+            return ray.get(refs)
+        finally:
+            ray.shutdown()
+    if workers <= 1 or n <= 1:
+        out = []
+        for i, item in enumerate(items):
+            out.append(fn(item))
+            done(i + 1, n)
+        return out
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    # spawn: a forked torch process can hang on locks its parent's threads held
+    with ProcessPoolExecutor(min(workers, n), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
+        out = [None] * n
+        for k, fut in enumerate(as_completed(futures)):
+            out[futures[fut]] = fut.result()
+            done(k + 1, n)
+    return out

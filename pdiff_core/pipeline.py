@@ -41,6 +41,9 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, report: Callable[[str, float, st
     device, data, names = prep.device, prep.data, prep.names
     if device == "cpu":
         torch.set_num_threads(cfg.threads)
+    if cfg.family:          # many tasks, a task-conditioned generator: its own stage chain
+        from .transfer import run_transfer
+        return run_transfer(cfg, run_dir, report, prep, log_loss)
     run_dir = Path(run_dir)
     runs.write_json(run_dir / "config.json", cfg.to_dict())
     if cfg.analysis:   # the analysis's helper process imports umap and compiles it while we train

@@ -1,0 +1,350 @@
+"""Transfer: task-conditioned p-diff, measured against what a user would do without it.
+
+1. Trunk. The base model is trained once on the full C-class problem and frozen; its prefix (all
+   but the classifier) gives features. Every task's head is a new binary Linear(features, 2).
+2. Zoo over tasks. Per training task: a head trained from a seeded start on the task's train split,
+   then K SGD steps saved (as p-diff collects). Per held-out task: its oracle, trained the same way
+   on its full train split. One task is one unit of work on the sweep executors (local or Ray).
+3. Generator. One autoencoder over every training task's checkpoints; a latent DDPM conditioned on
+   the task embedding (tasks.embedding: per-class mean trunk features of a k-shot support set,
+   several support draws per training task), with classifier-free guidance (`guidance`).
+4. Held-out evaluation, each task on its own test split: M generated heads (median, and the best
+   on the support set), the average of the training tasks' heads, the nearest training task's head
+   (by embedding), k-shot linear probes (k = 1, 5, 10), fine-tuning curves from four starts on
+   the support set, the oracle; and whether generated heads make a training task's errors.
+transfer.npz holds the raw predictions; transfer.json is summarize(transfer.npz, config) alone,
+so `python -m pdiff_core analyze RUN` rebuilds it byte for byte."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import runs, tasks
+from .autoencoder import train_autoencoder
+from .collect import train_base
+from .config import RunConfig
+from .diffusion import Guided, Schedule, sample, train_ddpm
+from .metrics import error_sets, iou_matrix
+from .params import Codec
+from .prepare import Prepared, seed_everything
+
+EMB_DRAWS = 8                 # support sets drawn per training task: the generator sees how embeddings vary
+PROBE_SHOTS = (1, 5, 10)      # k-shot linear probes, examples per class
+STARTS = ("generated", "nearest_task", "average_of_tasks", "random")
+HEAD_LR = 1e-2                # Adam, full batch: a linear head on frozen features converges in a few hundred steps
+N_BOOT_TASKS = 2000
+SALT_SUPPORT, SALT_PROBE, SALT_INIT, SALT_GEN = 101, 211, 307, 401
+
+
+# -----------------------------------------------------------------------------
+# heads: (n, D) vectors = [W (2 x F) row-major, b (2)]
+
+def head_codec(n_features: int) -> Codec:
+    return Codec(["head.weight", "head.bias"], [(2, n_features), (2,)], [0.0, 0.0], [1.0, 1.0])
+
+
+def logits(theta: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """(n, D) heads on (N, F) features -> (n, N, 2)."""
+    f = h.shape[1]
+    w, b = theta[:, :2 * f].view(-1, 2, f), theta[:, 2 * f:]
+    return torch.einsum("nf,mcf->mnc", h, w) + b[:, None, :]
+
+
+def predict(theta: torch.Tensor, h: torch.Tensor) -> np.ndarray:
+    return logits(theta, h).argmax(-1).to(torch.int8).numpy()
+
+
+def random_head(n_features: int, seed: int) -> torch.Tensor:
+    """nn.Linear's default initialization, from a seeded generator."""
+    g = torch.Generator().manual_seed(seed)
+    bound = 1 / n_features ** 0.5
+    return (torch.rand(2 * n_features + 2, generator=g) * 2 - 1) * bound
+
+
+def fit_head(theta: torch.Tensor, h: torch.Tensor, y: torch.Tensor, steps: int) -> torch.Tensor:
+    theta = theta.clone().requires_grad_(True)
+    opt = torch.optim.Adam([theta], lr=HEAD_LR)
+    for _ in range(steps):
+        loss = F.cross_entropy(logits(theta[None], h)[0], y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return theta.detach()
+
+
+def sgd_path(theta: torch.Tensor, h: torch.Tensor, y: torch.Tensor, steps: int, lr: float, batch: int,
+             gen: torch.Generator | None) -> torch.Tensor:
+    """(steps + 1, D): the start, then the head after each SGD step (minibatches when gen is given,
+    full batch otherwise)."""
+    theta = theta.clone().requires_grad_(True)
+    out = [theta.detach().clone()]
+    for _ in range(steps):
+        idx = torch.randint(len(y), (min(batch, len(y)),), generator=gen) if gen is not None else slice(None)
+        loss = F.cross_entropy(logits(theta[None], h[idx])[0], y[idx])
+        grad, = torch.autograd.grad(loss, theta)
+        with torch.no_grad():
+            theta -= lr * grad
+        out.append(theta.detach().clone())
+    return torch.stack(out)
+
+
+def collect_task(unit: dict) -> dict:
+    """One unit of work (runs on an executor): a task's head trained from a seeded start, then
+    (zoo=True) its K next SGD steps; returns the K checkpoints (or the final head alone)."""
+    torch.set_num_threads(1)
+    h, y = unit["features"], unit["labels"]
+    head = fit_head(random_head(h.shape[1], unit["seed"]), h, y, unit["head_steps"])
+    if not unit["zoo"]:
+        return {"final": head.numpy()}
+    g = torch.Generator().manual_seed(unit["seed"] + 1)
+    path = sgd_path(head, h, y, unit["k"], unit["lr"], unit["batch"], g)[1:]
+    return {"theta": path.numpy(), "final": path[-1].numpy()}
+
+
+# -----------------------------------------------------------------------------
+# the stage chain
+
+def run_transfer(cfg: RunConfig, run_dir: Path, report, prep: Prepared, log_loss) -> dict:
+    from .executors import map_units
+    device, data = prep.device, prep.data
+    run_dir = Path(run_dir)
+    runs.write_json(run_dir / "config.json", cfg.to_dict())
+    timings: dict[str, float] = {}
+    gen = seed_everything(cfg.seed)
+    model = prep.model
+
+    def stage(name):
+        t0 = time.perf_counter()
+        report(name, 0.0, f"{name} started")
+        return lambda: timings.__setitem__(name, round(time.perf_counter() - t0, 3))
+
+    # 1. the trunk, then every task's heads (one unit of work per task)
+    done = stage("collect")
+    base_info = train_base(model, data, cfg, device, gen, lambda f, m: report("collect", 0.3 * f, m))
+    model.eval().cpu()
+    runs.write_safetensors(run_dir / "base_model.safetensors", model.state_dict())
+    trunk = model[:-1]
+    with torch.no_grad():
+        feats = {s: trunk(getattr(data, f"x_{s}")).float() for s in ("train", "val", "test")}
+    ts = tasks.make_tasks(cfg.family, data.n_classes, cfg.tasks_train, cfg.tasks_heldout, cfg.seed)
+    masks = np.concatenate([ts.train, ts.heldout])
+    units = [{"features": feats["train"], "labels": tasks.labels(m, data.y_train), "seed": cfg.seed * 100_003 + i,
+              "head_steps": cfg.head_steps, "k": cfg.k, "lr": cfg.collect_lr, "batch": cfg.batch_size,
+              "zoo": i < len(ts.train)} for i, m in enumerate(masks)]
+    out = map_units(collect_task, units, cfg.executor, cfg.workers, cfg.address,
+                    done=lambda i, n: report("collect", 0.3 + 0.7 * i / n, f"task {i}/{n} collected"))
+    n_t = len(ts.train)
+    theta = torch.from_numpy(np.concatenate([o["theta"] for o in out[:n_t]]))          # (n_t * K, D)
+    finals = torch.from_numpy(np.stack([o["final"] for o in out[:n_t]]))
+    oracles = torch.from_numpy(np.stack([o["final"] for o in out[n_t:]]))
+    runs.append_log(run_dir, f"trunk: best val acc {100 * base_info['best_val_acc']:.1f} % on {data.n_classes} "
+                             f"classes; {n_t} training tasks x {cfg.k} checkpoints, {len(ts.heldout)} held out")
+    done()
+
+    # 2. embeddings: EMB_DRAWS support sets per training task; one per held-out task (its k-shot set)
+    y_tr = [tasks.labels(m, data.y_train) for m in masks]
+    emb_train = torch.stack([torch.stack([
+        tasks.embedding(feats["train"][s], y_tr[i][s])
+        for s in [tasks.support(y_tr[i], cfg.shots, cfg.seed * 7919 + SALT_SUPPORT * (i + 1) + r) for r in range(EMB_DRAWS)]])
+        for i in range(n_t)])                                                           # (n_t, R, E)
+    sup = [tasks.support(y_tr[n_t + j], cfg.shots, cfg.seed * 7919 + SALT_SUPPORT * (n_t + j + 1))
+           for j in range(len(ts.heldout))]
+    emb_held = torch.stack([tasks.embedding(feats["train"][s], y_tr[n_t + j][s]) for j, s in enumerate(sup)])
+    e_mean, e_std = emb_train.flatten(0, 1).mean(0), emb_train.flatten(0, 1).std(0).clamp(min=1e-6)
+    z_train, z_held = (emb_train - e_mean) / e_std, (emb_held - e_mean) / e_std
+
+    # 3. autoencoder over all training heads, conditional DDPM on their latents
+    done = stage("autoencoder")
+    codec = Codec.fit(["head.weight", "head.bias"], [(2, feats["train"].shape[1]), (2,)], theta)
+    z = codec.normalize(theta)
+    ae = train_autoencoder(z, cfg, device, lambda f, m: report("autoencoder", f, m), lambda s, l: log_loss("ae", s, l))
+    with torch.no_grad():
+        lat = ae.encode(z.to(device)).float().cpu()
+    lat_mean, lat_std = float(lat.mean()), float(lat.std())
+    clip = 1.5 * float(((lat - lat_mean) / lat_std).abs().max())
+    done()
+    done = stage("diffusion")
+    rows = torch.arange(len(theta))
+    cond = z_train[rows // cfg.k, rows % EMB_DRAWS]                                       # (n_t * K, E)
+    net = train_ddpm((lat - lat_mean) / lat_std, cfg, device, lambda f, m: report("diffusion", f, m),
+                     lambda s, l: log_loss("ddpm", s, l), cond=cond.to(device), p_uncond=cfg.p_uncond)
+    done()
+
+    # 4. generate M heads per held-out task
+    done = stage("generate")
+    sched = Schedule(cfg.timesteps, cfg.beta_start, cfg.beta_end, device)
+    generated = []
+    with torch.no_grad():
+        for j in range(len(ts.heldout)):
+            sgen = torch.Generator(device).manual_seed(cfg.seed * 7919 + SALT_GEN + j)
+            g_lat = sample(Guided(net, z_held[j].to(device), cfg.guidance), sched, cfg.n_generate, cfg.sampler,
+                           cfg.ddim_steps, sgen, device, eta=cfg.ddim_eta, clip=clip)
+            generated.append(codec.denormalize(ae.decode(g_lat.float() * lat_std + lat_mean).float()).cpu())
+            report("generate", (j + 1) / len(ts.heldout), f"held-out task {j + 1}/{len(ts.heldout)}")
+    generated = torch.stack(generated)                                                   # (n_h, M, D)
+    done()
+
+    # 5. evaluate every method on every held-out task's test split
+    done = stage("evaluate")
+    arrays = evaluate_heldout(cfg, ts, feats, data, sup, z_train, z_held, finals, oracles, generated,
+                              lambda f, m: report("evaluate", f, m))
+    arrays.update(emb_train=z_train.numpy().astype(np.float32), emb_heldout=z_held.numpy().astype(np.float32))
+    meta = codec.to_metadata()
+    runs.write_safetensors(run_dir / "originals.safetensors", {"params": theta, "latents": lat}, meta)
+    runs.write_safetensors(run_dir / "generated.safetensors", {"params": generated.flatten(0, 1)}, meta)
+    runs.write_safetensors(run_dir / "ae.safetensors", ae.state_dict(),
+                           {"latent_mean": str(lat_mean), "latent_std": str(lat_std), "x0_clip": str(clip)})
+    runs.write_safetensors(run_dir / "denoiser.safetensors", net.state_dict())
+    runs.write_npz(run_dir / "transfer.npz", arrays)
+    summary = summarize(arrays, cfg)
+    runs.write_json(run_dir / "transfer.json", summary)
+    runs.append_log(run_dir, summary["verdict"])
+    done()
+    return {"timings": timings, "base_training": base_info}
+
+
+def evaluate_heldout(cfg, ts, feats, data, sup, z_train, z_held, finals, oracles, generated, tick) -> dict:
+    n_h, h_test = len(ts.heldout), feats["test"]
+    y_test = np.stack([tasks.labels(m, data.y_test).numpy() for m in ts.heldout]).astype(np.int8)
+    average = finals.mean(0, keepdim=True)
+    dist = torch.cdist(z_held, z_train.mean(1))                                          # (n_h, n_t)
+    nearest = dist.argmin(1)
+    out = {"train_tasks": ts.train, "heldout_tasks": ts.heldout, "y_test": y_test, "nearest_idx": nearest.numpy(),
+           "pred_train_heads": predict(finals, h_test),                                  # (n_t, N)
+           "pred_average_of_tasks": np.repeat(predict(average, h_test), n_h, 0),
+           "pred_nearest_task": predict(finals[nearest], h_test),
+           "pred_oracle": np.concatenate([predict(o[None], h_test) for o in oracles])}
+    pred_gen, sup_correct, finetune = [], [], []
+    probes = {k: [] for k in PROBE_SHOTS}
+    for j, mask in enumerate(ts.heldout):
+        y_tr = tasks.labels(mask, data.y_train)
+        hs, ys = feats["train"][sup[j]], y_tr[sup[j]]
+        pg = predict(generated[j], h_test)                                               # (M, N)
+        pred_gen.append(pg)
+        sup_correct.append((predict(generated[j], hs) == ys.numpy()[None]).sum(1))
+        best = int(np.argmax(sup_correct[-1]))                                           # chosen on the support set
+        starts = [generated[j][best], finals[nearest[j]], average[0],
+                  random_head(h_test.shape[1], cfg.seed * 7919 + SALT_INIT + j)]
+        finetune.append(np.stack([predict(sgd_path(s, hs, ys, cfg.finetune_steps, cfg.collect_lr, len(ys), None), h_test)
+                                  for s in starts]))                                      # (starts, s + 1, N)
+        for k in PROBE_SHOTS:
+            idx = sup[j] if k == cfg.shots else tasks.support(y_tr, k, cfg.seed * 7919 + SALT_PROBE * (j + 1) + k)
+            probes[k].append(linear_probe(feats["train"][idx], y_tr[idx], h_test, cfg.seed))
+        tick((j + 1) / n_h, f"held-out task {j + 1}/{n_h} evaluated")
+    out.update(pred_generated=np.stack(pred_gen), support_correct_generated=np.stack(sup_correct).astype(np.int32),
+               pred_finetune=np.stack(finetune), n_support=np.int64(2 * cfg.shots),
+               **{f"pred_linear_probe_k{k}": np.stack(v) for k, v in probes.items()})
+    return out
+
+
+def linear_probe(h: torch.Tensor, y: torch.Tensor, h_test: torch.Tensor, seed: int) -> np.ndarray:
+    """scikit-learn logistic regression (lbfgs, C=1) on the k-shot support features."""
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(1):
+        clf = LogisticRegression(max_iter=1000, random_state=seed).fit(h.numpy(), y.numpy())
+        return clf.predict(h_test.numpy()).astype(np.int8)
+
+
+# -----------------------------------------------------------------------------
+# transfer.json from transfer.npz alone
+
+def median_ci(values: np.ndarray, seed: int) -> dict:
+    """Median over held-out tasks with a 95 % bootstrap interval over tasks."""
+    v = np.asarray(values, float)
+    rng = np.random.default_rng(seed)
+    boot = np.median(v[rng.integers(0, len(v), (N_BOOT_TASKS, len(v)))], axis=1)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return {"median": float(np.median(v)), "lo": float(lo), "hi": float(hi), "mean": float(v.mean()), "n": len(v)}
+
+
+def paired(a: np.ndarray, b: np.ndarray, seed: int) -> dict:
+    """Median over tasks of a - b (per-task differences), 95 % interval; a gain only if it excludes 0."""
+    d = median_ci(np.asarray(a, float) - np.asarray(b, float), seed)
+    return {**d, "differs": bool(d["lo"] > 0 or d["hi"] < 0)}
+
+
+def summarize(a: dict, cfg: RunConfig) -> dict:
+    y = a["y_test"].astype(np.int64)                                                    # (n_h, N)
+    n_test = y.shape[1]
+    acc = lambda p: (p == y).mean(-1)                                                   # per task
+    gen_acc = (a["pred_generated"] == y[:, None]).mean(-1)                              # (n_h, M)
+    best = a["support_correct_generated"].argmax(1)
+    methods = {"generated_median": np.median(gen_acc, 1), "generated_best": gen_acc[np.arange(len(y)), best],
+               "average_of_tasks": acc(a["pred_average_of_tasks"]), "nearest_task": acc(a["pred_nearest_task"]),
+               "linear_probe": acc(a[f"pred_linear_probe_k{cfg.shots}"]) if cfg.shots in PROBE_SHOTS
+               else None, "oracle": acc(a["pred_oracle"])}
+    methods = {k: v for k, v in methods.items() if v is not None}
+    probes = {f"linear_probe_k{k}": acc(a[f"pred_linear_probe_k{k}"]) for k in PROBE_SHOTS}
+    # fine-tuning: test accuracy per step, and steps until within one test example of the oracle
+    ft = (a["pred_finetune"] == y[:, None, None]).sum(-1)                               # (n_h, starts, s + 1)
+    oracle_correct = (a["pred_oracle"] == y).sum(-1)
+    reach = [[next((int(s) for s in range(ft.shape[2]) if ft[j, i, s] >= oracle_correct[j] - 1), None)
+              for i in range(len(STARTS))] for j in range(len(y))]
+    # memorization across tasks: IoU of each generated head's test errors with each training head's
+    mem, mem_oracle = [], []
+    for j in range(len(y)):
+        e_train = error_sets(a["pred_train_heads"], y[j])
+        mem.append(iou_matrix(error_sets(a["pred_generated"][j], y[j]), e_train).max(1))
+        mem_oracle.append(iou_matrix(error_sets(a["pred_oracle"][j:j + 1], y[j]), e_train).max())
+    mem = np.stack(mem)
+    names_h = [tasks.task_name(m) for m in a["heldout_tasks"]]
+    per_task = [{"task": names_h[j], "nearest_training_task": tasks.task_name(a["train_tasks"][a["nearest_idx"][j]]),
+                 "zero_shot": {**{k: float(v[j]) for k, v in methods.items()}, **{k: float(v[j]) for k, v in probes.items()}},
+                 "finetune_steps_to_oracle": dict(zip(STARTS, reach[j])),
+                 "generated_max_iou_with_training_head": {"median": float(np.median(mem[j])), "max": float(mem[j].max())},
+                 "oracle_max_iou_with_training_head": float(mem_oracle[j])} for j in range(len(y))]
+    seed = cfg.seed
+    summary_methods = {k: median_ci(v, seed) for k, v in {**methods, **probes}.items()}
+    vs = {f"generated_best - {b}": paired(methods["generated_best"], methods[b], seed)
+          for b in ("linear_probe", "nearest_task", "average_of_tasks", "oracle") if b in methods}
+    curves = {s: (ft[:, i].mean(0) / n_test).tolist() for i, s in enumerate(STARTS)}
+    steps = {s: (lambda r: None if sum(v is None for v in r) * 2 > len(r) else float(np.median([v if v is not None else np.inf for v in r])))(
+        [reach[j][i] for j in range(len(y))]) for i, s in enumerate(STARTS)}
+    memorized = float((mem >= 0.95).mean())
+    out = {
+        "family": cfg.family, "dataset": cfg.dataset, "shots": cfg.shots, "n_test": n_test,
+        "resolution": 1.0 / n_test, "train_tasks": [tasks.task_name(m) for m in a["train_tasks"]],
+        "heldout_tasks": names_h, "generated_per_task": int(a["pred_generated"].shape[1]),
+        "zero_shot": summary_methods, "comparisons": vs, "heldout": per_task,
+        "finetune": {"starts": list(STARTS), "steps": int(ft.shape[2] - 1), "mean_test_acc": curves,
+                     "median_steps_to_oracle": steps,
+                     "reached_oracle": {s: float(np.mean([reach[j][i] is not None for j in range(len(y))]))
+                                        for i, s in enumerate(STARTS)}},
+        "memorization": {"threshold": 0.95, "share_generated_matching_a_training_head": memorized,
+                         "median_max_iou": float(np.median(mem)),
+                         "oracle_median_max_iou": float(np.median(mem_oracle))},
+    }
+    out["verdict"] = verdict(out)
+    return runs.json_safe(out, digits=6)
+
+
+def verdict(s: dict) -> str:
+    """One plain line: does generation beat the k-shot probe and the nearest task, by how much."""
+    pp = lambda d: f"{100 * d['median']:+.1f} pp (95 % interval {100 * d['lo']:+.1f} to {100 * d['hi']:+.1f})"
+    parts = []
+    for b, words in (("linear_probe", f"the {s['shots']}-shot linear probe"), ("nearest_task", "the nearest training task's head")):
+        d = s["comparisons"].get(f"generated_best - {b}")
+        if d:
+            how = ("beats" if d["median"] > 0 else "loses to") if d["differs"] else "is no different from"
+            parts.append(f"{how} {words}: {pp(d)}")
+    z = s["zero_shot"]
+    return (f"On {len(s['heldout_tasks'])} held-out tasks, the generated head chosen on the support set "
+            + "; ".join(parts) + f". Median test accuracy: generated {100 * z['generated_best']['median']:.1f} %, "
+            f"oracle {100 * z['oracle']['median']:.1f} %. "
+            f"{100 * s['memorization']['share_generated_matching_a_training_head']:.0f} % of generated heads make "
+            "a training task's errors (IoU >= 0.95).")
+
+
+def reanalyze(run_dir: Path) -> dict:
+    """transfer.json again from transfer.npz and config.json (the `analyze` command)."""
+    run_dir = Path(run_dir)
+    cfg = RunConfig.from_dict(runs.read_json(run_dir / "config.json"))
+    arrays = runs.read_npz(run_dir / "transfer.npz")
+    summary = summarize(arrays, cfg)
+    runs.write_json(run_dir / "transfer.json", summary)
+    return summary

@@ -1,0 +1,126 @@
+"""Transfer: task construction and split, embeddings, per-task collection on the executors, and
+transfer.json rebuilt from transfer.npz on a real tiny-tasks run."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pdiff_core import runs, tasks, transfer
+from pdiff_core.config import ConfigError, RunConfig, preset_config, validate
+from pdiff_core.executors import map_units
+
+
+def test_tasks_are_distinct_binary_subsets_split_disjoint_by_seed():
+    ts = tasks.make_tasks("subsets", 10, 64, 16, seed=3)
+    both = np.concatenate([ts.train, ts.heldout])
+    assert both.shape == (80, 10) and ts.train.shape == (64, 10)
+    assert len({m.tobytes() for m in both}) == 80, "a task appears twice"
+    sizes = both.sum(1)
+    assert sizes.min() >= 2 and sizes.max() <= 5
+    assert all(m[0] for m in both if m.sum() == 5), "a half split must be kept once (with class 0)"
+    again = tasks.make_tasks("subsets", 10, 64, 16, seed=3)
+    assert (again.train == ts.train).all() and (again.heldout == ts.heldout).all()
+    other = tasks.make_tasks("subsets", 10, 64, 16, seed=4)
+    assert not (other.heldout == ts.heldout).all()
+    assert len(tasks.all_subsets(10)) == 45 + 120 + 210 + 126
+    with pytest.raises(tasks.TaskError, match="ask for fewer"):
+        tasks.make_tasks("subsets", 4, 3, 2, seed=0)          # 4 classes: {0,1},{0,2},{0,3} only
+    with pytest.raises(tasks.TaskError, match="unknown task family"):
+        tasks.make_tasks("pairs", 10, 4, 2, seed=0)
+
+
+def test_labels_support_and_embedding_are_deterministic_and_data_derived():
+    y = torch.tensor([0, 1, 2, 3, 1, 2, 0, 3, 2, 1] * 5)
+    mask = np.array([False, True, True, False])
+    yt = tasks.labels(mask, y)
+    assert yt.tolist() == [int(v in (1, 2)) for v in y.tolist()]
+    s1, s2 = tasks.support(yt, 3, seed=7), tasks.support(yt, 3, seed=7)
+    assert torch.equal(s1, s2) and yt[s1].tolist() == [0, 0, 0, 1, 1, 1]
+    assert not torch.equal(s1, tasks.support(yt, 3, seed=8))
+    feats = torch.randn(len(y), 5)
+    e = tasks.embedding(feats[s1], yt[s1])
+    assert torch.allclose(e[:5], feats[s1[:3]].mean(0)) and torch.allclose(e[5:], feats[s1[3:]].mean(0))
+    with pytest.raises(tasks.TaskError, match="fewer than shots"):
+        tasks.support(yt, 100, seed=0)
+
+
+def test_transfer_config_errors_are_one_line():
+    for bad, needle in [({"family": "pairs"}, "family must be"), ({"shots": 0}, "shots must be a positive"),
+                        ({"p_uncond": 1.0}, "p_uncond must lie"), ({"executor": "slurm"}, "executor must be"),
+                        ({"guidance": -1.0}, "guidance must be")]:
+        with pytest.raises(ConfigError, match=needle):
+            validate(preset_config("tiny-tasks", **bad))
+
+
+def _units(n=4):
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(60, 6, generator=g)
+    y = (h[:, 0] > 0).long()
+    return [{"features": h, "labels": y, "seed": i, "head_steps": 200, "k": 3, "lr": 0.1, "batch": 16, "zoo": i % 2 == 0}
+            for i in range(n)]
+
+
+def test_task_collection_gives_the_same_heads_in_one_process_and_two():
+    units = _units()
+    seen = []
+    one = map_units(transfer.collect_task, units, "local", 1, done=lambda i, n: seen.append((i, n)))
+    two = map_units(transfer.collect_task, units, "local", 2)
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    for a, b in zip(one, two):
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert one[0]["theta"].shape == (3, 14) and "theta" not in one[1]
+    assert np.array_equal(one[0]["theta"][-1], one[0]["final"])
+    acc = (transfer.predict(torch.from_numpy(one[1]["final"])[None], units[1]["features"])[0]
+           == units[1]["labels"].numpy()).mean()
+    assert acc > 0.9, acc                      # a linear head learns a linear task
+
+
+@pytest.fixture(scope="module")
+def tiny_transfer(tmp_path_factory):
+    from pdiff_core.analysis import one_thread
+    from pdiff_core.pipeline import execute
+    root = tmp_path_factory.mktemp("transfer")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PDIFF_RUNS_DIR", str(root))
+    run_dir = root / "tt"
+    run_dir.mkdir()
+    with one_thread():
+        execute(preset_config("tiny-tasks"), run_dir)
+    yield run_dir
+    mp.undo()
+
+
+def test_tiny_transfer_run_writes_every_method_for_every_heldout_task(tiny_transfer):
+    s = runs.read_json(tiny_transfer / "transfer.json")
+    assert len(s["train_tasks"]) == 8 and len(s["heldout_tasks"]) == 4
+    assert not set(s["train_tasks"]) & set(s["heldout_tasks"])
+    keys = {"generated_median", "generated_best", "average_of_tasks", "nearest_task", "linear_probe", "oracle"}
+    for t in s["heldout"]:
+        assert keys <= set(t["zero_shot"]) and all(0 <= t["zero_shot"][k] <= 1 for k in keys)
+    a = runs.read_npz(tiny_transfer / "transfer.npz")
+    # a figure recomputed by hand from the raw predictions
+    y = a["y_test"].astype(int)
+    oracle = (a["pred_oracle"] == y).mean(1)
+    assert s["zero_shot"]["oracle"]["median"] == pytest.approx(float(np.median(oracle)), abs=1e-6)
+    best = a["support_correct_generated"].argmax(1)
+    gen_best = (a["pred_generated"][np.arange(4), best] == y).mean(1)
+    assert [t["zero_shot"]["generated_best"] for t in s["heldout"]] == pytest.approx(gen_best.tolist(), abs=1e-6)
+    assert a["pred_finetune"].shape[:3] == (4, len(transfer.STARTS), 6)
+    assert s["verdict"].startswith("On 4 held-out tasks")
+    status = runs.read_status(tiny_transfer)
+    assert status["state"] == "done" and {"collect", "autoencoder", "diffusion", "generate", "evaluate"} <= set(status["timings"])
+
+
+def test_analyze_rebuilds_transfer_json_byte_for_byte(tiny_transfer, capsys):
+    from pdiff_core.__main__ import main
+    before = (tiny_transfer / "transfer.json").read_bytes()
+    (tiny_transfer / "transfer.json").unlink()
+    assert main(["analyze", tiny_transfer.name]) == 0
+    assert (tiny_transfer / "transfer.json").read_bytes() == before
+    assert "held-out tasks" in capsys.readouterr().out
+
+
+def test_config_round_trips_with_transfer_fields():
+    cfg = preset_config("digits-tasks")
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg and cfg.family == "subsets" and cfg.tasks_train == 64
