@@ -234,3 +234,53 @@ def curves(x, series: dict[str, tuple[np.ndarray, np.ndarray | None]], x_title: 
     ticks = dict(tickvals=list(x), ticktext=[str(v) for v in x]) if log_x else {}
     fig.update_layout(height=400, xaxis=dict(title=x_title, type="log" if log_x else "linear", **ticks), **LAYOUT)
     return pct_axis(fig, "y", y_title, ".2%")     # curves often differ by a tenth of a point: no repeated ticks
+
+
+def log_worthy(values) -> bool:
+    """Numbers spanning more than a factor 10 (all positive): a log axis spreads them evenly."""
+    v = pd.to_numeric(pd.Series(list(values)), errors="coerce")
+    return bool(v.notna().all() and len(v) and v.min() > 0 and v.max() / v.min() > 10)
+
+
+def sweep_metric(agg: pd.DataFrame, x: str, color: str | None, y_title: str) -> go.Figure:
+    """A sweep's metric against one key (agg from load.sweep_means): the mean over seeds with its 95 %
+    interval as error bars, one line per value of `color`."""
+    fig = go.Figure()
+    numeric = pd.api.types.is_numeric_dtype(agg[x])
+    parts = agg.groupby(color, sort=False) if color else [(None, agg)]
+    for i, (value, part) in enumerate(parts):
+        part = part.sort_values(x) if numeric else part
+        name = f"{color}={value}" if color else y_title
+        c = color_of(str(value), i) if color else COLORS["generated"]
+        fig.add_trace(go.Scatter(
+            x=part[x] if numeric else part[x].astype(str), y=part["mean"], mode="lines+markers", name=name,
+            line=dict(color=c, width=2), marker_size=8, customdata=part[["lo", "hi", "n"]].to_numpy(),
+            error_y=dict(type="data", symmetric=False, array=(part["hi"] - part["mean"]).to_numpy(),
+                         arrayminus=(part["mean"] - part["lo"]).to_numpy(), thickness=1.2, width=5),
+            hovertemplate=f"{x}=%{{x}}<br>mean %{{y:.3f}}<br>95 %: %{{customdata[0]:.3f}} to "
+                          f"%{{customdata[1]:.3f}}<br>%{{customdata[2]}} seeds<extra>{name}</extra>"))
+    log_x = numeric and log_worthy(agg[x])
+    ticks = dict(tickvals=sorted(agg[x].unique()), ticktext=[str(v) for v in sorted(agg[x].unique())]) if numeric else {}
+    fig.update_layout(height=400, showlegend=bool(color), yaxis_title=y_title,
+                      xaxis=dict(title=x, type="log" if log_x else "linear" if numeric else "category", **ticks),
+                      **LAYOUT)
+    return fig
+
+
+def color_of(value: str, i: int) -> str:
+    """A swept value's colour: the group colours where they apply (trajectory, ...), else the palette."""
+    return COLORS.get(value) or qualitative.Plotly[i % len(qualitative.Plotly)]
+
+
+def sweep_plane(df: pd.DataFrame, color: str) -> go.Figure:
+    """Accuracy against novelty, one point per cell (df from load.sweep_table), coloured by a swept key."""
+    fig = go.Figure()
+    for i, (value, part) in enumerate(df.groupby(color, sort=False)):    # the grid's order: colours as sweep_metric
+        fig.add_trace(go.Scatter(x=part["smax_mean"], y=part["gen_acc_median"], mode="markers", name=f"{color}={value}",
+                                 marker=dict(size=10, color=color_of(str(value), i), line=dict(width=1, color="#fff")),
+                                 text=part["run"],
+                                 hovertemplate="%{text}<br>mean s_max %{x:.3f}<br>median accuracy %{y:.2f} %"
+                                               "<extra></extra>"))
+    fig.update_layout(height=420, xaxis_title="mean s_max of generated models (lower = more novel)",
+                      yaxis_title="median test accuracy of generated models (%)", **SIDE_LEGEND)
+    return fig

@@ -268,3 +268,29 @@ def report_html(r: RunRef) -> bytes:
     """The run's self-contained HTML report (studio/report.py), built when first downloaded."""
     from studio import report
     return report.build(r.path).encode()
+
+
+# ---- sweeps (pdiff_core/sweep.py): small, re-read on every rerun while cells land -------------------
+
+def sweep_keys(sw: dict) -> list[str]:
+    return list(sw["grid"])
+
+
+def sweep_table(sw: dict) -> pd.DataFrame:
+    """One row per cell: the swept keys, seed, state, node, the headline figures (NaN where missing)
+    and a link to the cell's run page."""
+    from pdiff_core import sweep
+    df = pd.DataFrame(sweep.results(sw))
+    df[list(sweep.HEADLINE)] = df[list(sweep.HEADLINE)].astype(float)     # None -> NaN, never "None"
+    df["link"] = "/run?run=" + df["run"]
+    return df[[*sweep_keys(sw), "seed", "state", "node", "link", *sweep.HEADLINE, "run", "progress", "message"]]
+
+
+def sweep_means(df: pd.DataFrame, metric: str, x: str, color: str | None = None) -> pd.DataFrame:
+    """Per (x, colour) value: the metric's mean over seeds, its 95 % interval and the seed count."""
+    from pdiff_core import sweep
+    by = [x] + ([color] if color else [])
+    rows = [{**dict(zip(by, key if isinstance(key, tuple) else (key,))),
+             **dict(zip(("mean", "lo", "hi", "n"), sweep.mean_ci(part[metric].tolist())))}
+            for key, part in df.groupby(by, sort=False)]
+    return pd.DataFrame(rows, columns=[*by, "mean", "lo", "hi", "n"])

@@ -16,6 +16,7 @@ PAGES = {  # name -> (file, title, icon); app.py builds the navigation from this
     "launch": ("pages/launch.py", "Launch", ":material/rocket_launch:"),
     "runs": ("pages/runs.py", "Runs", ":material/table_rows:"),
     "run": ("pages/run.py", "Run", ":material/receipt_long:"),
+    "sweeps": ("pages/sweeps.py", "Sweeps", ":material/grid_view:"),
     "accuracy": ("pages/accuracy.py", "Accuracy", ":material/bar_chart:"),
     "similarity": ("pages/similarity.py", "Similarity", ":material/grid_on:"),
     "parameter_space": ("pages/parameter_space.py", "Parameter space", ":material/scatter_plot:"),
@@ -30,7 +31,7 @@ DEMO_PRESET = "digits-quick"
 # a core on 2-core machines, slowing the very run they watch (the demo took 24 % longer than the CLI).
 LIVE_EVERY_S = 2.0
 POLL_S = 0.5         # state checks are cheap (a status.json read): results appear this soon after a run ends
-SECTIONS = {"Studio": ["home", "launch", "runs", "run"],
+SECTIONS = {"Studio": ["home", "launch", "runs", "sweeps", "run"],
             "Results": ["accuracy", "similarity", "parameter_space", "memorization", "use_cases"]}
 _run = threading.local()    # per script-run thread: .routed is set by app.py just before it runs the page
 

@@ -15,8 +15,10 @@ from pdiff_core.config import preset_config
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
 TIMEOUT = 60           # AppTest's default of 3 s is too short for a first import of torch on a busy machine
-PAGES = ["home", "launch", "runs", "run", "accuracy", "similarity", "parameter_space", "memorization", "use_cases"]
-RESULT_PAGES = PAGES[4:]
+PAGES = ["home", "launch", "runs", "sweeps", "run", "accuracy", "similarity", "parameter_space", "memorization",
+         "use_cases"]
+RESULT_PAGES = PAGES[5:]
+RUN_PAGES = [p for p in PAGES if p != "sweeps"]     # the pages that show the active run's state
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +71,8 @@ def test_page_renders_with_a_finished_run(page, finished_run, monkeypatch):
     monkeypatch.setenv("PDIFF_RUNS_DIR", str(root))
     at = app(page, rid)
     assert_clean(at)
-    assert not at.info or page == "memorization", texts(at.info)   # memorization's verdict is an st.info
+    # memorization's verdict is an st.info; the sweeps page says it has no sweeps
+    assert not at.info or page in ("memorization", "sweeps"), texts(at.info)
     if page in RESULT_PAGES:
         assert at.get("plotly_chart"), f"{page} drew no chart"
     assert at.query_params["run"] == [rid] or at.query_params["run"] == rid
@@ -150,7 +153,7 @@ def fake_run(root: Path, rid: str, status: dict, log: str = "") -> None:
     (d / "log.txt").write_text(log)
 
 
-@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize("page", RUN_PAGES)
 def test_failed_cancelled_and_dead_runs_render_their_state(page, runs_dir):
     fake_run(runs_dir, "broke", {"state": "failed", "error": "RuntimeError: out of memory"}, "Traceback ...\n")
     fake_run(runs_dir, "stopped", {"state": "cancelled", "message": "cancelled by user during diffusion"})
@@ -359,3 +362,100 @@ def test_pca_map_axes_say_how_much_variance_they_hold(finished_run, monkeypatch)
     titles = [fig["layout"][ax]["title"]["text"] for ax in ("xaxis", "yaxis")]
     assert titles == [f"PC {i + 1} ({100 * share[i]:.1f} % of variance)" for i in range(2)], titles
     assert share[0] >= share[1] > 0
+
+
+# ---- the Sweeps page --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def finished_sweep(tmp_path_factory):
+    """A real tiny sweep from the CLI, k=12,24 × seeds 0,1, in its own runs directory: (runs dir, sweep.json)."""
+    root = tmp_path_factory.mktemp("sweep_runs")
+    env = dict(os.environ, PDIFF_RUNS_DIR=str(root))
+    subprocess.run([sys.executable, "-m", "pdiff_core", "sweep", "--preset", "tiny", "--grid", "k=12,24",
+                    "--seeds", "0,1", "--name", "t", "--workers", "2"],
+                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=900)
+    sw = runs.read_json(root / "_sweeps" / "t" / "sweep.json")
+    assert all(runs.read_status(root / c["run"])["state"] == "done" for c in sw["cells"])
+    return root, sw
+
+
+def test_sweeps_page_with_no_sweeps_says_so(runs_dir):
+    at = app("sweeps")
+    assert_clean(at)
+    assert "No sweeps yet" in texts(at.info) and "python -m pdiff_core sweep --from k-memorization" in texts(at.info)
+    assert "12 cells (runs)" in texts(at.caption)                         # the form's default: 2 × 2 × 3 seeds
+
+
+def test_a_preset_sweep_fills_the_form(runs_dir):
+    at = app("sweeps")
+    at.selectbox(key="sw_from").set_value("k-memorization").run()
+    assert_clean(at)
+    assert at.text_area(key="sw_grid").value == "k=10,25,50,100,200\nzoo=trajectory,independent"
+    assert at.text_input(key="sw_seeds").value == "0,1,2" and at.selectbox(key="sw_preset").value == "digits-quick"
+    assert "30 cells (runs)" in texts(at.caption)
+
+
+def test_a_bad_grid_is_one_line_and_creates_nothing(runs_dir):
+    at = app("sweeps")
+    at.text_area(key="sw_grid").set_value("k=12,24\nnope=1,2").run()
+    assert len(at.error) == 1 and "unknown config key 'nope'" in at.error[0].value, texts(at.error)
+    assert "\n" not in at.error[0].value
+    assert at.button(key="sw_launch").disabled                          # nothing to launch until it is fixed
+    at.text_area(key="sw_grid").set_value("k=0").run()
+    assert "k must be a positive integer" in texts(at.error)
+    at.text_input(key="sw_seeds").set_value("0,0").run()
+    assert "--seeds needs distinct integers" in texts(at.error)
+    assert not (runs_dir / "_sweeps").exists() or not any((runs_dir / "_sweeps").iterdir())
+
+
+def plotly_array(v):
+    """A trace's array as plotly's JSON has it: a list, or base64 binary {"dtype", "bdata"}."""
+    import base64
+
+    import numpy as np
+    return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"]) if isinstance(v, dict) else np.asarray(v)
+
+
+def test_sweeps_page_plots_the_mean_over_seeds_and_links_every_run(finished_sweep, monkeypatch):
+    import json
+
+    import numpy as np
+    root, sw = finished_sweep
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(root))
+    at = app("sweeps")
+    assert_clean(at)
+    assert at.query_params["sweep"] in (["t"], "t")
+    assert not at.get("progress"), "a finished sweep shows no live cell grid"
+    metric = at.selectbox(key="sw_metric").value
+    assert metric == "gen_minus_orig" and at.selectbox(key="sw_x").value == "k"
+    chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    (trace,) = chart["data"]
+    xs, ys = plotly_array(trace["x"]), plotly_array(trace["y"])
+    assert list(xs) == [12, 24], xs
+    for k, mean in zip(xs, ys):
+        figs = [100 * runs.read_json(root / c["run"] / "analysis.json")["accuracy"]["median_difference"]["diff"]
+                for c in sw["cells"] if c["overrides"]["k"] == k]
+        assert len(figs) == 2 and mean == pytest.approx(np.mean(figs)), (k, mean, figs)
+    assert len(at.get("plotly_chart")) == 2                              # and the accuracy-novelty plane
+    table = at.dataframe[0].value
+    assert len(table) == 4 and set(table["state"]) == {"done"}
+    assert list(table["link"]) == [f"/run?run={c['run']}" for c in sw["cells"]]
+    assert "None" not in table.astype(str).to_string()
+
+
+def test_a_running_sweep_shows_its_cells_live_and_cancels(runs_dir):
+    """A sweep whose driver is alive (this process stands in for it): one tile per cell with its state
+    and progress, and Cancel writes the sweep's CANCEL file."""
+    from pdiff_core import sweep
+    sw = sweep.create("live", "tiny", {"k": [12, 24]}, [0, 1])
+    runs.write_json(runs_dir / "_sweeps" / "live" / "state.json",
+                    {"state": "running", "pid": os.getpid(), "going": {sw["cells"][0]["run"]: {"attempt": 1}}})
+    at = app("sweeps")
+    assert_clean(at)
+    assert at.query_params["sweep"] in (["live"], "live")
+    assert len(at.get("progress")) == 4                                    # a tile per cell
+    tiles = texts(at.markdown)
+    assert "k=12 · seed 0** :blue-badge[running]" in tiles and tiles.count(":gray-badge[pending]") == 3, tiles
+    assert "3 pending · 1 running" in texts(at.caption)
+    at.button(key="sw_cancel").click().run()
+    assert (runs_dir / "_sweeps" / "live" / "CANCEL").is_file()

@@ -35,6 +35,7 @@ PAGES = [
     ("Home", "p-diff Studio", '[data-testid="stGraphVizChart"]'),
     ("Launch", "Launch", 'button:has-text("Launch")'),
     ("Runs", "Runs", '[data-testid="stDataFrame"]'),
+    ("Sweeps", "Sweeps", '[data-testid="stExpander"]'),          # the New sweep form, with or without sweeps
     ("Run", "Run", CHART),
     ("Accuracy", "Accuracy", CHART),
     ("Similarity", "Similarity", CHART),
@@ -227,7 +228,7 @@ def test_quick_demo_then_every_page(demo_run):
     analysis = runs.read_json(runs_dir / run_id / "analysis.json")
     assert analysis["embeddings"]["params"]["umap"] == "ok", analysis["embeddings"]["params"]["umap"]
     assert status["analysis_timings"]["maps"]["where"] == "helper process", status["analysis_timings"]
-    slow = {k: b for k, (a, b) in times.items() if b > PAGE_BUDGET_S and k not in ("Home", "Launch", "Runs", "Run")}
+    slow = {k: b for k, (a, b) in times.items() if b > PAGE_BUDGET_S and k not in ("Home", "Launch", "Runs", "Sweeps", "Run")}
     assert not slow, f"analysis pages slower than {PAGE_BUDGET_S} s on a second visit: {slow}"
 
 
@@ -489,3 +490,48 @@ def test_editing_a_runs_name_and_tags(demo_run, tmp_path, monkeypatch):
         page.get_by_label("Filter").fill("talk-2026")
         page.keyboard.press("Enter")
         page.wait_for_selector(f'text=/^1 of {len(runs.list_runs())} runs/', timeout=30_000)
+
+
+@pytest.mark.timeout(DEMO_TIMEOUT_S + 300)
+def test_a_sweep_launched_from_its_page_runs_live_then_plots(demo_run, tmp_path, monkeypatch):
+    """The Sweeps page's form starts a tiny sweep (k=12,24, seed 0, 2 workers) in its own runs directory:
+    the live cell grid shows, then the results chart; both cells land as done runs with their node.json."""
+    *_, browser = demo_run
+    runs_dir = tmp_path / "runs"
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(runs_dir))
+    with streamlit_server(runs_dir, tmp_path / "streamlit.log") as url:
+        page = new_page(browser)
+        field = lambda label: page.get_by_label(label, exact=True)
+        page.goto(f"{url}/sweeps")
+        wait_page(page, "Sweeps", 'text=No sweeps yet')
+        field("Run preset").click()
+        page.get_by_role("option", name="tiny", exact=True).click()
+        page.wait_for_selector(IDLE)
+        field("Grid: one KEY=V1,V2,... a line (any config option)").fill("k=12,24")
+        page.keyboard.press("Control+Enter")                           # a text area commits on Ctrl+Enter
+        page.wait_for_selector(IDLE)
+        field("Seeds").fill("0")
+        page.keyboard.press("Enter")
+        page.wait_for_selector(IDLE)
+        field("Workers (0: as many as the cores allow)").fill("2")
+        page.keyboard.press("Enter")
+        page.wait_for_selector('text=/^2 cells \\(runs\\)/', timeout=30_000)
+        page.wait_for_selector(IDLE)
+        assert not problems(page), problems(page)
+        page.get_by_role("button", name="Launch sweep").click()
+        page.wait_for_selector(".st-key-sweep_cells", timeout=60_000)  # the live cell grid
+        assert "k=12 · seed 0" in page.locator(".st-key-sweep_cells").inner_text()
+        page.wait_for_selector(".st-key-sw_chart .js-plotly-plot", timeout=DEMO_TIMEOUT_S * 1000)
+        page.wait_for_selector(".st-key-sweep_cells", state="detached", timeout=DEMO_TIMEOUT_S * 1000)
+        page.wait_for_selector(IDLE)
+        assert not problems(page), problems(page)
+        assert "sweep=" in page.url, page.url
+        name = page.url.split("sweep=")[1].split("&")[0]
+        cells = runs.read_json(runs_dir / "_sweeps" / name / "sweep.json")["cells"]
+        assert [c["overrides"]["k"] for c in cells] == [12, 24]
+        for c in cells:
+            assert runs.read_status(runs_dir / c["run"])["state"] == "done", c["run"]
+            assert (runs_dir / c["run"] / "node.json").is_file(), c["run"]
+        assert page.locator('[data-testid="stDataFrame"]').count() == 1
+        if shots := os.environ.get("PDIFF_SCREENSHOTS"):
+            screenshot(page, Path(shots) / "sweeps.png")
