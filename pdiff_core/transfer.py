@@ -235,6 +235,8 @@ def evaluate_heldout(cfg, ts, feats, data, sup, z_train, z_held, finals, oracles
             idx = sup[j] if k == cfg.shots else tasks.support(y_tr, k, cfg.seed * 7919 + SALT_PROBE * (j + 1) + k)
             probes[k].append(linear_probe(feats["train"][idx], y_tr[idx], h_test, cfg.seed))
         tick((j + 1) / n_h, f"held-out task {j + 1}/{n_h} evaluated")
+    # which training task's head each generated head sits closest to, in parameter space
+    out["gen_nearest_train_head"] = torch.cdist(generated, finals[None].expand(n_h, -1, -1)).argmin(-1).numpy()
     out.update(pred_generated=np.stack(pred_gen), support_correct_generated=np.stack(sup_correct).astype(np.int32),
                pred_finetune=np.stack(finetune), n_support=np.int64(2 * cfg.shots),
                **{f"pred_linear_probe_k{k}": np.stack(v) for k, v in probes.items()})
@@ -297,7 +299,10 @@ def summarize(a: dict, cfg: RunConfig) -> dict:
                  "zero_shot": {**{k: float(v[j]) for k, v in methods.items()}, **{k: float(v[j]) for k, v in probes.items()}},
                  "finetune_steps_to_oracle": dict(zip(STARTS, reach[j])),
                  "generated_max_iou_with_training_head": {"median": float(np.median(mem[j])), "max": float(mem[j].max())},
-                 "oracle_max_iou_with_training_head": float(mem_oracle[j])} for j in range(len(y))]
+                 "oracle_max_iou_with_training_head": float(mem_oracle[j]),
+                 "generated_nearest_training_heads": {tasks.task_name(a["train_tasks"][i]): int(c) for i, c in
+                                                      zip(*np.unique(a["gen_nearest_train_head"][j], return_counts=True))}}
+                for j in range(len(y))]
     seed = cfg.seed
     summary_methods = {k: median_ci(v, seed) for k, v in {**methods, **probes}.items()}
     vs = {f"generated_best - {b}": paired(methods["generated_best"], methods[b], seed)
