@@ -6,6 +6,9 @@ import gc
 import signal
 import sys
 import time
+from pathlib import Path
+
+import numpy as np
 
 from . import runs
 from .config import PRESETS, ConfigError, parse_overrides, preset_config
@@ -170,6 +173,24 @@ def cmd_sweep(args) -> int:
     return 0 if out["counts"].get("done", 0) == out["cells"] else 1
 
 
+def cmd_new_task(args) -> int:
+    from .transfer import generate_for_task, read_task_file
+    run_dir = runs.run_path(args.run)
+    if not (run_dir / "transfer.npz").exists():
+        raise runs.RunError(f"run '{args.run}' is not a finished transfer run (no transfer.npz); "
+                            "run a task family first, e.g. --preset digits-tasks")
+    x, y = read_task_file(args.task)
+    out = generate_for_task(run_dir, x, y, args.n, args.seed)
+    acc = out["accuracy_on_examples"]
+    print(f"{len(acc)} heads generated for the task in {args.task} ({len(y)} examples, {int(y.sum())} positive); "
+          f"nearest training task by embedding: {out['nearest_training_task']}")
+    print(f"accuracy on the given examples: best {100 * acc.max():.1f} %, median {100 * np.median(acc):.1f} %")
+    if args.out:
+        runs.write_safetensors(Path(args.out), {"params": out["heads"]}, out["codec"].to_metadata())
+        print(f"heads written to {args.out} (rows: heads; metadata: tensor names and shapes)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m pdiff_core", description="p-diff Studio: neural network diffusion, headless")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
@@ -193,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("run")
     rp.add_argument("--out", help="file to write (default: ./report-RUN.html)")
     rp.set_defaults(fn=cmd_report)
+    nt = sub.add_parser("new-task", help="generate heads for a new task from its labelled examples (transfer runs)")
+    nt.add_argument("run")
+    nt.add_argument("task", help=".npz with X (rows in the dataset's raw units) and y (0/1 labels)")
+    nt.add_argument("--n", type=int, help="heads to generate (default: the run's n_generate)")
+    nt.add_argument("--seed", type=int, default=0)
+    nt.add_argument("--out", help="write the heads to this .safetensors file")
+    nt.set_defaults(fn=cmd_new_task)
     sw = sub.add_parser("sweep", help="a grid of runs on this machine (local) or a Ray cluster (ray)")
     sw.add_argument("--preset", help="the runs' preset (default digits-quick)")
     sw.add_argument("--grid", action="append", metavar="KEY=V1,V2,...", help="a swept config key (repeatable)")

@@ -42,6 +42,14 @@ class Splits:
     y_test: torch.Tensor = field(repr=False)
     input_shape: tuple[int, ...]  # one example, no batch dim: (C,H,W), (C,L) or (F,)
     n_classes: int
+    norm: tuple | None = field(default=None, repr=False)   # (scale, mean, std) of the train split
+
+    def standardize(self, x) -> torch.Tensor:
+        """Raw inputs in the dataset's own units (digits: pixels 0..16) -> the model's inputs, with
+        the train split's statistics: how a user's own labelled examples enter the trunk."""
+        scale, mean, std = self.norm
+        x = torch.as_tensor(np.asarray(x), dtype=torch.float32).reshape(-1, *self.input_shape)
+        return (x / scale - mean) / std
 
 
 # -----------------------------------------------------------------------------
@@ -72,7 +80,7 @@ def _finish(name, train, val, test, n_classes, scale=1.0):
     std = torch.where(var > 0, var.sqrt(), torch.ones_like(var))  # a constant channel must not become NaN
     for x in xs:
         x.sub_(mean).div_(std)
-    return Splits(name, xs[0], ys[0], xs[1], ys[1], xs[2], ys[2], tuple(x0.shape[1:]), n_classes)
+    return Splits(name, xs[0], ys[0], xs[1], ys[1], xs[2], ys[2], tuple(x0.shape[1:]), n_classes, (scale, mean, std))
 
 
 def _from_pool(name, x, y, n_classes, seed, val_frac, test_frac, scale=1.0):

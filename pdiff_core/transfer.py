@@ -192,7 +192,8 @@ def run_transfer(cfg: RunConfig, run_dir: Path, report, prep: Prepared, log_loss
     done = stage("evaluate")
     arrays = evaluate_heldout(cfg, ts, feats, data, sup, z_train, z_held, finals, oracles, generated,
                               lambda f, m: report("evaluate", f, m))
-    arrays.update(emb_train=z_train.numpy().astype(np.float32), emb_heldout=z_held.numpy().astype(np.float32))
+    arrays.update(emb_train=z_train.numpy().astype(np.float32), emb_heldout=z_held.numpy().astype(np.float32),
+                  emb_mean=e_mean.numpy(), emb_std=e_std.numpy())            # how a new task's embedding is scaled
     meta = codec.to_metadata()
     runs.write_safetensors(run_dir / "originals.safetensors", {"params": theta, "latents": lat}, meta)
     runs.write_safetensors(run_dir / "generated.safetensors", {"params": generated.flatten(0, 1)}, meta)
@@ -353,3 +354,70 @@ def reanalyze(run_dir: Path) -> dict:
     summary = summarize(arrays, cfg)
     runs.write_json(run_dir / "transfer.json", summary)
     return summary
+
+
+# -----------------------------------------------------------------------------
+# a new task: a user's few labelled examples -> generated heads, no gradient step
+
+class NewTaskError(ValueError):
+    """An unusable task file; the message says what to fix."""
+
+
+def read_task_file(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """X (n, *input) in the dataset's raw units and y (n,) in {0, 1}, from an .npz (never unpickled)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "X" not in z.files or "y" not in z.files:
+                raise NewTaskError(f"{path}: save the examples as X and their labels (0/1) as y with np.savez")
+            x, y = z["X"], z["y"]
+    except (OSError, ValueError) as e:
+        if isinstance(e, NewTaskError):
+            raise
+        raise NewTaskError(f"{path}: not a readable .npz file ({e})") from None
+    if y.ndim != 1 or len(y) != len(x) or not np.isin(y, (0, 1)).all():
+        raise NewTaskError(f"{path}: y must be one label per row of X, each 0 (rest) or 1 (the task's class)")
+    if min((y == 0).sum(), (y == 1).sum()) < 1:
+        raise NewTaskError(f"{path}: give at least one example of each label (0 and 1)")
+    if not np.isfinite(x).all():
+        raise NewTaskError(f"{path}: X holds NaN or infinite values")
+    return x, y
+
+
+def generate_for_task(run_dir: Path, x_raw: np.ndarray, y: np.ndarray, n: int | None = None, seed: int = 0) -> dict:
+    """Embed a new task from its labelled examples with the run's trunk, then sample heads for it
+    from the run's conditional generator. Returns the heads, their accuracy on the given examples,
+    and the nearest training task by embedding."""
+    from .autoencoder import ParamAutoencoder
+    from .data import load_dataset
+    from .diffusion import Denoiser
+    from .models import build_model
+    run_dir = Path(run_dir)
+    cfg = RunConfig.from_dict(runs.read_json(run_dir / "config.json"))
+    data = load_dataset(cfg.dataset, cfg.data_root or None, seed=cfg.seed)
+    if int(np.prod(np.shape(x_raw)[1:])) != int(np.prod(data.input_shape)):
+        raise NewTaskError(f"X rows have shape {tuple(np.shape(x_raw)[1:])}; this run's inputs are {data.input_shape}")
+    model = build_model(cfg.arch, data.input_shape, data.n_classes, cfg.width)
+    model.load_state_dict(runs.read_safetensors(run_dir / "base_model.safetensors")[0])
+    model.eval()
+    arrays = runs.read_npz(run_dir / "transfer.npz")
+    with torch.no_grad():
+        h = model[:-1](data.standardize(x_raw)).float()
+    yt = torch.as_tensor(y).long()
+    e = (tasks.embedding(h, yt) - torch.from_numpy(arrays["emb_mean"])) / torch.from_numpy(arrays["emb_std"])
+    theta, meta = runs.read_safetensors(run_dir / "originals.safetensors")
+    codec = Codec.from_metadata(meta)
+    ae_state, ae_meta = runs.read_safetensors(run_dir / "ae.safetensors")
+    ae = ParamAutoencoder(codec.dim, cfg.latent_dim, cfg.ae_channels, cfg.in_noise, cfg.latent_noise)
+    ae.load_state_dict(ae_state)
+    net = Denoiser(cfg.latent_dim, cfg.ddpm_channels, cond_dim=len(e))
+    net.load_state_dict(runs.read_safetensors(run_dir / "denoiser.safetensors")[0])
+    lat_mean, lat_std, clip = (float(ae_meta[k]) for k in ("latent_mean", "latent_std", "x0_clip"))
+    sched = Schedule(cfg.timesteps, cfg.beta_start, cfg.beta_end)
+    with torch.no_grad():
+        g = sample(Guided(net.eval(), e, cfg.guidance), sched, n or cfg.n_generate, cfg.sampler, cfg.ddim_steps,
+                   torch.Generator().manual_seed(seed), eta=cfg.ddim_eta, clip=clip)
+        heads = codec.denormalize(ae.eval().decode(g.float() * lat_std + lat_mean).float())
+    correct = (predict(heads, h) == y[None]).mean(1)
+    nearest = int(torch.cdist(e[None], torch.from_numpy(arrays["emb_train"]).mean(1)).argmin())
+    return {"heads": heads, "accuracy_on_examples": correct, "embedding": e,
+            "nearest_training_task": tasks.task_name(arrays["train_tasks"][nearest]), "codec": codec}

@@ -124,3 +124,28 @@ def test_analyze_rebuilds_transfer_json_byte_for_byte(tiny_transfer, capsys):
 def test_config_round_trips_with_transfer_fields():
     cfg = preset_config("digits-tasks")
     assert RunConfig.from_dict(cfg.to_dict()) == cfg and cfg.family == "subsets" and cfg.tasks_train == 64
+
+
+def test_a_new_task_from_raw_examples_gets_the_embedding_the_run_gave_it(tiny_transfer, tmp_path, capsys):
+    """A held-out task's own support set, handed in raw (the dataset's units, as a user would upload
+    it), embeds exactly as in the run, and heads come out for it; bad files exit 2 with one line."""
+    from pdiff_core.__main__ import main
+    from pdiff_core.data import load_dataset
+    cfg = RunConfig.from_dict(runs.read_json(tiny_transfer / "config.json"))
+    data = load_dataset(cfg.dataset, seed=cfg.seed)
+    a = runs.read_npz(tiny_transfer / "transfer.npz")
+    n_t, j = len(a["train_tasks"]), 1
+    y_tr = tasks.labels(a["heldout_tasks"][j], data.y_train)
+    idx = tasks.support(y_tr, cfg.shots, cfg.seed * 7919 + transfer.SALT_SUPPORT * (n_t + j + 1))
+    scale, mean, std = data.norm
+    raw = ((data.x_train[idx] * std + mean) * scale).numpy()
+    assert torch.allclose(data.standardize(raw), data.x_train[idx], atol=1e-5)
+    out = transfer.generate_for_task(tiny_transfer, raw, y_tr[idx].numpy(), n=5)
+    np.testing.assert_allclose(out["embedding"].numpy(), a["emb_heldout"][j], atol=1e-4)
+    assert out["heads"].shape == (5, 2 * 16 + 2) and torch.isfinite(out["heads"]).all()
+    np.savez(tmp_path / "task.npz", X=raw, y=y_tr[idx].numpy())
+    assert main(["new-task", tiny_transfer.name, str(tmp_path / "task.npz"), "--n", "3"]) == 0
+    assert "3 heads generated" in capsys.readouterr().out
+    np.savez(tmp_path / "bad.npz", X=raw, y=np.full(len(raw), 1))
+    assert main(["new-task", tiny_transfer.name, str(tmp_path / "bad.npz")]) == 2
+    assert "at least one example of each label" in capsys.readouterr().err
