@@ -299,6 +299,7 @@ def summarize(a: dict, cfg: RunConfig) -> dict:
     per_task = [{"task": names_h[j], "nearest_training_task": tasks.task_name(a["train_tasks"][a["nearest_idx"][j]]),
                  "zero_shot": {**{k: float(v[j]) for k, v in methods.items()}, **{k: float(v[j]) for k, v in probes.items()}},
                  "finetune_steps_to_oracle": dict(zip(STARTS, reach[j])),
+                 "finetune_test_acc": {st: (ft[j, i] / n_test).tolist() for i, st in enumerate(STARTS)},
                  "generated_max_iou_with_training_head": {"median": float(np.median(mem[j])), "max": float(mem[j].max())},
                  "oracle_max_iou_with_training_head": float(mem_oracle[j]),
                  "generated_nearest_training_heads": {tasks.task_name(a["train_tasks"][i]): int(c) for i, c in
