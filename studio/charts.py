@@ -284,3 +284,153 @@ def sweep_plane(df: pd.DataFrame, color: str) -> go.Figure:
     fig.update_layout(height=420, xaxis_title="mean s_max of generated models (lower = more novel)",
                       yaxis_title="median test accuracy of generated models (%)", **SIDE_LEGEND)
     return fig
+
+
+# ---- transfer runs ------------------------------------------------------------------------------------
+
+TRANSFER_COLORS = {"average_of_tasks": "#6a3d9a", "nearest_task": "#1f77b4", "linear_probe_k1": "#a1d99b",
+                   "linear_probe_k5": "#41ab5d", "linear_probe_k10": "#006d2c", "generated_median": "#f08080",
+                   "generated_best": "#d62728", "oracle": "#222222", "generated": "#d62728", "random": "#7f7f7f"}
+
+
+def _jitter(n: int, width: float = 0.3, seed: int = 0) -> np.ndarray:
+    """Fixed offsets for a strip of n points (the same on every rerun)."""
+    return (np.random.default_rng(seed).random(n) - 0.5) * 2 * width
+
+
+def transfer_methods(df: pd.DataFrame, summary: pd.DataFrame) -> go.Figure:
+    """Every method's zero-shot test accuracy on every held-out task (df: task, method, label, acc),
+    one column per method in summary's order, with the median and its 95 % interval over tasks
+    (summary: method, label, median, lo, hi); the oracle's median as a dashed ceiling."""
+    fig = go.Figure()
+    methods = list(summary["method"])
+    for i, row in summary.reset_index(drop=True).iterrows():
+        m, c = row["method"], TRANSFER_COLORS.get(row["method"], "#888")
+        part = df[df["method"] == m]
+        fig.add_trace(go.Scatter(x=i + _jitter(len(part), 0.18, i), y=part["acc"], mode="markers", name=row["label"],
+                                 marker=dict(color=c, size=7, opacity=0.55), customdata=part[["task"]],
+                                 showlegend=False,
+                                 hovertemplate=f"{row['label']}<br>%{{customdata[0]}}: %{{y:.1%}}<extra></extra>"))
+        fig.add_trace(go.Scatter(x=[i + 0.32], y=[row["median"]], mode="markers", showlegend=False,
+                                 marker=dict(color=c, size=12, symbol="diamond", line=dict(color="white", width=1)),
+                                 error_y=dict(type="data", symmetric=False, array=[row["hi"] - row["median"]],
+                                              arrayminus=[row["median"] - row["lo"]], color=c, thickness=2, width=6),
+                                 hovertemplate=(f"{row['label']}<br>median %{{y:.1%}} (95 % interval "
+                                                f"{row['lo']:.1%} to {row['hi']:.1%})<extra></extra>")))
+    if "oracle" in methods:
+        o = summary.set_index("method").loc["oracle", "median"]
+        fig.add_hline(y=o, line=dict(color=TRANSFER_COLORS["oracle"], dash="dash", width=1),
+                      annotation=dict(text=f"oracle median {o:.1%}", font_size=11), annotation_position="bottom left")
+    ticks = [lbl.replace(" (", "<br>(").replace(", ", ",<br>").replace(" training ", "<br>training ")
+             for lbl in summary["label"]]
+    fig.update_layout(height=440, **LAYOUT, showlegend=False,
+                      xaxis=dict(tickvals=list(range(len(methods))), ticktext=ticks, tickangle=0,
+                                 range=[-0.6, len(methods) - 0.4]))
+    return pct_axis(fig, "y", "zero-shot test accuracy (%)", ".0%")
+
+
+def _vlines(fig: go.Figure, lines: dict[str, tuple[float, str, str]], y: tuple[float, float],
+            fmt: str = "{:.1%}") -> None:
+    """Vertical lines (name -> (x, colour, dash)) from y[0] to y[1], named in the legend with their
+    value (labels on the plot overlap when lines are close)."""
+    for name, (x, c, dash) in sorted(lines.items(), key=lambda kv: -kv[1][0]):
+        shown = f"{name} {fmt.format(x)}" if dash != "dot" else name
+        fig.add_trace(go.Scatter(x=[x, x], y=list(y), mode="lines", name=shown,
+                                 line=dict(color=c, dash=dash, width=2 if dash == "solid" else 1.5),
+                                 hovertemplate=f"{shown}<extra></extra>"))
+
+
+def transfer_heads(heads: pd.DataFrame, baselines: dict[str, float], labels: dict[str, str]) -> go.Figure:
+    """One held-out task: its generated heads' test accuracies as a strip (heads: head, acc, best,
+    support_correct), the head chosen on the support set a star, each baseline and the oracle a line."""
+    fig = go.Figure()
+    y = _jitter(len(heads), 0.3, 1)
+    rest, best = heads[~heads["best"]], heads[heads["best"]]
+    fig.add_trace(go.Scatter(x=rest["acc"], y=y[~heads["best"].to_numpy()], mode="markers", name="generated heads",
+                             marker=dict(color=TRANSFER_COLORS["generated"], size=9, opacity=0.6),
+                             customdata=rest[["head", "support_correct"]],
+                             hovertemplate="head %{customdata[0]}: %{x:.1%}<br>%{customdata[1]} support examples "
+                                           "right<extra></extra>"))
+    fig.add_trace(go.Scatter(x=best["acc"], y=y[heads["best"].to_numpy()], mode="markers",
+                             name="best on the support set",
+                             marker=dict(color=TRANSFER_COLORS["generated"], size=18, symbol="star",
+                                         line=dict(color="#222", width=1)),
+                             customdata=best[["head", "support_correct"]],
+                             hovertemplate="head %{customdata[0]} (chosen on support): %{x:.1%}<br>"
+                                           "%{customdata[1]} support examples right<extra></extra>"))
+    _vlines(fig, {labels[m]: (v, TRANSFER_COLORS.get(m, "#888"), "solid" if m == "oracle" else "dash")
+                  for m, v in baselines.items()}, (-0.45, 0.45))
+    lo = min([*heads["acc"], *baselines.values()])
+    fig.update_layout(height=480, **{**LAYOUT, "legend": dict(orientation="h", yanchor="top", y=-0.18, x=0)}, yaxis=dict(visible=False, range=[-0.5, 0.5]),
+                      xaxis_range=[max(0.0, lo - 0.03), 1.005])
+    return pct_axis(fig, "x", "test accuracy (%)", ".0%")
+
+
+def transfer_finetune(df: pd.DataFrame, oracle: float) -> go.Figure:
+    """One held-out task's fine-tuning curves on its support set (df: start, label, step, acc), the oracle dashed."""
+    fig = go.Figure()
+    for s, part in df.groupby("start", sort=False):
+        fig.add_trace(go.Scatter(x=part["step"], y=part["acc"], mode="lines+markers", name=part["label"].iloc[0],
+                                 line=dict(color=TRANSFER_COLORS.get(s, "#888"), width=2.5),
+                                 hovertemplate=f"{part['label'].iloc[0]}<br>step %{{x}}: %{{y:.1%}}<extra></extra>"))
+    fig.add_hline(y=oracle, line=dict(color=TRANSFER_COLORS["oracle"], dash="dash", width=1),
+                  annotation=dict(text=f"oracle {oracle:.1%}", font_size=11), annotation_position="bottom right")
+    fig.update_layout(height=380, **LAYOUT, xaxis_title="fine-tuning step on the support set")
+    return pct_axis(fig, "y", "test accuracy (%)", ".0%")
+
+
+def transfer_memorization(heads: pd.DataFrame, oracle_iou: float, threshold: float) -> go.Figure:
+    """One held-out task: each generated head's highest IoU of test errors with a training head's
+    (heads: head, max_iou, best), beside the oracle's; at `threshold` a head makes a training task's errors."""
+    fig = go.Figure()
+    y = _jitter(len(heads), 0.3, 2)
+    b = heads["best"].to_numpy()
+    fig.add_trace(go.Scatter(x=heads["max_iou"], y=y, mode="markers", name="generated heads",
+                             marker=dict(color=TRANSFER_COLORS["generated"], size=np.where(b, 18, 9),
+                                         symbol=np.where(b, "star", "circle"), opacity=0.7,
+                                         line=dict(color="#222", width=np.where(b, 1, 0))),
+                             customdata=heads[["head"]],
+                             hovertemplate="head %{customdata[0]}: max IoU %{x:.2f}<extra></extra>"))
+    _vlines(fig, {"oracle's errors": (oracle_iou, TRANSFER_COLORS["oracle"], "solid"),
+                  f"memorized (IoU ≥ {threshold:g})": (threshold, "#999", "dot")}, (-0.45, 0.45), "{:.2f}")
+    fig.update_layout(height=300, **SIDE_LEGEND, yaxis=dict(visible=False, range=[-0.5, 0.5]),
+                      xaxis=dict(title="highest IoU of test errors with a training task's head", range=[0, 1.02]))
+    return fig
+
+
+def transfer_map(pts: pd.DataFrame, selected: int, nearest: int, counts: dict[int, int],
+                 axes: tuple[str, str]) -> go.Figure:
+    """Tasks by embedding (pts: kind, index, task, x, y): training tasks grey, held-out ones orange,
+    the selected held-out task red, joined to its nearest training task (dashed) and to the training
+    tasks its generated heads sit closest to (solid, wider for more heads)."""
+    fig = go.Figure()
+    train = pts[pts["kind"] == "training"].set_index("index")
+    held = pts[pts["kind"] == "held-out"].set_index("index")
+    me = held.loc[selected]
+    most = max(counts.values(), default=1)
+    for i, c in sorted(counts.items()):
+        t = train.loc[i]
+        fig.add_trace(go.Scatter(x=[me["x"], t["x"]], y=[me["y"], t["y"]], mode="lines", showlegend=False,
+                                 line=dict(color=TRANSFER_COLORS["generated"], width=1 + 7 * c / most), opacity=0.4,
+                                 hovertemplate=f"{c} generated head{'s' if c != 1 else ''} closest to "
+                                               f"{t['task']}<extra></extra>"))
+    t = train.loc[nearest]
+    fig.add_trace(go.Scatter(x=[me["x"], t["x"]], y=[me["y"], t["y"]], mode="lines", name="nearest training task",
+                             line=dict(color="#1f77b4", width=2, dash="dash"), hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name="generated heads closest to (width: how many)",
+                             line=dict(color=TRANSFER_COLORS["generated"], width=4), opacity=0.35))
+    fig.add_trace(go.Scatter(x=train["x"], y=train["y"], mode="markers", name="training tasks",
+                             marker=dict(color="#9e9e9e", size=8), customdata=train[["task"]],
+                             hovertemplate="training: %{customdata[0]}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=held["x"], y=held["y"], mode="markers", name="held-out tasks",
+                             marker=dict(color="#ff9f1c", size=10, line=dict(color="white", width=1)),
+                             customdata=held[["task"]], hovertemplate="held-out: %{customdata[0]}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=[me["x"]], y=[me["y"]], mode="markers+text", name="selected task",
+                             marker=dict(color=TRANSFER_COLORS["generated"], size=15, symbol="diamond",
+                                         line=dict(color="#222", width=1)),
+                             text=[me["task"]], textposition="top center",
+                             hovertemplate=f"selected: {me['task']}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=[t["x"]], y=[t["y"]], mode="text", text=[t["task"]], textposition="bottom center",
+                             textfont=dict(color="#1f77b4"), showlegend=False, hoverinfo="skip"))
+    fig.update_layout(height=520, **LAYOUT, xaxis_title=axes[0], yaxis_title=axes[1])
+    return fig

@@ -19,7 +19,8 @@ from pdiff_core.params import Codec
 from studio import shape
 
 RESULT_FILES = ("config.json", "metrics.json", "predictions.npz", "originals.safetensors",
-                "generated.safetensors", "baselines.safetensors", "analysis.json", "analysis.npz")
+                "generated.safetensors", "baselines.safetensors", "analysis.json", "analysis.npz",
+                "transfer.json", "transfer.npz")
 CACHE = dict(show_spinner=False, max_entries=16)
 
 
@@ -294,3 +295,41 @@ def sweep_means(df: pd.DataFrame, metric: str, x: str, color: str | None = None)
              **dict(zip(("mean", "lo", "hi", "n"), sweep.mean_ci(part[metric].tolist())))}
             for key, part in df.groupby(by, sort=False)]
     return pd.DataFrame(rows, columns=[*by, "mean", "lo", "hi", "n"])
+
+
+# ---- transfer runs: transfer.json / transfer.npz (format: pdiff_core/transfer.py) --------------------
+
+def is_transfer(r: RunRef) -> bool:
+    """A run of a task family (config.json's `family` set): its results are transfer.json/.npz."""
+    return r.has("config.json") and bool(config(r).get("family"))
+
+
+@st.cache_data(**CACHE)
+def transfer(r: RunRef) -> dict:
+    return runs.read_json(r.path / "transfer.json")
+
+
+@st.cache_data(**CACHE)
+def transfer_arrays(r: RunRef) -> dict[str, np.ndarray]:
+    return runs.read_npz(r.path / "transfer.npz")
+
+
+@st.cache_data(**CACHE)
+def transfer_zero_shot(r: RunRef) -> pd.DataFrame:
+    """Every method's test accuracy on every held-out task, from the raw predictions: see shape.transfer_zero_shot."""
+    return shape.transfer_zero_shot(transfer_arrays(r), transfer(r)["heldout_tasks"])
+
+
+@st.cache_data(**CACHE)
+def transfer_task(r: RunRef, j: int) -> tuple[pd.DataFrame, dict[str, float], pd.DataFrame, float]:
+    """Held-out task j: (generated heads, baselines' accuracies, fine-tuning curves, the oracle's max IoU)."""
+    a = transfer_arrays(r)
+    return (shape.transfer_heads(a, j), shape.transfer_task_baselines(a, j), shape.transfer_finetune(a, j),
+            shape.transfer_oracle_iou(a, j))
+
+
+@st.cache_data(**CACHE)
+def transfer_map(r: RunRef) -> tuple[pd.DataFrame, tuple[float, ...]]:
+    """Tasks by embedding, PCA fit on the training tasks: see shape.transfer_map."""
+    t = transfer(r)
+    return shape.transfer_map(transfer_arrays(r), t["train_tasks"], t["heldout_tasks"])

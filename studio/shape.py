@@ -128,3 +128,156 @@ def closest_pair(gen: pd.DataFrame) -> int | None:
     """Row of the generated model nearest to a checkpoint (gen: the generated rows of models(),
     reset index), or None when no distance is known: the pair the memorization page opens on."""
     return int(gen["nn_dist"].idxmin()) if gen["nn_dist"].notna().any() else None
+
+
+# ---- transfer runs (transfer.json / transfer.npz: pdiff_core/transfer.py) ---------------------------
+
+TRANSFER_METHODS = ("average_of_tasks", "nearest_task", "linear_probe_k1", "linear_probe_k5", "linear_probe_k10",
+                    "generated_median", "generated_best", "oracle")        # the charts' fixed order, oracle last
+TRANSFER_STARTS = ("generated", "nearest_task", "average_of_tasks", "random")
+
+
+def transfer_label(method: str, shots: int | None = None) -> str:
+    """A method's name in words ("linear_probe" is the k-shot probe with the support set's k)."""
+    if method.startswith("linear_probe"):
+        k = method.rsplit("_k", 1)[1] if "_k" in method else shots
+        return f"linear probe, {k}-shot"
+    return {"generated_median": "generated (median head)", "generated_best": "generated (best on support)",
+            "average_of_tasks": "average of training heads", "nearest_task": "nearest training task's head",
+            "oracle": "oracle (full train split)", "generated": "generated (best on support)",
+            "random": "random init"}.get(method, method)
+
+
+def transfer_method_accs(a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Zero-shot test accuracy of every method on every held-out task, from the raw predictions:
+    method -> (n_h,). The generated head 'best' is the one with most support examples right."""
+    y = a["y_test"].astype(np.int64)
+    gen = (a["pred_generated"] == y[:, None]).mean(-1)                                   # (n_h, M)
+    out = {"generated_median": np.median(gen, 1),
+           "generated_best": gen[np.arange(len(y)), a["support_correct_generated"].argmax(1)]}
+    for m in ("average_of_tasks", "nearest_task", "linear_probe_k1", "linear_probe_k5", "linear_probe_k10", "oracle"):
+        if f"pred_{m}" in a:
+            out[m] = (a[f"pred_{m}"] == y).mean(-1)
+    return {m: out[m] for m in TRANSFER_METHODS if m in out}
+
+
+def transfer_zero_shot(a: dict[str, np.ndarray], names: list[str]) -> pd.DataFrame:
+    """One row per (held-out task, method): task, method, label, acc; methods in TRANSFER_METHODS order."""
+    rows = [{"task": names[j], "method": m, "label": transfer_label(m), "acc": float(v[j])}
+            for m, v in transfer_method_accs(a).items() for j in range(len(v))]
+    return pd.DataFrame(rows, columns=["task", "method", "label", "acc"])
+
+
+def transfer_summary(t: dict) -> pd.DataFrame:
+    """transfer.json's medians over held-out tasks, one row per method in TRANSFER_METHODS order:
+    method, label, median, lo, hi, n."""
+    z = t["zero_shot"]
+    rows = [{"method": m, "label": transfer_label(m), **{k: z[m].get(k) for k in ("median", "lo", "hi", "n")}}
+            for m in TRANSFER_METHODS if m in z]
+    return pd.DataFrame(rows, columns=["method", "label", "median", "lo", "hi", "n"])
+
+
+def transfer_tasks_table(t: dict) -> pd.DataFrame:
+    """One row per held-out task: its nearest training task, each method's accuracy (fractions) and
+    the fine-tuning steps each start took to come within one test example of the oracle (NaN: never)."""
+    rows = []
+    for h in t["heldout"]:
+        steps = h.get("finetune_steps_to_oracle") or {}
+        rows.append({"task": h["task"], "nearest training task": h["nearest_training_task"],
+                     **{transfer_label(m): h["zero_shot"].get(m) for m in TRANSFER_METHODS},
+                     **{f"steps to oracle from {transfer_label(s)}": steps.get(s) for s in TRANSFER_STARTS}})
+    df = pd.DataFrame(rows)
+    return df.astype({c: float for c in df.columns[2:]})
+
+
+def transfer_heads(a: dict[str, np.ndarray], j: int) -> pd.DataFrame:
+    """Held-out task j's generated heads: head, test acc, support examples right, best (chosen on
+    the support set), the training head it sits closest to in parameter space (index) and the
+    highest IoU of its test errors with any training head's."""
+    from pdiff_core.metrics import error_sets, iou_matrix
+    y = a["y_test"][j].astype(np.int64)
+    pred = a["pred_generated"][j]
+    sup = a["support_correct_generated"][j]
+    iou = iou_matrix(error_sets(pred, y), error_sets(a["pred_train_heads"], y)).max(1)
+    return pd.DataFrame({"head": np.arange(len(pred)), "acc": (pred == y).mean(-1), "support_correct": sup,
+                         "best": np.arange(len(pred)) == int(np.argmax(sup)),
+                         "nearest_train_head": a["gen_nearest_train_head"][j], "max_iou": iou})
+
+
+def transfer_task_baselines(a: dict[str, np.ndarray], j: int) -> dict[str, float]:
+    """Held-out task j: every method's test accuracy but the generated ones (method -> fraction)."""
+    return {m: float(v[j]) for m, v in transfer_method_accs(a).items() if not m.startswith("generated")}
+
+
+def transfer_oracle_iou(a: dict[str, np.ndarray], j: int) -> float:
+    """The highest IoU of held-out task j's oracle test errors with any training head's."""
+    from pdiff_core.metrics import error_sets, iou_matrix
+    y = a["y_test"][j].astype(np.int64)
+    return float(iou_matrix(error_sets(a["pred_oracle"][j:j + 1], y), error_sets(a["pred_train_heads"], y)).max())
+
+
+def transfer_finetune(a: dict[str, np.ndarray], j: int) -> pd.DataFrame:
+    """Held-out task j's fine-tuning curves: one row per (start, step) with the test accuracy."""
+    y = a["y_test"][j].astype(np.int64)
+    acc = (a["pred_finetune"][j] == y[None, None]).mean(-1)                              # (starts, steps + 1)
+    return pd.DataFrame([{"start": s, "label": transfer_label(s), "step": k, "acc": float(acc[i, k])}
+                         for i, s in enumerate(TRANSFER_STARTS[:len(acc)]) for k in range(acc.shape[1])])
+
+
+def transfer_map(a: dict[str, np.ndarray], train_names: list[str], heldout_names: list[str]
+                 ) -> tuple[pd.DataFrame, tuple[float, ...]]:
+    """Tasks by embedding in 2-D: PCA fit on the training tasks' mean embeddings (over support
+    draws), applied to the held-out ones. Returns (points: kind, index, task, x, y; explained
+    variance ratio per axis)."""
+    from sklearn.decomposition import PCA
+    train = a["emb_train"].astype(np.float64).mean(1)
+    held = a["emb_heldout"].astype(np.float64)
+    pca = PCA(n_components=min(2, *train.shape), random_state=0).fit(train)
+    xy_t, xy_h = pca.transform(train), pca.transform(held)
+    if xy_t.shape[1] < 2:                                                                # a single training task
+        xy_t, xy_h = np.pad(xy_t, ((0, 0), (0, 2 - xy_t.shape[1]))), np.pad(xy_h, ((0, 0), (0, 2 - xy_h.shape[1])))
+    pts = pd.concat([pd.DataFrame({"kind": "training", "index": np.arange(len(train)), "task": train_names,
+                                   "x": xy_t[:, 0], "y": xy_t[:, 1]}),
+                     pd.DataFrame({"kind": "held-out", "index": np.arange(len(held)), "task": heldout_names,
+                                   "x": xy_h[:, 0], "y": xy_h[:, 1]})], ignore_index=True)
+    return pts, tuple(float(r) for r in pca.explained_variance_ratio_)
+
+
+def transfer_links(a: dict[str, np.ndarray], j: int) -> tuple[int, dict[int, int]]:
+    """Held-out task j: its nearest training task by embedding, and {training task: how many of its
+    generated heads sit closest to that task's head}."""
+    idx, counts = np.unique(a["gen_nearest_train_head"][j], return_counts=True)
+    return int(a["nearest_idx"][j]), {int(i): int(c) for i, c in zip(idx, counts)}
+
+
+def pct(x) -> str:
+    """A fraction as a percentage with one decimal ("–" for none)."""
+    return "–" if x is None or x != x else f"{100 * x:.1f} %"
+
+
+def pp(x) -> str:
+    """A difference of fractions in percentage points, signed ("–" for none)."""
+    return "–" if x is None or x != x else f"{100 * x:+.1f} pp"
+
+
+def transfer_evidence(t: dict) -> tuple[list[str], list[str], str | None]:
+    """The verdict's evidence in words, from transfer.json: (a line per method: median zero-shot
+    accuracy over held-out tasks with its 95 % interval; a line per comparison of the generated head
+    chosen on the support set, "no difference" when the interval holds 0; a plain sentence when the
+    k-shot linear probe wins, else None)."""
+    shots = t.get("shots")
+    methods = [f"**{transfer_label(m)}**: {pct(z['median'])} (95 % interval {pct(z['lo'])} to {pct(z['hi'])})"
+               for m, z in ((m, t["zero_shot"].get(m)) for m in TRANSFER_METHODS) if z]
+    comps, wins = [], None
+    for key, d in (t.get("comparisons") or {}).items():
+        other = key.split(" - ", 1)[1]
+        span = f"95 % interval {pp(d['lo'])} to {pp(d['hi'])}"
+        if not d.get("differs"):
+            how = f"no difference ({pp(d['median'])}, {span}, holds 0)"
+        else:
+            how = f"{'better' if d['median'] > 0 else 'worse'} by {pp(d['median'])[1:]} ({span})"
+        comps.append(f"vs **{transfer_label(other, shots)}**: {how}")
+        if other == "linear_probe" and d.get("differs") and d["median"] < 0:
+            wins = (f"The {shots}-shot linear probe wins: a logistic regression on the same {2 * shots} labelled "
+                    f"examples beats the generated head by {pp(-d['median'])[1:]} (median over tasks).")
+    return methods, comps, wins

@@ -22,6 +22,7 @@ PAGES = {  # name -> (file, title, icon); app.py builds the navigation from this
     "parameter_space": ("pages/parameter_space.py", "Parameter space", ":material/scatter_plot:"),
     "memorization": ("pages/memorization.py", "Memorization", ":material/content_copy:"),
     "use_cases": ("pages/use_cases.py", "Use cases", ":material/construction:"),
+    "transfer": ("pages/transfer.py", "Transfer", ":material/swap_horiz:"),
 }
 BADGE = {"queued": ("gray", ":material/schedule:"), "running": ("blue", ":material/progress_activity:"),
          "done": ("green", ":material/check_circle:"), "failed": ("red", ":material/error:"),
@@ -32,7 +33,7 @@ DEMO_PRESET = "digits-quick"
 LIVE_EVERY_S = 2.0
 POLL_S = 0.5         # state checks are cheap (a status.json read): results appear this soon after a run ends
 SECTIONS = {"Studio": ["home", "launch", "runs", "sweeps", "run"],
-            "Results": ["accuracy", "similarity", "parameter_space", "memorization", "use_cases"]}
+            "Results": ["accuracy", "similarity", "parameter_space", "memorization", "use_cases", "transfer"]}
 _run = threading.local()    # per script-run thread: .routed is set by app.py just before it runs the page
 
 
@@ -165,6 +166,10 @@ def need_results() -> load.RunRef:
     rid = need_run()
     status = jobs.refresh(rid)
     r = load.ref(rid)
+    if load.is_transfer(r):             # a task-family run has no metrics.json: its results are elsewhere
+        st.info("This is a transfer run: its results are on the Transfer page", icon=":material/swap_horiz:")
+        st.page_link(page("transfer"), label="Transfer", icon=":material/swap_horiz:")
+        st.stop()
     if not r.has("metrics.json"):
         run_state(rid, status)
         st.stop()

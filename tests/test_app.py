@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
 TIMEOUT = 60           # AppTest's default of 3 s is too short for a first import of torch on a busy machine
 PAGES = ["home", "launch", "runs", "sweeps", "run", "accuracy", "similarity", "parameter_space", "memorization",
-         "use_cases"]
+         "use_cases", "transfer"]
 RESULT_PAGES = PAGES[5:]
+FAMILY_PAGES = ["transfer"]     # results of a task-family run only: on any other run they say so
 RUN_PAGES = [p for p in PAGES if p != "sweeps"]     # the pages that show the active run's state
 
 
@@ -71,6 +72,10 @@ def test_page_renders_with_a_finished_run(page, finished_run, monkeypatch):
     monkeypatch.setenv("PDIFF_RUNS_DIR", str(root))
     at = app(page, rid)
     assert_clean(at)
+    if page in FAMILY_PAGES:                     # a plain run: the page says what it needs, draws nothing
+        assert "needs a run of a task family" in texts(at.info), texts(at.info)
+        assert not at.get("plotly_chart")
+        return
     # memorization's verdict is an st.info; the sweeps page says it has no sweeps
     assert not at.info or page in ("memorization", "sweeps"), texts(at.info)
     if page in RESULT_PAGES:
@@ -145,19 +150,20 @@ def test_launch_starts_a_worker_and_shows_it(runs_dir):
         jobs.stop_all_started()
 
 
-def fake_run(root: Path, rid: str, status: dict, log: str = "") -> None:
+def fake_run(root: Path, rid: str, status: dict, log: str = "", preset: str = "tiny") -> None:
     d = root / rid
     d.mkdir(parents=True)
-    runs.write_json(d / "config.json", preset_config("tiny").to_dict())
+    runs.write_json(d / "config.json", preset_config(preset).to_dict())
     runs.write_json(d / "status.json", {"stage": "diffusion", "progress": 0.5, "updated": time.time(), **status})
     (d / "log.txt").write_text(log)
 
 
 @pytest.mark.parametrize("page", RUN_PAGES)
 def test_failed_cancelled_and_dead_runs_render_their_state(page, runs_dir):
-    fake_run(runs_dir, "broke", {"state": "failed", "error": "RuntimeError: out of memory"}, "Traceback ...\n")
-    fake_run(runs_dir, "stopped", {"state": "cancelled", "message": "cancelled by user during diffusion"})
-    fake_run(runs_dir, "dead", {"state": "running", "pid": 2 ** 22 + 4321}, "12:00:00 [diffusion] step 40\n")
+    preset = "tiny-tasks" if page in FAMILY_PAGES else "tiny"         # runs of the kind the page shows
+    fake_run(runs_dir, "broke", {"state": "failed", "error": "RuntimeError: out of memory"}, "Traceback ...\n", preset)
+    fake_run(runs_dir, "stopped", {"state": "cancelled", "message": "cancelled by user during diffusion"}, "", preset)
+    fake_run(runs_dir, "dead", {"state": "running", "pid": 2 ** 22 + 4321}, "12:00:00 [diffusion] step 40\n", preset)
     for rid, kind, text in [("broke", "error", "out of memory"), ("stopped", "warning", "cancelled"),
                             ("dead", "error", "without finishing")]:
         at = app(page, rid)
@@ -206,8 +212,9 @@ def test_run_page_of_a_going_run_is_live(runs_dir):
     assert at.get("plotly_chart"), "no loss curves while going"
     assert "[autoencoder] step 10" in " ".join(c.value for c in at.code)
     assert "No run" not in texts(at.warning)
+    fake_run(runs_dir, "going-t", {"state": "running", "message": "diffusion step 40"}, "", "tiny-tasks")
     for page in RESULT_PAGES:                                           # results say it is going, then appear
-        assert "is running" in texts(app(page, "going").info)
+        assert "is running" in texts(app(page, "going-t" if page in FAMILY_PAGES else "going").info)
 
 
 @pytest.mark.parametrize("page", ["home", "runs", "run", "accuracy", "memorization"])
@@ -459,3 +466,82 @@ def test_a_running_sweep_shows_its_cells_live_and_cancels(runs_dir):
     assert "3 pending · 1 running" in texts(at.caption)
     at.button(key="sw_cancel").click().run()
     assert (runs_dir / "_sweeps" / "live" / "CANCEL").is_file()
+
+
+# ---- transfer runs (a task family) -------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def transfer_run(tmp_path_factory):
+    """One real tiny-tasks run, in its own runs directory: (runs dir, run id)."""
+    root = tmp_path_factory.mktemp("transfer_runs")
+    env = dict(os.environ, PDIFF_RUNS_DIR=str(root))
+    subprocess.run([sys.executable, "-m", "pdiff_core", "run", "--preset", "tiny-tasks", "--quiet", "--run-id", "tt"],
+                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+    assert runs.read_json(root / "tt" / "status.json")["state"] == "done"
+    return root, "tt"
+
+
+def test_transfer_page_shows_the_verdict_evidence_and_charts(transfer_run, monkeypatch):
+    import numpy as np
+    root, rid = transfer_run
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(root))
+    at = app("transfer", rid)
+    assert_clean(at)
+    t = runs.read_json(root / rid / "transfer.json")
+    assert t["verdict"] in texts(at.info)
+    assert len(at.get("plotly_chart")) == 5                  # all tasks, heads, fine-tuning, memorization, map
+    shown = texts(at.markdown)
+    # the oracle's median in the bullets is the one recomputed here from the raw predictions
+    a = runs.read_npz(root / rid / "transfer.npz")
+    oracle = np.median((a["pred_oracle"] == a["y_test"]).mean(-1))
+    assert f"**oracle (full train split)**: {100 * oracle:.1f} %" in shown, shown
+    for key, d in t["comparisons"].items():                 # an interval holding 0 is never a gain
+        if not d["differs"]:
+            assert "no difference" in shown
+    assert "None" not in shown
+    # the first held-out task is picked and kept in the URL; its fine-tuning curves come from transfer.npz
+    first = t["heldout_tasks"][0]
+    assert at.query_params["task"] in ([first], first)
+    curves = at.get("plotly_chart")[2].proto.spec
+    import json
+    spec = json.loads(curves)
+    line = next(tr for tr in spec["data"] if tr.get("name", "").startswith("generated"))
+    y0 = (a["pred_finetune"][0, 0, 0] == a["y_test"][0]).mean()
+    assert abs(plotly_array(line["y"])[0] - y0) < 1e-9
+    # another task: the URL follows
+    last = t["heldout_tasks"][-1]
+    at.selectbox(key="tr_task").set_value(last).run()
+    assert_clean(at)
+    assert at.query_params["task"] in ([last], last)
+
+
+def test_a_transfer_link_opens_on_its_task(transfer_run, monkeypatch):
+    root, rid = transfer_run
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(root))
+    task = runs.read_json(root / rid / "transfer.json")["heldout_tasks"][1]
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.switch_page("pages/transfer.py")
+    at.query_params["run"], at.query_params["task"] = rid, task
+    at.run()
+    assert_clean(at)
+    assert at.selectbox(key="tr_task").value == task
+
+
+@pytest.mark.parametrize("page", ["accuracy", "memorization"])
+def test_result_pages_point_a_transfer_run_to_the_transfer_page(page, transfer_run, monkeypatch):
+    root, rid = transfer_run
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(root))
+    at = app(page, rid)
+    assert_clean(at)
+    assert "This is a transfer run: its results are on the Transfer page" in texts(at.info)
+    assert any(l.proto.page.rstrip("/").endswith("transfer") for l in at.get("page_link"))
+    assert not at.get("plotly_chart")
+
+
+def test_transfer_page_on_a_plain_run_says_it_needs_a_task_family(finished_run, monkeypatch):
+    root, rid = finished_run
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(root))
+    at = app("transfer", rid)
+    assert_clean(at)
+    assert "Transfer needs a run of a task family: launch digits-tasks" in texts(at.info)
+    assert not at.get("plotly_chart")

@@ -42,6 +42,7 @@ PAGES = [
     ("Parameter space", "Parameter space", CHART),
     ("Memorization", "Memorization", CHART),
     ("Use cases", "Use cases", CHART),
+    ("Transfer", "Transfer", '[data-testid="stAlert"]:has-text("needs a run of a task family")'),   # the demo is a plain run
 ]
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 PAGE_BUDGET_S = 2.0   # issue 4: each analysis page renders in <= 2 s after the first load
@@ -535,3 +536,27 @@ def test_a_sweep_launched_from_its_page_runs_live_then_plots(demo_run, tmp_path,
         assert page.locator('[data-testid="stDataFrame"]').count() == 1
         if shots := os.environ.get("PDIFF_SCREENSHOTS"):
             screenshot(page, Path(shots) / "sweeps.png")
+
+
+@pytest.mark.timeout(DEMO_TIMEOUT_S + 300)
+def test_transfer_page_of_a_task_family_run(demo_run, tmp_path, monkeypatch):
+    """A tiny-tasks run (CLI) opened at /transfer?run=ID: the verdict, every chart, no error."""
+    runs_dir, *_, browser = demo_run
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(runs_dir))
+    rid = "transfer-tiny"
+    subprocess.run([sys.executable, "-m", "pdiff_core", "run", "--preset", "tiny-tasks", "--quiet", "--run-id", rid],
+                   cwd=ROOT, env=dict(os.environ), check=True, capture_output=True, timeout=600)
+    assert runs.read_status(runs_dir / rid)["state"] == "done"
+    with streamlit_server(runs_dir, tmp_path / "streamlit.log") as url:
+        page = new_page(browser)
+        page.goto(f"{url}/transfer?run={rid}")
+        wait_page(page, "Transfer", CHART)
+        page.wait_for_function(f"document.querySelectorAll('{CHART}').length >= 3", timeout=60_000)
+        page.wait_for_selector(IDLE)
+        assert not problems(page), problems(page)
+        assert len(page.query_selector_all(CHART)) >= 3
+        verdict = runs.read_json(runs_dir / rid / "transfer.json")["verdict"]
+        assert verdict[:60] in page.locator('[data-testid="stMain"]').inner_text()
+        assert "task=" in page.url and f"run={rid}" in page.url
+        if os.environ.get("PDIFF_SCREENSHOTS"):
+            screenshot(page, Path(os.environ["PDIFF_SCREENSHOTS"]) / "transfer.png")
