@@ -91,3 +91,26 @@ st.plotly_chart(charts.transfer_map(pts, j, nearest, counts, axes), key="tr_map"
 st.caption("PCA fit on the training tasks' embeddings (per-class mean trunk features of a support set, averaged "
            "over support draws), applied to the held-out tasks. Red lines: the training tasks whose heads the "
            "selected task's generated heads sit closest to in parameter space, wider for more heads.")
+
+# ---- a task of your own: a few labelled examples in, generated heads out (no gradient step) ----
+st.subheader("Your own task")
+st.caption("Upload an .npz with X (rows in the dataset's raw units, e.g. digits pixels 0 to 16) and y (1 for your "
+           "class, 0 for the rest). Its embedding comes from this run's trunk, as for the held-out tasks; the "
+           "generator then samples heads for it. The accuracy shown is on your own examples (the support set).")
+up = st.file_uploader("Task file (.npz)", type=["npz"], key="transfer_task")
+if up is not None:
+    import io
+    from pdiff_core.transfer import NewTaskError, read_task_file
+    try:
+        x, y = read_task_file(io.BytesIO(up.getvalue()), up.name)
+        with st.spinner("embedding the task and sampling heads"):
+            out = load.new_task_heads(r, up.getvalue(), x, y)
+    except NewTaskError as e:
+        st.error(str(e), icon=":material/error:")
+    else:
+        acc = out["accuracy_on_examples"]
+        st.markdown(f"{len(acc)} heads for your task ({len(y)} examples, {int(y.sum())} positive). Nearest training "
+                    f"task by embedding: **{out['nearest_training_task']}**. Accuracy on your examples: best "
+                    f"{100 * acc.max():.1f} %, median {100 * float(sorted(acc)[len(acc) // 2]):.1f} %.")
+        st.download_button("Generated heads (.safetensors)", out["file"], file_name=f"{rid}-heads.safetensors",
+                           mime="application/octet-stream", icon=":material/download:")

@@ -364,14 +364,16 @@ class NewTaskError(ValueError):
     """An unusable task file; the message says what to fix."""
 
 
-def read_task_file(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """X (n, *input) in the dataset's raw units and y (n,) in {0, 1}, from an .npz (never unpickled)."""
+def read_task_file(path, name: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """X (n, *input) in the dataset's raw units and y (n,) in {0, 1}, from an .npz path or file
+    object (an upload); never unpickled."""
+    path_, path = path, name or str(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with np.load(path_, allow_pickle=False) as z:
             if "X" not in z.files or "y" not in z.files:
                 raise NewTaskError(f"{path}: save the examples as X and their labels (0/1) as y with np.savez")
             x, y = z["X"], z["y"]
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError) as e:
         if isinstance(e, NewTaskError):
             raise
         raise NewTaskError(f"{path}: not a readable .npz file ({e})") from None

@@ -333,3 +333,14 @@ def transfer_map(r: RunRef) -> tuple[pd.DataFrame, tuple[float, ...]]:
     """Tasks by embedding, PCA fit on the training tasks: see shape.transfer_map."""
     t = transfer(r)
     return shape.transfer_map(transfer_arrays(r), t["train_tasks"], t["heldout_tasks"])
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def new_task_heads(r: RunRef, key: bytes, x, y) -> dict:
+    """Heads for an uploaded task (cached on the run and the file's bytes, `key`), with the heads
+    as a safetensors file for the download button."""
+    from safetensors.torch import save
+    from pdiff_core.transfer import generate_for_task
+    out = generate_for_task(r.path, x, y)
+    return {"accuracy_on_examples": out["accuracy_on_examples"], "nearest_training_task": out["nearest_training_task"],
+            "file": save({"params": out["heads"].contiguous()}, out["codec"].to_metadata())}

@@ -306,7 +306,7 @@ def _follow() -> None:
     if follow and follow not in dict(rows) and jobs.refresh(follow).get("state") == "done":
         del st.session_state["follow"]
         set_active(follow)
-        st.switch_page(page("accuracy"))
+        st.switch_page(page("transfer" if load.is_transfer(load.ref(follow)) else "accuracy"))
     st.rerun()
 
 

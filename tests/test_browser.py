@@ -560,3 +560,23 @@ def test_transfer_page_of_a_task_family_run(demo_run, tmp_path, monkeypatch):
         assert "task=" in page.url and f"run={rid}" in page.url
         if os.environ.get("PDIFF_SCREENSHOTS"):
             screenshot(page, Path(os.environ["PDIFF_SCREENSHOTS"]) / "transfer.png")
+        # a task of one's own, uploaded: heads come out, with a download; a broken file says why
+        from sklearn.datasets import load_digits
+        import numpy as np
+        d = load_digits()
+        y = np.isin(d.target, [3, 8]).astype(int)
+        idx = np.concatenate([np.flatnonzero(y == c)[:5] for c in (0, 1)])
+        np.savez(tmp_path / "mytask.npz", X=d.data[idx].reshape(-1, 8, 8), y=y[idx])
+        page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(tmp_path / "mytask.npz"))
+        page.wait_for_selector('text=/6 heads for your task \\(10 examples, 5 positive\\)/', timeout=120_000)
+        page.wait_for_selector(IDLE)
+        assert not problems(page), problems(page)
+        with page.expect_download(timeout=60_000) as download:
+            page.get_by_role("button", name="Generated heads (.safetensors)").click()
+        from safetensors.numpy import load_file
+        download.value.save_as(tmp_path / "heads.safetensors")
+        assert load_file(str(tmp_path / "heads.safetensors"))["params"].shape == (6, 34)
+        np.savez(tmp_path / "broken.npz", X=d.data[:3], y=np.array([0, 1, 2]))
+        page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(tmp_path / "broken.npz"))
+        page.wait_for_selector('[data-testid="stAlertContentError"]:has-text("y must be one label per row")',
+                               timeout=60_000)
