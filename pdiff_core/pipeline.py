@@ -22,7 +22,7 @@ from .evaluate import Evaluator
 from .health import reference_accuracy, run_warnings
 from .metrics import group_metrics, summarize
 from .params import Codec
-from .prepare import Prepared, prepare, seed_everything
+from .prepare import Prepared, prepare, seed_everything, stage_timer
 
 # (stage, share of the whole run's progress bar)
 STAGES = [("collect", 0.2), ("autoencoder", 0.25), ("diffusion", 0.25), ("generate", 0.05),
@@ -53,10 +53,7 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, report: Callable[[str, float, st
     model = copy.deepcopy(prep.model)
     timings: dict[str, float] = {}
 
-    def stage(name):
-        t0 = time.perf_counter()
-        report(name, 0.0, f"{name} started")
-        return lambda: timings.__setitem__(name, round(time.perf_counter() - t0, 3))
+    stage = stage_timer(report, timings)
 
     # 1. base model, then K checkpoints of the selected parameters
     done = stage("collect")

@@ -48,3 +48,15 @@ def seed_everything(seed: int) -> torch.Generator:
     torch.manual_seed(seed)
     np.random.seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def stage_timer(report, timings: dict):
+    """stage(name) reports the stage's start and returns done(), which records its seconds in
+    `timings`: how every stage chain (pipeline, transfer) times its stages."""
+    import time
+
+    def stage(name: str):
+        t0 = time.perf_counter()
+        report(name, 0.0, f"{name} started")
+        return lambda: timings.__setitem__(name, round(time.perf_counter() - t0, 3))
+    return stage

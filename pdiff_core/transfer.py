@@ -16,7 +16,6 @@ transfer.npz holds the raw predictions; transfer.json is summarize(transfer.npz,
 so `python -m pdiff_core analyze RUN` rebuilds it byte for byte."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ from .config import RunConfig
 from .diffusion import Guided, Schedule, sample, train_ddpm
 from .metrics import error_sets, iou_matrix
 from .params import Codec
-from .prepare import Prepared, seed_everything
+from .prepare import Prepared, seed_everything, stage_timer
 
 EMB_DRAWS = 8                 # support sets drawn per training task: the generator sees how embeddings vary
 PROBE_SHOTS = (1, 5, 10)      # k-shot linear probes, examples per class
@@ -117,10 +116,7 @@ def run_transfer(cfg: RunConfig, run_dir: Path, report, prep: Prepared, log_loss
     gen = seed_everything(cfg.seed)
     model = prep.model
 
-    def stage(name):
-        t0 = time.perf_counter()
-        report(name, 0.0, f"{name} started")
-        return lambda: timings.__setitem__(name, round(time.perf_counter() - t0, 3))
+    stage = stage_timer(report, timings)
 
     # 1. the trunk, then every task's heads (one unit of work per task)
     done = stage("collect")
