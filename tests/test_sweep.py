@@ -129,7 +129,9 @@ def test_mean_ci_is_a_t_interval_over_seeds():
 
 def test_a_killed_local_worker_is_retried_once(tmp_path):
     runs_dir = tmp_path / "runs"
-    proc = cli(runs_dir, "--preset", "tiny", "--grid", "k=12", "--name", "kill", "--workers", "1")
+    # no analysis stage: this checks the retry, and the analysis (and its UMAP helper) only costs time here
+    proc = cli(runs_dir, "--preset", "tiny", "--grid", "k=12", "--grid", "analysis=false", "--name", "kill",
+               "--workers", "1")
     try:
         staged = runs_dir / "_sweeps" / "kill" / "stage"
         # kill the worker once it is training (its run folder exists and reports a stage past collect)
@@ -154,8 +156,8 @@ def test_a_killed_local_worker_is_retried_once(tmp_path):
 
 def test_a_killed_driver_resumes_with_only_the_missing_cells(tmp_path):
     runs_dir = tmp_path / "runs"
-    proc = cli(runs_dir, "--preset", "tiny", "--grid", "k=12,16,20", "--name", "res", "--workers", "1",
-               "--seeds", "0")
+    proc = cli(runs_dir, "--preset", "tiny", "--grid", "k=12,16,20", "--grid", "analysis=false", "--name", "res",
+               "--workers", "1", "--seeds", "0")
     try:
         sw_cells = lambda: json.loads((runs_dir / "_sweeps" / "res" / "sweep.json").read_text())["cells"]
         wait_for(lambda: (runs_dir / "_sweeps" / "res" / "sweep.json").exists())
@@ -189,7 +191,8 @@ def test_a_killed_driver_resumes_with_only_the_missing_cells(tmp_path):
 def test_cancel_stops_the_going_cell_and_the_remaining_ones(tmp_path, monkeypatch):
     runs_dir = tmp_path / "runs"
     monkeypatch.setenv("PDIFF_RUNS_DIR", str(runs_dir))
-    proc = cli(runs_dir, "--preset", "tiny", "--grid", "k=12,16", "--name", "can", "--workers", "1")
+    proc = cli(runs_dir, "--preset", "tiny", "--grid", "k=12,16", "--grid", "analysis=false", "--name", "can",
+               "--workers", "1")
     try:
         staged = runs_dir / "_sweeps" / "can" / "stage"
         wait_for(lambda: any((d / "status.json").exists() for d in staged.iterdir()) if staged.is_dir() else False)
