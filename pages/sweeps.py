@@ -148,7 +148,7 @@ def results(sw: dict) -> None:
         st.plotly_chart(charts.sweep_plane(df, color or x), key="sw_plane")
         st.caption("Accuracy against novelty: one point per cell (hover for its run).")
     # one number of decimals per column, and a dash (not "None") where a cell has no such figure
-    fmt = {k: st.column_config.NumberColumn(format="%.2f" if scale == 100 else "%.3f", help=text)
+    fmt = {k: st.column_config.NumberColumn(SHORT.get(k, k), format="%.2f" if scale == 100 else "%.3f", help=text)
            for k, (text, _, scale) in sweep.HEADLINE.items()}
     st.dataframe(df.drop(columns=["run", "progress", "message"]), hide_index=True, width="stretch", key="sw_table",
                  placeholder="–",
@@ -156,6 +156,10 @@ def results(sw: dict) -> None:
     st.caption("One row per cell; percentages in points. Click a run to open its record.")
 
 
+# column titles of the cell table (the full wording is each column's help)
+SHORT = {"gen_minus_orig": "gen − orig (pp)", "replica_rate": "replicas (%)", "traj_ratio": "d_traj ÷ step",
+         "smax_mean": "mean s_max", "dominated": "dominated (%)", "ensemble_gain": "ensemble gain (pp)",
+         "gen_acc_median": "gen median acc (%)"}
 ui.header("Sweeps")
 sweeps = sweep.list_sweeps()
 new_sweep(expanded=not sweeps)

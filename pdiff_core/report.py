@@ -52,8 +52,9 @@ def init_statement(r: dict) -> str:
     reach = ", ".join(f"{k} {'never' if s is None else s}" for k, s in r["steps_to_target"].items())
     who = ("all starts equally" if len(r["fastest"]) == len(r["kinds"])
            else " and ".join(r["fastest"]) + (" starts" if len(r["fastest"]) > 1 else " start"))
-    finals = "; ".join(compared(d, f"{k} start's final test accuracy against random starts")
+    finals = "; ".join(compared(d, f"the {k} start's final test accuracy against random starts")
                        for k, d in r["final_test_vs_random"].items())
+    finals = finals[:1].upper() + finals[1:]          # it opens a sentence
     return (f"Fine-tuning from {', '.join(r['kinds'])} starts ({r['steps']} SGD steps, same data for all): fastest "
             f"to come within one validation example of the best final validation accuracy is {who} "
             f"(steps: {reach}). {finals}.")
