@@ -86,3 +86,10 @@ def train_autoencoder(x: torch.Tensor, cfg: RunConfig, device: str, tick, log_lo
             log_loss(step, loss.item())
             tick((step + 1) / cfg.ae_steps, f"autoencoder step {step + 1}/{cfg.ae_steps}" + train_step.note)
     return ae.eval()
+
+
+def latent_scale(lat: torch.Tensor) -> tuple[float, float, float]:
+    """(mean, std, x0 clip) of encoded checkpoints: the DDPM sees latents scaled to unit variance,
+    and samplers keep their x0 estimate within 1.5x the scaled data's largest value."""
+    mean, std = float(lat.mean()), float(lat.std())
+    return mean, std, 1.5 * float(((lat - mean) / std).abs().max())

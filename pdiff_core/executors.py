@@ -82,8 +82,8 @@ def run_local(sweep, cells, stage, going, landed, cancelled, log) -> None:
     while queue or live:
         if cancelled():
             queue.clear()
-            for rid in live:
-                if (stage / rid / "status.json").exists():
+            for rid in live:                        # its worker reads this at its next progress report
+                if (stage / rid / "status.json").exists() and not (stage / rid / "CANCEL").exists():
                     (stage / rid / "CANCEL").write_text("cancelled with the sweep\n")
         while queue and len(live) < workers:
             cell, attempt = queue.pop(0)
@@ -105,12 +105,12 @@ def run_local(sweep, cells, stage, going, landed, cancelled, log) -> None:
                     sweeps.set_aside(stage / rid, sweep["name"])
                 queue.insert(0, (cell, attempt + 1))
                 continue
-            if not (stage / rid).is_dir():              # died before it made its folder
-                sweeps.failed_cell_dir(stage, sweep, cell, sweeps.node_info("local"),
-                                       f"the worker process {how_it_ended(code)} before it started")
-            sweeps.finish_cell_dir(stage / rid, sweep["name"],
-                                   {**sweeps.node_info("local"), "peak_rss_mib": peak, "attempt": attempt},
-                                   reason=f"the worker process {how_it_ended(code)} without finishing")
+            node = {**sweeps.node_info("local"), "peak_rss_mib": peak, "attempt": attempt}
+            if (stage / rid).is_dir():
+                sweeps.finish_cell_dir(stage / rid, sweep["name"], node,
+                                       reason=f"the worker process {how_it_ended(code)} without finishing")
+            else:                                       # died before it made its folder
+                sweeps.failed_cell_dir(stage, sweep, cell, node, f"the worker process {how_it_ended(code)} before it started")
             landed(cell, stage / rid)
         time.sleep(POLL_S)
 
@@ -211,9 +211,9 @@ def run_ray(sweep, cells, stage, going, landed, cancelled, log) -> None:
                     ray.cancel(ref)
                 sent_cancel = True
             done, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
-            finished = {refs[ref]["run"] for ref in done}
+            still = {c["run"] for c in refs.values()} - {refs[ref]["run"] for ref in done}
             for rid, info in ray.get(board.snapshot.remote()).items():   # live progress of going cells
-                if rid not in finished and rid in {c["run"] for c in refs.values()} and info != shown.get(rid):
+                if rid in still and info != shown.get(rid):
                     shown[rid] = info
                     going(rid, info)
             for ref in done:

@@ -69,7 +69,7 @@ def cancel(run_id: str) -> None:
     run_dir = runs.run_path(run_id)
     (run_dir / "CANCEL").write_text("cancelled from the app\n")
     status = refresh(run_id)
-    if status.get("state") == "queued" and not _alive(status.get("pid")):
+    if status.get("state") == "queued" and not alive(status.get("pid")):
         runs.update_status(run_dir, state="cancelled", message="cancelled before the worker started",
                            finished=time.time())
 
@@ -82,7 +82,8 @@ def delete(run_id: str) -> None:
     shutil.rmtree(run_dir)
 
 
-def _alive(pid) -> bool:
+def alive(pid) -> bool:
+    """Whether process pid still runs (a zombie has exited); our own children are reaped on the way."""
     if not pid:
         return False
     if pid in _children:                                    # our own child: poll() also reaps the zombie
@@ -131,7 +132,7 @@ def refresh(run_id: str) -> dict:
     if status.get("state") not in ACTIVE:
         return status
     pid = status.get("pid")
-    if _alive(pid):
+    if alive(pid):
         return status
     if not pid:
         born = status.get("queued") or status.get("started") or status.get("updated") or 0

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from . import runs
-from .autoencoder import ParamAutoencoder, train_autoencoder
+from .autoencoder import ParamAutoencoder, latent_scale, train_autoencoder
 from .collect import checkpoint_spread, collect_zoo, train_base
 from .config import RunConfig
 from .diffusion import Denoiser, Schedule, sample, train_ddpm
@@ -78,8 +78,7 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, report: Callable[[str, float, st
         lat = ae.encode(z.to(device)).float().cpu()
         recon = codec.denormalize(ae.decode(lat.to(device)).float().cpu())
     # The DDPM sees latents scaled to unit variance; the scale is kept to undo it.
-    lat_mean, lat_std = float(lat.mean()), float(lat.std())
-    clip = 1.5 * float(((lat - lat_mean) / lat_std).abs().max())   # samplers keep x0 inside the data's range
+    lat_mean, lat_std, clip = latent_scale(lat)
     done()
 
     # 3. DDPM on the latents
@@ -234,7 +233,9 @@ def load_generator(run_dir: Path, cfg: RunConfig, device: str = "cpu"):
     dim = int(meta["dim"])
     ae = ParamAutoencoder(dim, cfg.latent_dim, cfg.ae_channels, cfg.in_noise, cfg.latent_noise)
     ae.load_state_dict(ae_state)
-    denoiser = Denoiser(cfg.latent_dim, cfg.ddpm_channels)
-    denoiser.load_state_dict(runs.read_safetensors(Path(run_dir) / "denoiser.safetensors")[0])
+    state = runs.read_safetensors(Path(run_dir) / "denoiser.safetensors")[0]
+    cond_dim = len(state["null"]) if "null" in state else 0      # a task-conditioned denoiser (transfer runs)
+    denoiser = Denoiser(cfg.latent_dim, cfg.ddpm_channels, cond_dim=cond_dim)
+    denoiser.load_state_dict(state)
     scale = {k: float(meta[k]) for k in ("latent_mean", "latent_std", "x0_clip")}
     return ae.to(device).eval(), denoiser.to(device).eval(), scale

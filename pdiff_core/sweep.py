@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import runs
+from . import jobs, runs
 from .config import PRESETS, ConfigError, RunConfig, parse_overrides, preset_config, validate
 
 SWEEPS = "_sweeps"
@@ -181,26 +181,11 @@ def list_sweeps() -> list[dict]:
     return out
 
 
-def driver_alive(state: dict) -> bool:
-    pid = state.get("pid")
-    if not pid:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return stat != "Z"
-    except OSError:
-        try:
-            os.kill(pid, 0)
-            return True
-        except OSError:
-            return False
-
-
 def read_state(name: str) -> dict:
     """state.json, with a driver that died mid-sweep turned into 'interrupted' (resume finishes it)."""
     path = folder(name) / "state.json"
     state = runs.read_json(path) if path.exists() else {"state": "created"}
-    if state.get("state") == "running" and not driver_alive(state):
+    if state.get("state") == "running" and not jobs.alive(state.get("pid")):
         state = {**state, "state": "interrupted", "going": {}}
     return state
 
@@ -233,13 +218,9 @@ def summary(sweep: dict) -> dict:
 
 
 def cancel(name: str) -> str:
-    """Stop the remaining cells; going ones get their run's CANCEL file (through the driver)."""
-    path = folder(name)
-    (path / "CANCEL").write_text("cancelled\n")
-    stage = path / "stage"
-    for d in stage.iterdir() if stage.is_dir() else []:    # local cells: their worker reads this file
-        if (d / "status.json").exists():
-            (d / "CANCEL").write_text("cancelled with the sweep\n")
+    """Stop the remaining cells; the driver, seeing this sweep's CANCEL file, passes it on to the
+    going cells' runs (a dead driver's cells died with it)."""
+    (folder(name) / "CANCEL").write_text("cancelled\n")
     state = read_state(name)
     if state.get("state") != "running":
         _write_state(name, state="cancelled", finished=time.time(), going={})
@@ -371,13 +352,14 @@ def run(name: str, resume: bool = False, log=print) -> dict:
     log(f"sweep {name}: {len(todo)} of {len(sweep['cells'])} cells to run on the {sweep['executor']} executor")
     cancelled = lambda: (path / "CANCEL").exists()
 
+    going_now: dict[str, dict] = {}         # the driver is the only writer of state.json's "going"
+
     def going(run_id: str, info: dict | None) -> None:
-        g = dict(runs.read_json(path / "state.json").get("going") or {})
         if info is None:
-            g.pop(run_id, None)
+            going_now.pop(run_id, None)
         else:
-            g[run_id] = info
-        _write_state(name, going=g)
+            going_now[run_id] = info
+        _write_state(name, going=dict(going_now))
 
     def landed(cell: dict, staged: Path) -> None:
         dest = land(staged, cell["run"])

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from . import runs, tasks
-from .autoencoder import train_autoencoder
+from .autoencoder import latent_scale, train_autoencoder
 from .collect import train_base
 from .config import RunConfig
 from .diffusion import Guided, Schedule, sample, train_ddpm
@@ -41,10 +41,6 @@ SALT_SUPPORT, SALT_PROBE, SALT_INIT, SALT_GEN = 101, 211, 307, 401
 
 # -----------------------------------------------------------------------------
 # heads: (n, D) vectors = [W (2 x F) row-major, b (2)]
-
-def head_codec(n_features: int) -> Codec:
-    return Codec(["head.weight", "head.bias"], [(2, n_features), (2,)], [0.0, 0.0], [1.0, 1.0])
-
 
 def logits(theta: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """(n, D) heads on (N, F) features -> (n, N, 2)."""
@@ -125,12 +121,13 @@ def run_transfer(cfg: RunConfig, run_dir: Path, report, prep: Prepared, log_loss
     runs.write_safetensors(run_dir / "base_model.safetensors", model.state_dict())
     trunk = model[:-1]
     with torch.no_grad():
-        feats = {s: trunk(getattr(data, f"x_{s}")).float() for s in ("train", "val", "test")}
+        feats = {s: trunk(getattr(data, f"x_{s}")).float() for s in ("train", "test")}   # heads never see val
     ts = tasks.make_tasks(cfg.family, data.n_classes, cfg.tasks_train, cfg.tasks_heldout, cfg.seed)
     masks = np.concatenate([ts.train, ts.heldout])
-    units = [{"features": feats["train"], "labels": tasks.labels(m, data.y_train), "seed": cfg.seed * 100_003 + i,
+    y_tr = [tasks.labels(m, data.y_train) for m in masks]                                # each task's train labels
+    units = [{"features": feats["train"], "labels": y_tr[i], "seed": cfg.seed * 100_003 + i,
               "head_steps": cfg.head_steps, "k": cfg.k, "lr": cfg.collect_lr, "batch": cfg.batch_size,
-              "zoo": i < len(ts.train)} for i, m in enumerate(masks)]
+              "zoo": i < len(ts.train)} for i in range(len(masks))]
     out = map_units(collect_task, units, cfg.executor, cfg.workers, cfg.address,
                     done=lambda i, n: report("collect", 0.3 + 0.7 * i / n, f"task {i}/{n} collected"))
     n_t = len(ts.train)
@@ -142,7 +139,6 @@ def run_transfer(cfg: RunConfig, run_dir: Path, report, prep: Prepared, log_loss
     done()
 
     # 2. embeddings: EMB_DRAWS support sets per training task; one per held-out task (its k-shot set)
-    y_tr = [tasks.labels(m, data.y_train) for m in masks]
     emb_train = torch.stack([torch.stack([
         tasks.embedding(feats["train"][s], y_tr[i][s])
         for s in [tasks.support(y_tr[i], cfg.shots, cfg.seed * 7919 + SALT_SUPPORT * (i + 1) + r) for r in range(EMB_DRAWS)]])
@@ -160,8 +156,7 @@ def run_transfer(cfg: RunConfig, run_dir: Path, report, prep: Prepared, log_loss
     ae = train_autoencoder(z, cfg, device, lambda f, m: report("autoencoder", f, m), lambda s, l: log_loss("ae", s, l))
     with torch.no_grad():
         lat = ae.encode(z.to(device)).float().cpu()
-    lat_mean, lat_std = float(lat.mean()), float(lat.std())
-    clip = 1.5 * float(((lat - lat_mean) / lat_std).abs().max())
+    lat_mean, lat_std, clip = latent_scale(lat)
     done()
     done = stage("diffusion")
     rows = torch.arange(len(theta))
@@ -186,7 +181,7 @@ def run_transfer(cfg: RunConfig, run_dir: Path, report, prep: Prepared, log_loss
 
     # 5. evaluate every method on every held-out task's test split
     done = stage("evaluate")
-    arrays = evaluate_heldout(cfg, ts, feats, data, sup, z_train, z_held, finals, oracles, generated,
+    arrays = evaluate_heldout(cfg, ts, feats, data, y_tr[n_t:], sup, z_train, z_held, finals, oracles, generated,
                               lambda f, m: report("evaluate", f, m))
     arrays.update(emb_train=z_train.numpy().astype(np.float32), emb_heldout=z_held.numpy().astype(np.float32),
                   emb_mean=e_mean.numpy(), emb_std=e_std.numpy())            # how a new task's embedding is scaled
@@ -194,7 +189,8 @@ def run_transfer(cfg: RunConfig, run_dir: Path, report, prep: Prepared, log_loss
     runs.write_safetensors(run_dir / "originals.safetensors", {"params": theta, "latents": lat}, meta)
     runs.write_safetensors(run_dir / "generated.safetensors", {"params": generated.flatten(0, 1)}, meta)
     runs.write_safetensors(run_dir / "ae.safetensors", ae.state_dict(),
-                           {"latent_mean": str(lat_mean), "latent_std": str(lat_std), "x0_clip": str(clip)})
+                           {"latent_mean": str(lat_mean), "latent_std": str(lat_std), "x0_clip": str(clip),
+                            "dim": str(codec.dim)})
     runs.write_safetensors(run_dir / "denoiser.safetensors", net.state_dict())
     runs.write_npz(run_dir / "transfer.npz", arrays)
     summary = summarize(arrays, cfg)
@@ -204,7 +200,8 @@ def run_transfer(cfg: RunConfig, run_dir: Path, report, prep: Prepared, log_loss
     return {"timings": timings, "base_training": base_info}
 
 
-def evaluate_heldout(cfg, ts, feats, data, sup, z_train, z_held, finals, oracles, generated, tick) -> dict:
+def evaluate_heldout(cfg, ts, feats, data, y_train, sup, z_train, z_held, finals, oracles, generated, tick) -> dict:
+    """Every method's test predictions on every held-out task (y_train: their train-split labels)."""
     n_h, h_test = len(ts.heldout), feats["test"]
     y_test = np.stack([tasks.labels(m, data.y_test).numpy() for m in ts.heldout]).astype(np.int8)
     average = finals.mean(0, keepdim=True)
@@ -217,8 +214,7 @@ def evaluate_heldout(cfg, ts, feats, data, sup, z_train, z_held, finals, oracles
            "pred_oracle": np.concatenate([predict(o[None], h_test) for o in oracles])}
     pred_gen, sup_correct, finetune = [], [], []
     probes = {k: [] for k in PROBE_SHOTS}
-    for j, mask in enumerate(ts.heldout):
-        y_tr = tasks.labels(mask, data.y_train)
+    for j, y_tr in enumerate(y_train):
         hs, ys = feats["train"][sup[j]], y_tr[sup[j]]
         pg = predict(generated[j], h_test)                                               # (M, N)
         pred_gen.append(pg)
@@ -267,6 +263,14 @@ def paired(a: np.ndarray, b: np.ndarray, seed: int) -> dict:
     return {**d, "differs": bool(d["lo"] > 0 or d["hi"] < 0)}
 
 
+def median_steps(reach: list[int | None]) -> float | None:
+    """Median over tasks of the steps to the oracle, a task that never got there counting as
+    infinitely many; None when more than half never got there."""
+    if 2 * sum(r is None for r in reach) > len(reach):
+        return None
+    return float(np.median([np.inf if r is None else r for r in reach]))
+
+
 def summarize(a: dict, cfg: RunConfig) -> dict:
     y = a["y_test"].astype(np.int64)                                                    # (n_h, N)
     n_test = y.shape[1]
@@ -306,8 +310,7 @@ def summarize(a: dict, cfg: RunConfig) -> dict:
     vs = {f"generated_best - {b}": paired(methods["generated_best"], methods[b], seed)
           for b in ("linear_probe", "nearest_task", "average_of_tasks", "oracle") if b in methods}
     curves = {s: (ft[:, i].mean(0) / n_test).tolist() for i, s in enumerate(STARTS)}
-    steps = {s: (lambda r: None if sum(v is None for v in r) * 2 > len(r) else float(np.median([v if v is not None else np.inf for v in r])))(
-        [reach[j][i] for j in range(len(y))]) for i, s in enumerate(STARTS)}
+    steps = {s: median_steps([reach[j][i] for j in range(len(y))]) for i, s in enumerate(STARTS)}
     memorized = float((mem >= 0.95).mean())
     out = {
         "family": cfg.family, "dataset": cfg.dataset, "shots": cfg.shots, "n_test": n_test,
@@ -386,10 +389,9 @@ def generate_for_task(run_dir: Path, x_raw: np.ndarray, y: np.ndarray, n: int | 
     """Embed a new task from its labelled examples with the run's trunk, then sample heads for it
     from the run's conditional generator. Returns the heads, their accuracy on the given examples,
     and the nearest training task by embedding."""
-    from .autoencoder import ParamAutoencoder
     from .data import load_dataset
-    from .diffusion import Denoiser
     from .models import build_model
+    from .pipeline import load_generator
     run_dir = Path(run_dir)
     cfg = RunConfig.from_dict(runs.read_json(run_dir / "config.json"))
     data = load_dataset(cfg.dataset, cfg.data_root or None, seed=cfg.seed)
@@ -403,19 +405,13 @@ def generate_for_task(run_dir: Path, x_raw: np.ndarray, y: np.ndarray, n: int | 
         h = model[:-1](data.standardize(x_raw)).float()
     yt = torch.as_tensor(y).long()
     e = (tasks.embedding(h, yt) - torch.from_numpy(arrays["emb_mean"])) / torch.from_numpy(arrays["emb_std"])
-    theta, meta = runs.read_safetensors(run_dir / "originals.safetensors")
-    codec = Codec.from_metadata(meta)
-    ae_state, ae_meta = runs.read_safetensors(run_dir / "ae.safetensors")
-    ae = ParamAutoencoder(codec.dim, cfg.latent_dim, cfg.ae_channels, cfg.in_noise, cfg.latent_noise)
-    ae.load_state_dict(ae_state)
-    net = Denoiser(cfg.latent_dim, cfg.ddpm_channels, cond_dim=len(e))
-    net.load_state_dict(runs.read_safetensors(run_dir / "denoiser.safetensors")[0])
-    lat_mean, lat_std, clip = (float(ae_meta[k]) for k in ("latent_mean", "latent_std", "x0_clip"))
+    codec = Codec.from_metadata(runs.read_safetensors(run_dir / "originals.safetensors")[1])
+    ae, net, scale = load_generator(run_dir, cfg)
     sched = Schedule(cfg.timesteps, cfg.beta_start, cfg.beta_end)
     with torch.no_grad():
-        g = sample(Guided(net.eval(), e, cfg.guidance), sched, n or cfg.n_generate, cfg.sampler, cfg.ddim_steps,
-                   torch.Generator().manual_seed(seed), eta=cfg.ddim_eta, clip=clip)
-        heads = codec.denormalize(ae.eval().decode(g.float() * lat_std + lat_mean).float())
+        g = sample(Guided(net, e, cfg.guidance), sched, n or cfg.n_generate, cfg.sampler, cfg.ddim_steps,
+                   torch.Generator().manual_seed(seed), eta=cfg.ddim_eta, clip=scale["x0_clip"])
+        heads = codec.denormalize(ae.decode(g.float() * scale["latent_std"] + scale["latent_mean"]).float())
     correct = (predict(heads, h) == y[None]).mean(1)
     nearest = int(torch.cdist(e[None], torch.from_numpy(arrays["emb_train"]).mean(1)).argmin())
     return {"heads": heads, "accuracy_on_examples": correct, "embedding": e,
