@@ -1,4 +1,5 @@
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,21 +18,31 @@ def runs_dir(tmp_path, monkeypatch):
     return d
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    """The tiny preset with the analysis stage on, as the pipeline runs it, shared by the tests that
-    only read it. UMAP is made unimportable (its cold import alone takes 30-40 s), which also tests
-    the graceful skip."""
+@contextmanager
+def executed(tmp_path_factory, preset: str, name: str, **modules):
+    """`preset` run in this process on one thread, as the pipeline runs it, in its own runs directory
+    (PDIFF_RUNS_DIR points there while in use; `modules` patch sys.modules); yields the run directory."""
     from pdiff_core.analysis import one_thread
     from pdiff_core.config import preset_config
     from pdiff_core.pipeline import execute
     mp = pytest.MonkeyPatch()
     root = tmp_path_factory.mktemp("runs")
     mp.setenv("PDIFF_RUNS_DIR", str(root))
-    mp.setitem(sys.modules, "umap", None)
-    run_dir = root / "tiny"
+    for module, value in modules.items():
+        mp.setitem(sys.modules, module, value)
+    run_dir = root / name
     run_dir.mkdir()
-    with one_thread():
-        execute(preset_config("tiny"), run_dir)
-    yield run_dir
-    mp.undo()
+    try:
+        with one_thread():
+            execute(preset_config(preset), run_dir)
+        yield run_dir
+    finally:
+        mp.undo()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The tiny preset with the analysis stage on, shared by the tests that only read it. UMAP is
+    made unimportable (its cold import alone takes 30-40 s), which also tests the graceful skip."""
+    with executed(tmp_path_factory, "tiny", "tiny", umap=None) as run_dir:
+        yield run_dir

@@ -22,15 +22,20 @@ FAMILY_PAGES = ["transfer"]     # results of a task-family run only: on any othe
 RUN_PAGES = [p for p in PAGES if p != "sweeps"]     # the pages that show the active run's state
 
 
+def cli_run(tmp_path_factory, preset: str, run_id: str) -> tuple:
+    """One real run of `preset` from the CLI, in its own runs directory: (runs dir, run id)."""
+    root = tmp_path_factory.mktemp(f"runs_{run_id}")
+    env = dict(os.environ, PDIFF_RUNS_DIR=str(root))
+    subprocess.run([sys.executable, "-m", "pdiff_core", "run", "--preset", preset, "--quiet", "--run-id", run_id],
+                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+    assert runs.read_json(root / run_id / "status.json")["state"] == "done"
+    return root, run_id
+
+
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory):
-    """One real tiny run, analysis included, in its own runs directory: (runs dir, run id)."""
-    root = tmp_path_factory.mktemp("app_runs")
-    env = dict(os.environ, PDIFF_RUNS_DIR=str(root))
-    subprocess.run([sys.executable, "-m", "pdiff_core", "run", "--preset", "tiny", "--quiet", "--run-id", "tiny"],
-                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
-    assert runs.read_json(root / "tiny" / "status.json")["state"] == "done"
-    return root, "tiny"
+    """One real tiny run, analysis included."""
+    return cli_run(tmp_path_factory, "tiny", "tiny")
 
 
 def app(page: str, run: str | None = None) -> AppTest:
@@ -472,13 +477,8 @@ def test_a_running_sweep_shows_its_cells_live_and_cancels(runs_dir):
 
 @pytest.fixture(scope="session")
 def transfer_run(tmp_path_factory):
-    """One real tiny-tasks run, in its own runs directory: (runs dir, run id)."""
-    root = tmp_path_factory.mktemp("transfer_runs")
-    env = dict(os.environ, PDIFF_RUNS_DIR=str(root))
-    subprocess.run([sys.executable, "-m", "pdiff_core", "run", "--preset", "tiny-tasks", "--quiet", "--run-id", "tt"],
-                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
-    assert runs.read_json(root / "tt" / "status.json")["state"] == "done"
-    return root, "tt"
+    """One real tiny-tasks run."""
+    return cli_run(tmp_path_factory, "tiny-tasks", "tt")
 
 
 def test_transfer_page_shows_the_verdict_evidence_and_charts(transfer_run, monkeypatch):

@@ -9,6 +9,7 @@ import torch
 from pdiff_core import runs, tasks, transfer
 from pdiff_core.config import ConfigError, RunConfig, preset_config, validate
 from pdiff_core.executors import map_units
+from tests.conftest import executed
 
 
 def test_tasks_are_distinct_binary_subsets_split_disjoint_by_seed():
@@ -78,17 +79,8 @@ def test_task_collection_gives_the_same_heads_in_one_process_and_two():
 
 @pytest.fixture(scope="module")
 def tiny_transfer(tmp_path_factory):
-    from pdiff_core.analysis import one_thread
-    from pdiff_core.pipeline import execute
-    root = tmp_path_factory.mktemp("transfer")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PDIFF_RUNS_DIR", str(root))
-    run_dir = root / "tt"
-    run_dir.mkdir()
-    with one_thread():
-        execute(preset_config("tiny-tasks"), run_dir)
-    yield run_dir
-    mp.undo()
+    with executed(tmp_path_factory, "tiny-tasks", "tt") as run_dir:
+        yield run_dir
 
 
 def test_tiny_transfer_run_writes_every_method_for_every_heldout_task(tiny_transfer):
