@@ -32,6 +32,9 @@ def prepare(cfg: RunConfig) -> Prepared:
     model = build_model(cfg.arch, data.input_shape, data.n_classes, cfg.width)
     names = select_names(model, cfg.layers)
     check_sizes(cfg, data, model)
+    if cfg.family:      # enough distinct tasks, and enough examples for every task's support sets
+        from .tasks import check
+        check(cfg.family, data.y_train, data.n_classes, cfg.tasks_train, cfg.tasks_heldout, cfg.seed, cfg.shots)
     return Prepared(cfg, device, data, model, names)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 FAMILIES = ("subsets",)
+PROBE_SHOTS = (1, 5, 10)      # k-shot linear probes (transfer's baselines), examples per class
 
 
 class TaskError(ValueError):
@@ -59,6 +60,21 @@ def make_tasks(family: str, n_classes: int, n_train: int, n_heldout: int, seed: 
     for row, i in enumerate(pick):
         masks[row, list(pool[i])] = True
     return TaskSet(train=masks[:n_train], heldout=masks[n_train:])
+
+
+def check(family: str, y_train: torch.Tensor, n_classes: int, n_train: int, n_heldout: int, seed: int,
+          shots: int) -> TaskSet:
+    """The run's task set, or a TaskError before anything runs: more tasks than the family has, or a
+    task with fewer train examples of a class than its support sets (or the probes) draw."""
+    ts = make_tasks(family, n_classes, n_train, n_heldout, seed)
+    need = max(shots, *PROBE_SHOTS)
+    for mask in np.concatenate([ts.train, ts.heldout]):
+        y = labels(mask, y_train)
+        fewest = int(min((y == 0).sum(), (y == 1).sum()))
+        if fewest < need:
+            raise TaskError(f"task {task_name(mask)} has {fewest} train examples of one class; its support sets need "
+                            f"{need} (shots={shots}, probes up to {max(PROBE_SHOTS)} per class): lower shots, or use a dataset with more examples per class")
+    return ts
 
 
 def labels(mask: np.ndarray, y: torch.Tensor) -> torch.Tensor:

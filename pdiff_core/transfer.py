@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from . import runs, tasks
+from .tasks import PROBE_SHOTS
 from .autoencoder import latent_scale, train_autoencoder
 from .collect import train_base
 from .config import RunConfig
@@ -32,7 +33,6 @@ from .params import Codec
 from .prepare import Prepared, seed_everything, stage_timer
 
 EMB_DRAWS = 8                 # support sets drawn per training task: the generator sees how embeddings vary
-PROBE_SHOTS = (1, 5, 10)      # k-shot linear probes, examples per class
 STARTS = ("generated", "nearest_task", "average_of_tasks", "random")
 HEAD_LR = 1e-2                # Adam, full batch: a linear head on frozen features converges in a few hundred steps
 N_BOOT_TASKS = 2000
@@ -258,9 +258,10 @@ def median_ci(values: np.ndarray, seed: int) -> dict:
 
 
 def paired(a: np.ndarray, b: np.ndarray, seed: int) -> dict:
-    """Median over tasks of a - b (per-task differences), 95 % interval; a gain only if it excludes 0."""
+    """Median over tasks of a - b (per-task differences), 95 % interval; a gain only if it excludes 0.
+    One task's resamples are all the same task: its zero-width interval shows no difference."""
     d = median_ci(np.asarray(a, float) - np.asarray(b, float), seed)
-    return {**d, "differs": bool(d["lo"] > 0 or d["hi"] < 0)}
+    return {**d, "differs": bool(d["n"] > 1 and (d["lo"] > 0 or d["hi"] < 0))}
 
 
 def median_steps(reach: list[int | None]) -> float | None:
@@ -339,7 +340,8 @@ def verdict(s: dict) -> str:
             how = ("beats" if d["median"] > 0 else "loses to") if d["differs"] else "is no different from"
             parts.append(f"{how} {words}: {pp(d)}")
     z = s["zero_shot"]
-    return (f"On {len(s['heldout_tasks'])} held-out tasks, the generated head chosen on the support set "
+    n = len(s["heldout_tasks"])
+    return (f"On {n} held-out task{'s' if n != 1 else ''}, the generated head chosen on the support set "
             + "; ".join(parts) + f". Median test accuracy: generated {100 * z['generated_best']['median']:.1f} %, "
             f"oracle {100 * z['oracle']['median']:.1f} %. "
             f"{100 * s['memorization']['share_generated_matching_a_training_head']:.0f} % of generated heads make "

@@ -141,3 +141,20 @@ def test_a_new_task_from_raw_examples_gets_the_embedding_the_run_gave_it(tiny_tr
     np.savez(tmp_path / "bad.npz", X=raw, y=np.full(len(raw), 1))
     assert main(["new-task", tiny_transfer.name, str(tmp_path / "bad.npz")]) == 2
     assert "at least one example of each label" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sets, needle", [(["tasks_train=500"], "need more than the 501 distinct tasks"),
+                                          (["shots=400"], "its support sets need 400")])
+def test_impossible_task_sets_are_refused_before_a_run_directory_exists(runs_dir, capsys, sets, needle):
+    from pdiff_core.__main__ import main
+    args = ["run", "--preset", "tiny-tasks", "--run-id", "odd"] + [a for s in sets for a in ("--set", s)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err, err
+    assert not (runs_dir / "odd").exists()
+
+
+def test_one_held_out_task_shows_no_difference_however_large():
+    assert transfer.paired(np.array([0.9]), np.array([0.5]), seed=0)["differs"] is False
+    many = transfer.paired(np.array([0.9, 0.92, 0.88, 0.91, 0.9]), np.array([0.5, 0.52, 0.49, 0.5, 0.51]), seed=0)
+    assert many["differs"] is True and 0.35 < many["median"] < 0.45
