@@ -23,6 +23,7 @@ from torch.func import functional_call, vmap
 from .config import RunConfig
 from .data import Splits
 from .evaluate import split_at_first_generated
+from .optim import CosineAnnealing, Optimizer
 
 MAX_HALVINGS = 8          # a diverged collection retries from the base state at lr/2, lr/4, ... lr/256
 VAL_CHECKS = 50           # base training scores validation about this many times and keeps the best
@@ -68,10 +69,10 @@ def train_base(model: nn.Module, data: Splits, cfg: RunConfig, device: str, gen:
     best-scoring weights (most correct, then lowest loss; the earlier step on an exact tie).
     Returns what happened, for metrics.json."""
     model.to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.base_lr)
+    opt = Optimizer(model.parameters(), cfg.base_lr, "adam")
     total, steps_per_epoch = base_step_budget(cfg, len(data.y_train))
     every = max(steps_per_epoch, math.ceil(total / VAL_CHECKS))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
+    sched = CosineAnnealing(opt, total)
     x, y = data.x_train.to(device), data.y_train.to(device)
     batches, losses = minibatches(len(y), min(cfg.batch_size, len(y)), gen, device), []
     best, best_step, best_state, checks = None, 0, None, 0
@@ -180,7 +181,7 @@ def _trajectory(model, names, data, cfg, lr, device, gen, tick) -> torch.Tensor 
     for n, p in params.items():
         p.requires_grad_(n in wanted)
     trainable = [params[n] for n in names if n in params]   # running stats, if chosen, are buffers: they stay fixed
-    opt = torch.optim.SGD(trainable, lr=lr, momentum=0.9)
+    opt = Optimizer(trainable, lr, "sgd", momentum=0.9)
     state = model.state_dict()
     x, y = data.x_train.to(device), data.y_train.to(device)
     batches = minibatches(len(y), min(cfg.batch_size, len(y)), gen, device)
@@ -244,7 +245,7 @@ def _batched(model, names, data, cfg, lr, device, gen, tick) -> torch.Tensor | N
             ids = list(range(lo, min(m, lo + chunk)))
             P = {n: state[n].detach().unsqueeze(0).repeat(len(ids), *[1] * state[n].dim()).requires_grad_(True)
                  for n in learn}
-            opt = torch.optim.SGD(list(P.values()), lr=lr, momentum=0.9)
+            opt = Optimizer(list(P.values()), lr, "sgd", momentum=0.9)
             batches = [minibatches(len(y), b, torch.Generator().manual_seed(seeds[j])) for j in ids]
             for step in range(steps):
                 idx = torch.stack([next(g) for g in batches]).to(device)          # (runs, b)

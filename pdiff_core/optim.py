@@ -1,5 +1,11 @@
-"""What the AE and DDPM loops share: the optimizer, the learning-rate schedule, and on CUDA
-one training step captured as a CUDA graph."""
+"""The optimizers every training loop uses, their learning-rate schedules, and on CUDA one
+training step captured as a CUDA graph.
+
+Optimizer runs torch.optim's functional Adam(W) and SGD updates (the same kernels, so the same
+numbers as torch.optim.Adam, AdamW and SGD: tests/test_optim.py checks bit for bit) and keeps
+the per-parameter state those classes keep. It does not use torch.optim.Optimizer: the first
+call of one in a process imports torch._dynamo, 1.4 s on 2 CPU cores, which every run and
+every run's subprocess paid on its critical path."""
 from __future__ import annotations
 
 import math
@@ -7,30 +13,101 @@ import warnings
 from typing import Callable
 
 import torch
+from torch.optim.adam import adam as adam_update
+from torch.optim.sgd import sgd as sgd_update
 
 
-def adamw(params, lr: float, weight_decay: float, device: str) -> torch.optim.AdamW:
+class Optimizer:
+    """kind: adam | adamw (decoupled weight decay) | sgd (momentum, no dampening). lr is a float,
+    or a 0-d device tensor (capturable CUDA steps: a graph replay reads its current value)."""
+
+    def __init__(self, params, lr: float | torch.Tensor, kind: str = "adam", weight_decay: float = 0.0,
+                 momentum: float = 0.0, fused: bool | None = None, capturable: bool = False):
+        if kind not in ("adam", "adamw", "sgd"):
+            raise ValueError(f"unknown optimizer kind {kind!r}; use adam, adamw or sgd")
+        self.params, self.kind, self.lr = list(params), kind, lr
+        self.base_lr = float(lr)
+        self.weight_decay, self.momentum, self.fused, self.capturable = weight_decay, momentum, fused, capturable
+        self.state: dict[torch.Tensor, dict] = {}
+
+    def zero_grad(self, set_to_none: bool = True):
+        for p in self.params:
+            p.grad = None
+
+    def set_lr(self, value: float):
+        if torch.is_tensor(self.lr):
+            self.lr.fill_(value)        # in place: what a captured CUDA graph reads
+        else:
+            self.lr = value
+
+    @torch.no_grad()
+    def step(self):
+        ps = [p for p in self.params if p.grad is not None]
+        grads = [p.grad for p in ps]
+        if self.kind == "sgd":
+            bufs = [self.state.get(p, {}).get("momentum_buffer") for p in ps]
+            sgd_update(ps, grads, bufs, weight_decay=self.weight_decay, momentum=self.momentum, lr=self.lr,
+                       dampening=0.0, nesterov=False, maximize=False)
+            for p, b in zip(ps, bufs):
+                self.state[p] = {"momentum_buffer": b}
+            return
+        for p in ps:
+            if p not in self.state:     # as torch.optim.Adam initializes its state
+                on_device = self.capturable or bool(self.fused)
+                self.state[p] = {"step": torch.zeros((), dtype=torch.float32, device=p.device) if on_device
+                                 else torch.tensor(0.0, dtype=torch.float32),
+                                 "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                                 "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
+        st = [self.state[p] for p in ps]
+        adam_update(ps, grads, [s["exp_avg"] for s in st], [s["exp_avg_sq"] for s in st], [],
+                    [s["step"] for s in st], capturable=self.capturable, fused=self.fused,
+                    decoupled_weight_decay=self.kind == "adamw", amsgrad=False, beta1=0.9, beta2=0.999,
+                    lr=self.lr, weight_decay=self.weight_decay, eps=1e-8, maximize=False)
+
+
+def adamw(params, lr: float, weight_decay: float, device: str) -> Optimizer:
     """Fused AdamW. On CUDA the learning rate is a device tensor and the step count lives on the
     device (capturable), so a captured step reads the schedule's current value at each replay."""
     if device == "cuda":
-        opt = torch.optim.AdamW(params, lr=torch.tensor(lr, device=device), weight_decay=weight_decay,
-                                fused=True, capturable=True)
-        for group in opt.param_groups:   # a float base rate: the schedule then fills the tensor from
-            group["initial_lr"] = lr     # a Python number, with no device-to-host read per step
-        return opt
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+        return Optimizer(params, torch.tensor(lr, device=device), "adamw", weight_decay, fused=True, capturable=True)
+    return Optimizer(params, lr, "adamw", weight_decay, fused=True)
 
 
-def warmup_cosine(opt: torch.optim.Optimizer, steps: int, warmup: float = 0.1) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over `warmup` of the steps, then cosine decay to 0; valid for any steps >= 1.
-    A tensor learning rate is updated in place (fill_), which is what a CUDA graph replay reads."""
+class Schedule:
+    """lr = base lr x factor(step): set for step 0 now, and for the next step at each .step()
+    (torch.optim.lr_scheduler.LambdaLR's numbers)."""
+
+    def __init__(self, opt: Optimizer, factor: Callable[[int], float]):
+        self.opt, self.factor, self.count = opt, factor, 0
+        opt.set_lr(opt.base_lr * factor(0))
+
+    def step(self):
+        self.count += 1
+        self.opt.set_lr(self.opt.base_lr * self.factor(self.count))
+
+
+def warmup_cosine(opt: Optimizer, steps: int, warmup: float = 0.1) -> Schedule:
+    """Linear warm-up over `warmup` of the steps, then cosine decay to 0; valid for any steps >= 1."""
     n_warm = max(1, int(warmup * steps))
 
     def factor(step: int) -> float:
         if step < n_warm:
             return (step + 1) / n_warm
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - n_warm) / max(1, steps - n_warm))))
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    return Schedule(opt, factor)
+
+
+class CosineAnnealing:
+    """torch.optim.lr_scheduler.CosineAnnealingLR(opt, total) to eta_min 0, with its recursive
+    update (so its numbers, to the last bit), for a float learning rate."""
+
+    def __init__(self, opt: Optimizer, total: int):
+        self.opt, self.total, self.count = opt, total, 0
+
+    def step(self):
+        self.count += 1
+        t, T = self.count, self.total
+        self.opt.lr = (1 + math.cos(math.pi * t / T)) / (1 + math.cos(math.pi * (t - 1) / T)) * self.opt.lr
 
 
 class GraphedStep:

@@ -29,6 +29,7 @@ from .collect import train_base
 from .config import RunConfig
 from .diffusion import Guided, Schedule, sample, train_ddpm
 from .metrics import error_sets, iou_matrix
+from .optim import Optimizer
 from .params import Codec
 from .prepare import Prepared, seed_everything, stage_timer
 
@@ -62,7 +63,7 @@ def random_head(n_features: int, seed: int) -> torch.Tensor:
 
 def fit_head(theta: torch.Tensor, h: torch.Tensor, y: torch.Tensor, steps: int) -> torch.Tensor:
     theta = theta.clone().requires_grad_(True)
-    opt = torch.optim.Adam([theta], lr=HEAD_LR)
+    opt = Optimizer([theta], HEAD_LR, "adam")
     for _ in range(steps):
         loss = F.cross_entropy(logits(theta[None], h)[0], y)
         opt.zero_grad(set_to_none=True)

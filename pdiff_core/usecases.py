@@ -12,6 +12,7 @@ from torch.func import functional_call, vmap
 
 from .collect import minibatches
 from .evaluate import Evaluator
+from .optim import Optimizer
 from .metrics import boot_accuracy, bootstrap_weights, correct, difference
 from .params import Codec
 from .prepare import Prepared
@@ -114,7 +115,7 @@ def finetune(ev: Evaluator, starts: torch.Tensor, prep: Prepared, steps: int, ge
     for p in ev.model.parameters():
         p.requires_grad_(False)   # only the stacked vectors learn
     P = starts.clone().to(dev).requires_grad_(True)
-    opt = torch.optim.SGD([P], lr=cfg.collect_lr, momentum=0.9)   # the collection phase's optimizer
+    opt = Optimizer([P], cfg.collect_lr, "sgd", momentum=0.9)   # the collection phase's optimizer
     call = vmap(lambda p, h: functional_call(ev.suffix, ev.codec.unflatten(p), (h,)), in_dims=(0, None))
     x, y = data.x_train.to(dev), data.y_train.to(dev)       # once: no host-device copies per step
     batches = minibatches(len(y), min(cfg.batch_size, len(y)), gen, dev)
