@@ -129,9 +129,14 @@ def cmd_analyze(args) -> int:
         print(reanalyze(run_dir)["verdict"])
         print(f"transfer summary written to {run_dir / 'transfer.json'} (from transfer.npz)")
         return 0
-    from .analysis import run_analysis
-    run_analysis(run_dir, report=lambda f, m: None)
-    print(f"analysis written to {run_dir / 'analysis.json'}")
+    from .analysis import add_umap, run_analysis
+    if not args.umap or not (run_dir / "analysis.npz").exists():
+        run_analysis(run_dir, report=lambda f, m: None)
+        print(f"analysis written to {run_dir / 'analysis.json'}")
+    if args.umap:
+        status = add_umap(run_dir)
+        print(f"UMAP map written to {run_dir / 'umap.npz'}" if status == "ok" else f"UMAP {status}")
+        return 0 if status == "ok" else 1
     return cmd_show(args)
 
 
@@ -209,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("presets", help="list presets").set_defaults(fn=cmd_presets)
     a = sub.add_parser("analyze", help="(re)compute analysis.json/.npz of a finished run")
     a.add_argument("run")
+    a.add_argument("--umap", action="store_true", help="also compute the UMAP map of parameters into umap.npz "
+                                                       "(about 10 s the first time in a process: numba compiles)")
     a.set_defaults(fn=cmd_analyze)
     rp = sub.add_parser("report", help="one self-contained HTML file of a finished run (verdict, charts, config)")
     rp.add_argument("run")

@@ -27,7 +27,7 @@ from threadpoolctl import threadpool_limits
 from . import runs
 from .baselines import NOISE_SIGMAS, SUBSET, make_baselines
 from .config import RunConfig
-from .embed import PCA_DIMS, PendingMaps, pca, tsne   # sklearn imported here, so one_thread() also limits its BLAS
+from .embed import PCA_DIMS, PendingMaps, pca, tsne, umap_embed   # sklearn imported here, so one_thread() also limits its BLAS
 from .evaluate import Evaluator
 from .metrics import (accuracy, agreement_matrix, chord_reference, correct, correct_counts, dominated,
                       error_sets, finite_rows, group_metrics, iou_matrix, leave_one_out, mean_offdiag,
@@ -357,6 +357,31 @@ def finish_param_embeddings(info: dict, arrays: dict, pending: PendingMaps, wait
     if "umap" in maps:
         info["methods"].append("umap")
     return info, arrays, timings
+
+
+def add_umap(run_dir: Path) -> str:
+    """UMAP of the parameter map's points, on demand, into umap.npz beside analysis.npz: the same
+    points and seed the run's t-SNE used (embed.py says why UMAP is not part of a run). Reads
+    parameter files only. Returns UMAP's status: "ok", or why it was skipped."""
+    run_dir = Path(run_dir)
+    a = runs.read_npz(run_dir / "analysis.npz")
+    if "emb_params_group" not in a:
+        raise runs.RunError(f"{run_dir.name} has no parameter map (a transfer run?); UMAP applies to plain runs")
+    seed = int(runs.read_json(run_dir / "config.json")["seed"]) + SALT_EMBED
+    tensors = {g: runs.read_safetensors(run_dir / f"{g}.safetensors") for g in ("originals", "generated")}
+    base, meta = runs.read_safetensors(run_dir / "baselines.safetensors")
+    x, names, index = embedding_points({g: t["params"] for g, (t, _) in tensors.items()},
+                                       {g: base[g] for g in json.loads(meta["groups"])},
+                                       Codec.from_metadata(tensors["originals"][1]), seed)
+    if not (np.array_equal(names, a["emb_params_group"]) and np.array_equal(index, a["emb_params_index"])):
+        raise runs.RunError(f"analysis.npz of {run_dir.name} does not match its parameter files; "
+                            f"run `python -m pdiff_core analyze {run_dir.name}` first")
+    with one_thread():
+        u, status = umap_embed(x, seed, {})
+    if u is not None:
+        runs.write_npz(run_dir / "umap.npz", {"emb_params_umap": u.astype(np.float32),
+                                              "emb_params_group": names, "emb_params_index": index})
+    return status
 
 
 def latent_embeddings(groups, latents, seed) -> tuple[dict, dict]:

@@ -1,14 +1,19 @@
 """2-D maps of parameter vectors (PCA, t-SNE, UMAP), computed in a helper process.
 
-UMAP's first fit in a process spends about 8 s compiling numba code, and t-SNE takes about 2 s.
-The pipeline starts the helper when a run starts: it imports umap and compiles on the second
-core while the first one trains, then computes the parameter maps while the analysis does
-everything else. The maps are the same numbers wherever they are computed (one thread, fixed
-seeds); if the helper cannot start or dies, they are computed in this process instead.
+t-SNE of a run's parameter points takes about 2.4 s on one core. The pipeline starts the helper
+when a run starts (numpy and scikit-learn load while the run trains); the analysis hands it the
+points and does everything else meanwhile. The maps are the same numbers wherever they are
+computed (one thread, fixed seeds); if the helper cannot start or dies, they are computed in
+this process instead.
+
+UMAP is not part of a run: its first fit in a process compiles numba code for about 8 s, more
+than a whole digits-quick run's training now takes, so a run would wait for it. It is computed
+on demand (analysis.add_umap: `python -m pdiff_core analyze RUN --umap`, or the Parameter
+space page) into umap.npz, with the same seed and points it had inside the run.
 
 This module imports numpy and scikit-learn only, so the helper never loads torch.
 
-    python -m pdiff_core.embed [--no-umap]     # the helper; requests arrive on stdin
+    python -m pdiff_core.embed     # the helper; requests arrive on stdin
 """
 from __future__ import annotations
 
@@ -33,6 +38,8 @@ from threadpoolctl import threadpool_limits
 from . import child_env
 
 PCA_DIMS = 50            # t-SNE and UMAP run on this many principal components
+UMAP_ON_DEMAND = ("on demand: python -m pdiff_core analyze RUN --umap, or the Parameter space page "
+                  "(numba compiles it for about 8 s the first time in a process)")
 
 
 class HelperError(RuntimeError):
@@ -103,16 +110,15 @@ def param_maps(x: np.ndarray, seed: int, with_umap: bool) -> tuple[dict[str, np.
 # the helper process, seen from the parent
 
 class Helper:
-    """`python -m pdiff_core.embed`: warms UMAP up at start, then answers one request per line
-    on its stdin (input and output .npz paths) with one JSON line on its stdout. Its stderr is
-    ours, so its warnings land in the run's log."""
+    """`python -m pdiff_core.embed`: answers one request per line on its stdin (input and
+    output .npz paths) with one JSON line on its stdout. Its stderr is ours, so its warnings
+    land in the run's log."""
 
-    def __init__(self, with_umap: bool):
-        self.with_umap, self.dir = with_umap, None
+    def __init__(self):
+        self.dir = None
         env = child_env(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pdiff_core.embed", *([] if with_umap else ["--no-umap"])],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0)
+        self.proc = subprocess.Popen([sys.executable, "-m", "pdiff_core.embed"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -161,7 +167,7 @@ class Helper:
             self.dir = None
 
     def close(self):
-        # The helper holds nothing worth a clean exit, which would spend 0.7 s freeing numba's modules.
+        # The helper holds nothing worth a clean exit.
         self.proc.kill()
         self.proc.wait()
         self.proc.stdin.close()
@@ -172,15 +178,14 @@ class Helper:
 _helper: Helper | None = None
 
 
-def start_helper(with_umap: bool | None = None) -> Helper | None:
+def start_helper() -> Helper | None:
     """Start the process-wide helper (or keep the running one); None where it cannot start."""
     global _helper
-    with_umap = umap_available() if with_umap is None else with_umap
-    if _helper is not None and (not _helper.alive() or _helper.with_umap != with_umap):
+    if _helper is not None and not _helper.alive():
         stop_helper()
     if _helper is None:
         try:
-            _helper = Helper(with_umap)
+            _helper = Helper()
         except OSError:
             _helper = None
     return _helper
@@ -197,11 +202,11 @@ atexit.register(stop_helper)
 
 
 class PendingMaps:
-    """param_maps(x, seed) under way in the helper; result() falls back to this process."""
+    """param_maps(x, seed) (PCA and t-SNE) under way in the helper; result() falls back to this process."""
 
     def __init__(self, x: np.ndarray, seed: int):
-        self.x, self.seed, self.with_umap = x, seed, umap_available()
-        self.helper, self.dst, self.note = start_helper(self.with_umap), None, "helper process"
+        self.x, self.seed = x, seed
+        self.helper, self.dst, self.note = start_helper(), None, "helper process"
         if self.helper is None:
             self.note = "in this process (the helper process could not start)"
             return
@@ -212,9 +217,11 @@ class PendingMaps:
             stop_helper()
 
     def result(self, wait=lambda: None) -> tuple[dict[str, np.ndarray], str, dict]:
+        """(PCA and t-SNE maps, UMAP's status as this process sees it, timings)."""
+        status = UMAP_ON_DEMAND if umap_available() else "skipped: umap-learn could not be imported (not installed)"
         if self.dst is not None:
             try:
-                maps, status, timings = self.helper.reply(self.dst, wait)
+                maps, _, timings = self.helper.reply(self.dst, wait)
                 return maps, status, {**timings, "where": self.note}
             except HelperError as e:
                 self.note = f"in this process ({e})"
@@ -222,30 +229,25 @@ class PendingMaps:
             except BaseException:       # cancelled: stop the work under way
                 stop_helper()
                 raise
-        maps, status, timings = param_maps(self.x, self.seed, self.with_umap)
+        maps, _, timings = param_maps(self.x, self.seed, with_umap=False)
         return maps, status, {**timings, "where": self.note}
 
 
 # -----------------------------------------------------------------------------
 # the helper process itself
 
-def serve(with_umap: bool) -> None:
+def serve() -> None:
     """Answer requests until stdin ends: the parent closed it, or died."""
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)                        # anything a library prints goes to stderr, not into the protocol
     with threadpool_limits(1):
-        if with_umap:
-            try:                         # compile numba's code now, while the parent trains
-                umap_embed(np.random.default_rng(0).normal(size=(60, 8)), 0, {})
-            except Exception as e:       # the real request will report it
-                print(f"UMAP warm-up failed: {type(e).__name__}: {e}", file=sys.stderr)
         for line in sys.stdin:
             src, dst = line.rstrip("\n").split("\t")
             try:
                 with np.load(src, allow_pickle=False) as z:
                     x, seed = z["x"], int(z["seed"])
                 os.unlink(src)
-                maps, status, timings = param_maps(x, seed, with_umap)
+                maps, status, timings = param_maps(x, seed, with_umap=False)
                 tmp = dst + ".tmp.npz"
                 np.savez(tmp, **maps)
                 os.replace(tmp, dst)
@@ -257,4 +259,4 @@ def serve(with_umap: bool) -> None:
 
 
 if __name__ == "__main__":
-    serve(with_umap="--no-umap" not in sys.argv[1:])
+    serve()

@@ -136,6 +136,18 @@ def read_status(run_dir: Path) -> dict:
         return {"state": "failed", "stage": "", "progress": 0.0, "message": str(e), "error": str(e)}
 
 
+def read_analysis_arrays(run_dir: Path) -> dict[str, np.ndarray]:
+    """analysis.npz, with umap.npz's map when it was computed for these same points."""
+    a = read_npz(Path(run_dir) / "analysis.npz")
+    path = Path(run_dir) / "umap.npz"
+    if path.exists() and "emb_params_group" in a:
+        u = read_npz(path)
+        if np.array_equal(u["emb_params_group"], a["emb_params_group"]) and \
+                np.array_equal(u["emb_params_index"], a["emb_params_index"]):
+            a["emb_params_umap"] = u["emb_params_umap"]
+    return a
+
+
 def update_status(run_dir: Path, **fields) -> dict:
     """Read-modify-write of status.json; only the worker of a run writes it."""
     path = Path(run_dir) / "status.json"

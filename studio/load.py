@@ -19,7 +19,7 @@ from pdiff_core.params import Codec
 from studio import shape
 
 RESULT_FILES = ("config.json", "metrics.json", "predictions.npz", "originals.safetensors",
-                "generated.safetensors", "baselines.safetensors", "analysis.json", "analysis.npz",
+                "generated.safetensors", "baselines.safetensors", "analysis.json", "analysis.npz", "umap.npz",
                 "transfer.json", "transfer.npz")
 CACHE = dict(show_spinner=False, max_entries=16)
 
@@ -213,7 +213,7 @@ def analysis(r: RunRef) -> dict:
 
 @st.cache_data(**CACHE)
 def arrays(r: RunRef) -> dict[str, np.ndarray]:
-    return runs.read_npz(r.path / "analysis.npz")
+    return runs.read_analysis_arrays(r.path)
 
 
 model_label = shape.model_label

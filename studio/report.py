@@ -161,7 +161,7 @@ def build(run_dir: Path) -> str:
         raise runs.RunError(f"run '{run_id}' has no results to report yet (state: {state}); wait until it is "
                             f"done, or recompute them with: python -m pdiff_core analyze {run_id}")
     cfg, m = runs.read_json(run_dir / "config.json"), runs.read_json(run_dir / "metrics.json")
-    an, a = runs.read_json(run_dir / "analysis.json"), runs.read_npz(run_dir / "analysis.npz")
+    an, a = runs.read_json(run_dir / "analysis.json"), runs.read_analysis_arrays(run_dir)
     sim, mem = an["similarity"], an["memorization"]
     zoo = mem.get("zoo", {}).get("kind", "trajectory")
     warnings = m.get("warnings") or []

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 import time
 
 import streamlit as st
@@ -343,6 +344,18 @@ def progress(rid: str, status: dict) -> None:
 
 
 # ---- one run's record (the run page) --------------------------------------------------------------
+
+def compute_umap(run_dir: Path) -> None:
+    """Button callback: the run's UMAP map (pdiff_core.analysis.add_umap); a failure is shown once."""
+    from pdiff_core.analysis import add_umap
+    with st.spinner("UMAP of the parameter points (numba compiles it the first time)..."):
+        try:
+            status = add_umap(run_dir)
+        except runs.RunError as e:
+            status = str(e)
+    if status != "ok":
+        st.session_state["umap_error"] = f"UMAP {status}"
+
 
 def need_run() -> str:
     """The active run's id; otherwise explain why there is none and stop the page."""
