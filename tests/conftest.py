@@ -1,3 +1,5 @@
+import os
+import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,3 +48,26 @@ def tiny_run(tmp_path_factory):
     made unimportable (its cold import alone takes 30-40 s), which also tests the graceful skip."""
     with executed(tmp_path_factory, "tiny", "tiny", umap=None) as run_dir:
         yield run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_transfer(tmp_path_factory):
+    """One real tiny-tasks run, shared by the tests that read it (test_transfer, test_app's and the browser's
+    Transfer page, which copies it into its runs directory)."""
+    with executed(tmp_path_factory, "tiny-tasks", "tt") as run_dir:
+        yield run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory):
+    """A real tiny sweep from the CLI, k=12,24 x seeds 0,1 on the local executor, two cells at once, in its own
+    runs directory, shared by the tests that only read it (test_sweep, test_app's Sweeps page): (runs dir,
+    sweep.json, the CLI's output)."""
+    from pdiff_core import runs
+    root = tmp_path_factory.mktemp("sweep_runs")
+    env = dict(os.environ, PDIFF_RUNS_DIR=str(root), PYTHONUNBUFFERED="1")
+    done = subprocess.run([sys.executable, "-m", "pdiff_core", "sweep", "--preset", "tiny", "--grid", "k=12,24",
+                           "--seeds", "0,1", "--name", "t", "--workers", "2"],
+                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout
+    return root, runs.read_json(root / "_sweeps" / "t" / "sweep.json"), done.stdout

@@ -201,7 +201,7 @@ def test_run_page_is_the_complete_record_of_a_finished_run(finished_run, monkeyp
     assert heads == ["Training losses", *(["Warnings"] if status.get("warnings") else []), "Stage timings",
                      "Configuration"], heads
     stages = set(at.dataframe[0].value["stage"])
-    assert {"collect", "autoencoder", "diffusion", "analysis", "maps / umap_fit"} <= stages, stages
+    assert {"collect", "autoencoder", "diffusion", "analysis", "maps / pca_tsne"} <= stages, stages
     config = at.dataframe[1].value
     assert set(runs.read_json(root / rid / "config.json")) == set(config.index)
     assert at.code[0].value.strip() == (root / rid / "log.txt").read_text().strip()   # the whole log
@@ -379,14 +379,11 @@ def test_pca_map_axes_say_how_much_variance_they_hold(finished_run, monkeypatch)
 # ---- the Sweeps page --------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
-def finished_sweep(tmp_path_factory):
-    """A real tiny sweep from the CLI, k=12,24 × seeds 0,1, in its own runs directory: (runs dir, sweep.json)."""
-    root = tmp_path_factory.mktemp("sweep_runs")
-    env = dict(os.environ, PDIFF_RUNS_DIR=str(root))
-    subprocess.run([sys.executable, "-m", "pdiff_core", "sweep", "--preset", "tiny", "--grid", "k=12,24",
-                    "--seeds", "0,1", "--name", "t", "--workers", "2"],
-                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=900)
-    sw = runs.read_json(root / "_sweeps" / "t" / "sweep.json")
+def finished_sweep(tiny_sweep):
+    """A real tiny sweep from the CLI, k=12,24 × seeds 0,1, in its own runs directory: (runs dir, sweep.json).
+    conftest's tiny_sweep, the one test_sweep reads too."""
+    root, sw, _ = tiny_sweep
+    assert sw["name"] == "t"
     assert all(runs.read_status(root / c["run"])["state"] == "done" for c in sw["cells"])
     return root, sw
 
@@ -476,9 +473,10 @@ def test_a_running_sweep_shows_its_cells_live_and_cancels(runs_dir):
 # ---- transfer runs (a task family) -------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
-def transfer_run(tmp_path_factory):
-    """One real tiny-tasks run."""
-    return cli_run(tmp_path_factory, "tiny-tasks", "tt")
+def transfer_run(tiny_transfer):
+    """One real tiny-tasks run: conftest's, shared with test_transfer and test_browser."""
+    assert runs.read_json(tiny_transfer / "status.json")["state"] == "done"
+    return tiny_transfer.parent, tiny_transfer.name
 
 
 def test_transfer_page_shows_the_verdict_evidence_and_charts(transfer_run, monkeypatch):

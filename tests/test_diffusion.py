@@ -59,7 +59,7 @@ def test_ddpm_learns_a_two_point_distribution():
     """Trained on two latents, both samplers land near them (not on random noise)."""
     torch.manual_seed(0)
     data = torch.stack([torch.full((16,), 1.0), torch.full((16,), -1.0)]).repeat(32, 1)
-    cfg = RunConfig(ddpm_steps=600, ddpm_lr=3e-3, ddpm_channels=32, ddpm_batch=64)
+    cfg = RunConfig(ddpm_steps=300, ddpm_lr=3e-3, ddpm_channels=32, ddpm_batch=64)   # median 0.07 at 300 (0.02 at 600)
     net = train_ddpm(data, cfg, "cpu", lambda f, m: None, lambda s, l: None)
     s = Schedule(1000)
     for x in (sample_ddim(net, s, 64, 20, torch.Generator().manual_seed(0), clip=1.5),

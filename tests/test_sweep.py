@@ -87,38 +87,38 @@ def test_a_name_in_use_is_refused_and_nothing_is_touched(runs_dir, capsys):
 # ---- the local executor -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def local_sweep(tmp_path_factory):
-    """Two tiny cells on the local executor, two at once: (runs dir, sweep dict, CLI output)."""
-    runs_dir = tmp_path_factory.mktemp("sweep_local")
-    proc = cli(runs_dir, "--preset", "tiny", "--grid", "k=12,24", "--name", "loc", "--workers", "2")
-    out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out
+def local_sweep(tiny_sweep):
+    """Four tiny cells (k=12,24 × seeds 0,1) on the local executor, two at once: (runs dir, sweep dict, CLI
+    output). conftest's tiny_sweep, shared with test_app's Sweeps page."""
+    runs_dir, _, out = tiny_sweep
     mp = pytest.MonkeyPatch()
     mp.setenv("PDIFF_RUNS_DIR", str(runs_dir))
-    yield runs_dir, sweep.load("loc"), out
+    yield runs_dir, sweep.load("t"), out
     mp.undo()
 
 
 def test_local_sweep_makes_ordinary_tagged_runs(local_sweep):
     runs_dir, sw, out = local_sweep
-    assert [c["overrides"] for c in sw["cells"]] == [{"k": 12}, {"k": 24}] and sw["executor"] == "local"
+    assert [(c["overrides"], c["seed"]) for c in sw["cells"]] == [
+        ({"k": 12}, 0), ({"k": 12}, 1), ({"k": 24}, 0), ({"k": 24}, 1)] and sw["executor"] == "local"
     for cell in sw["cells"]:
         d = runs_dir / cell["run"]
         assert runs.read_status(d)["state"] == "done"
-        assert runs.read_json(d / "config.json")["k"] == cell["overrides"]["k"]
+        cfg = runs.read_json(d / "config.json")
+        assert (cfg["k"], cfg["seed"]) == (cell["overrides"]["k"], cell["seed"])
         assert sw["name"] in runs.read_notes(d)["tags"]
         node = runs.read_json(d / "node.json")
         assert node["executor"] == "local" and node["peak_rss_mib"] > 50 and node["attempt"] == 1
         assert (d / "analysis.json").exists() and (d / "worker.out").exists()
     assert {r["run"] for r in runs.list_runs()} == {c["run"] for c in sw["cells"]}   # the runs table sees them
-    assert not any((runs_dir / "_sweeps" / "loc" / "stage").iterdir()), "a cell was left in the stage"
-    st = state(runs_dir, "loc")
+    assert not any((runs_dir / "_sweeps" / "t" / "stage").iterdir()), "a cell was left in the stage"
+    st = state(runs_dir, "t")
     assert st["state"] == "done" and st["going"] == {} and st["driver_peak_rss_mib"] > 0
     rows = sweep.results(sw)
     a = runs.read_json(runs_dir / sw["cells"][1]["run"] / "analysis.json")
     assert rows[1]["replica_rate"] == pytest.approx(100 * a["memorization"]["replica_rate"])
     assert rows[1]["smax_mean"] == pytest.approx(a["memorization"]["groups"]["generated"]["smax_mean"])
-    assert "2 of 2 cells to run" in out
+    assert "4 of 4 cells to run" in out
 
 
 def test_mean_ci_is_a_t_interval_over_seeds():
@@ -209,14 +209,16 @@ def test_cancel_stops_the_going_cell_and_the_remaining_ones(tmp_path, monkeypatc
 # ---- the Ray executor ---------------------------------------------------------------------------
 
 def test_ray_executor_matches_local_and_retries_a_killed_worker(local_sweep, tmp_path):
-    """The same two cells as Ray tasks on a real local cluster (token authentication on, loopback
-    address only): identical metrics.json; the Ray worker running the first cell is SIGKILLed and Ray's
-    retry finishes it."""
+    """Two of the local sweep's cells (k=12,24, seed 0) as Ray tasks on a real local cluster (token
+    authentication on, loopback address only): identical metrics.json; the Ray worker running the first cell
+    is SIGKILLed and Ray's retry finishes it."""
     pytest.importorskip("ray")
-    local_dir, local, _ = local_sweep
+    local_dir, local_sweep_, _ = local_sweep
+    local = {(c["overrides"]["k"], c["seed"]): c for c in local_sweep_["cells"]}
+    cells = sweep.expand("loc", "tiny", {"k": [12, 24]}, [0])      # the ray sweep's cells, as it names them
     runs_dir = tmp_path / "runs"
-    proc = cli(runs_dir, "--preset", "tiny", "--grid", "k=12,24", "--name", "loc", "--executor", "ray",
-               "--workers", "2")
+    proc = cli(runs_dir, "--preset", "tiny", "--grid", "k=12,24", "--seeds", "0", "--name", "loc",
+               "--executor", "ray", "--workers", "2")
     killed = None
     try:
         def ray_worker_of_first_cell():
@@ -225,7 +227,7 @@ def test_ray_executor_matches_local_and_retries_a_killed_worker(local_sweep, tmp
                     cmd = (p / "cmdline").read_bytes().split(b"\0")
                 except OSError:
                     continue
-                if b"--run-id" in cmd and cmd[cmd.index(b"--run-id") + 1] == local["cells"][0]["run"].encode():
+                if b"--run-id" in cmd and cmd[cmd.index(b"--run-id") + 1] == cells[0]["run"].encode():
                     stat = (p / "stat").read_text().rsplit(")", 1)[1].split()
                     return int(stat[1])      # its parent: the Ray worker process running the task
         killed = wait_for(ray_worker_of_first_cell, timeout=180)
@@ -237,10 +239,13 @@ def test_ray_executor_matches_local_and_retries_a_killed_worker(local_sweep, tmp
             proc.kill()
             subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
     assert proc.returncode == 0, out
-    for cell in local["cells"]:
+    ray_cells = runs.read_json(runs_dir / "_sweeps" / "loc" / "sweep.json")["cells"]
+    assert [c["run"] for c in ray_cells] == [c["run"] for c in cells], ray_cells
+    for cell in cells:
         d = runs_dir / cell["run"]
         assert runs.read_status(d)["state"] == "done", out
-        assert (d / "metrics.json").read_bytes() == (local_dir / cell["run"] / "metrics.json").read_bytes()
+        twin = local[(cell["overrides"]["k"], cell["seed"])]["run"]             # the same config, run locally
+        assert (d / "metrics.json").read_bytes() == (local_dir / twin / "metrics.json").read_bytes()
         node = runs.read_json(d / "node.json")
         assert node["executor"] == "ray" and len(node["node_id"]) > 20 and node["node_ip"] == executors.LOOPBACK_IP
         assert node["worker_pid"] != killed, "the killed Ray worker cannot have shipped this run: it was retried"

@@ -9,7 +9,6 @@ import torch
 from pdiff_core import runs, tasks, transfer
 from pdiff_core.config import ConfigError, RunConfig, preset_config, validate
 from pdiff_core.executors import map_units
-from tests.conftest import executed
 
 
 def test_tasks_are_distinct_binary_subsets_split_disjoint_by_seed():
@@ -77,10 +76,7 @@ def test_task_collection_gives_the_same_heads_in_one_process_and_two():
     assert acc > 0.9, acc                      # a linear head learns a linear task
 
 
-@pytest.fixture(scope="module")
-def tiny_transfer(tmp_path_factory):
-    with executed(tmp_path_factory, "tiny-tasks", "tt") as run_dir:
-        yield run_dir
+# tiny_transfer: conftest's session fixture, one tiny-tasks run shared with test_app and test_browser
 
 
 def test_tiny_transfer_run_writes_every_method_for_every_heldout_task(tiny_transfer):
@@ -104,8 +100,9 @@ def test_tiny_transfer_run_writes_every_method_for_every_heldout_task(tiny_trans
     assert status["state"] == "done" and {"collect", "autoencoder", "diffusion", "generate", "evaluate"} <= set(status["timings"])
 
 
-def test_analyze_rebuilds_transfer_json_byte_for_byte(tiny_transfer, capsys):
+def test_analyze_rebuilds_transfer_json_byte_for_byte(tiny_transfer, capsys, monkeypatch):
     from pdiff_core.__main__ import main
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(tiny_transfer.parent))     # the shared run may not be the last set
     before = (tiny_transfer / "transfer.json").read_bytes()
     (tiny_transfer / "transfer.json").unlink()
     assert main(["analyze", tiny_transfer.name]) == 0
@@ -118,10 +115,12 @@ def test_config_round_trips_with_transfer_fields():
     assert RunConfig.from_dict(cfg.to_dict()) == cfg and cfg.family == "subsets" and cfg.tasks_train == 64
 
 
-def test_a_new_task_from_raw_examples_gets_the_embedding_the_run_gave_it(tiny_transfer, tmp_path, capsys):
+def test_a_new_task_from_raw_examples_gets_the_embedding_the_run_gave_it(tiny_transfer, tmp_path, capsys,
+                                                                          monkeypatch):
     """A held-out task's own support set, handed in raw (the dataset's units, as a user would upload
     it), embeds exactly as in the run, and heads come out for it; bad files exit 2 with one line."""
     from pdiff_core.__main__ import main
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(tiny_transfer.parent))
     from pdiff_core.data import load_dataset
     cfg = RunConfig.from_dict(runs.read_json(tiny_transfer / "config.json"))
     data = load_dataset(cfg.dataset, seed=cfg.seed)
