@@ -14,6 +14,8 @@ from torch.func import functional_call, vmap
 
 from .params import Codec
 
+AFFINE_BN = True   # evaluate BatchNorm as its eval-mode affine map (EvalBatchNorm); False: F.batch_norm
+
 
 @dataclass
 class EvalResult:
@@ -32,6 +34,40 @@ def split_at_first_generated(model: nn.Sequential, names: list[str]) -> int:
     raise ValueError(f"none of the generated names {names[:3]}... belong to the model")
 
 
+class EvalBatchNorm(nn.Module):
+    """BatchNorm in eval mode as the affine map it is, x * scale + shift, with the same parameter
+    and buffer names, so functional_call loads generated vectors into it unchanged. Under vmap,
+    F.batch_norm with per-model weights went through cuDNN's BN kernel, 35 % of GPU evaluation."""
+
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm):
+        super().__init__()
+        self.eps = bn.eps
+        self.weight, self.bias = bn.weight, bn.bias
+        self.register_buffer("running_mean", bn.running_mean)
+        self.register_buffer("running_var", bn.running_var)
+        self.register_buffer("num_batches_tracked", bn.num_batches_tracked)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = torch.rsqrt(self.running_var + self.eps)          # as the CPU kernel: invstd, then x * a + b
+        if self.weight is not None:
+            scale = scale * self.weight
+        shift = -self.running_mean * scale
+        if self.bias is not None:
+            shift = shift + self.bias
+        shape = (-1,) + (1,) * (x.dim() - 2)                       # channels are dim 1
+        return x * scale.view(shape) + shift.view(shape)
+
+
+def affine_batchnorm(module: nn.Module) -> nn.Module:
+    """Every BatchNorm inside `module` swapped for EvalBatchNorm (in place; returns it)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm) and child.track_running_stats:
+            setattr(module, name, EvalBatchNorm(child))
+        else:
+            affine_batchnorm(child)
+    return module
+
+
 class Evaluator:
     def __init__(self, model: nn.Sequential, codec: Codec, device: str = "cpu",
                  chunk: int = 16, x_batch: int = 2048, share_prefix: bool = True):
@@ -39,6 +75,8 @@ class Evaluator:
         self.codec, self.device, self.chunk, self.x_batch = codec, device, chunk, x_batch
         cut = split_at_first_generated(self.model, codec.names) if share_prefix else 0
         self.prefix, self.suffix = self.model[:cut], self.model[cut:]   # slices keep the stage names
+        if AFFINE_BN:   # the same Parameter objects: requires_grad set on self.model still holds
+            self.suffix = affine_batchnorm(self.suffix)
         self._call = vmap(lambda p, x: functional_call(self.suffix, p, (x,)), in_dims=(0, None))
 
     @torch.no_grad()

@@ -46,6 +46,22 @@ def test_batched_equals_per_model_loop(arch, shape, layers):
     assert torch.allclose(ev.logits(thetas[3:4], x)[0], net(x), atol=1e-5)
 
 
+@pytest.mark.parametrize("arch,shape", [("mlp", (1, 8, 8)), ("cnn", (1, 8, 8)), ("resnet18", (3, 8, 8))])
+def test_batchnorm_is_evaluated_as_its_affine_map(arch, shape):
+    """The evaluator runs every BatchNorm as EvalBatchNorm (x * scale + shift), whose logits match
+    nn.BatchNorm's eval mode; the model it was given keeps its own BatchNorm modules."""
+    from pdiff_core.evaluate import EvalBatchNorm
+    model, codec, thetas, x, y = make_case(arch, shape, "all" if arch != "resnet18" else "head", n=4)
+    ev = Evaluator(model, codec, share_prefix=False)
+    kinds = {type(m) for m in ev.suffix.modules()}
+    assert EvalBatchNorm in kinds and not any(issubclass(k, torch.nn.modules.batchnorm._BatchNorm) for k in kinds)
+    assert any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    for i in range(len(thetas)):
+        net = model
+        net.load_state_dict(codec.unflatten(thetas[i]), strict=False)
+        torch.testing.assert_close(ev.logits(thetas[i:i + 1], x)[0], net(x), atol=2e-5, rtol=1e-5)
+
+
 def test_generated_running_stats_are_used():
     model, codec, thetas, x, y = make_case("mlp", (10,), "bn2.running_mean,bn2.running_var,bn2.weight")
     ev = Evaluator(model, codec)
