@@ -208,7 +208,7 @@ def section_e(runs_dir, worker_peak_mib):
     say(f"- digits-quick worker (`python -m pdiff_core run`, analysis included): {worker_peak_mib:.0f} MiB")
     helper = [json.loads(p.read_text())["analysis_timings"]["maps"].get("helper_peak_rss_mib")
               for p in sorted(Path(runs_dir).glob("*/status.json"))]
-    say(f"- its helper process (`python -m pdiff_core.embed`: t-SNE and UMAP maps): "
+    say(f"- its helper process (`python -m pdiff_core.embed`: t-SNE maps): "
         f"{max(h for h in helper if h) if any(helper) else 'n/a'} MiB")
     say(f"- Streamlit server: {streamlit_peak_rss(runs_dir)}")
     say("- limit: 1.5 GiB each\n")

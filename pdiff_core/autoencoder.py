@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import RunConfig
-from .optim import GraphedStep, adamw, warmup_cosine
+from .optim import adamw, fit
 
 
 STRIDE = 4   # each conv level shrinks the sequence 4x: few layers, so few (slow on CPU) conv calls
@@ -64,7 +64,6 @@ def train_autoencoder(x: torch.Tensor, cfg: RunConfig, device: str, tick, log_lo
     """x: (K, D) normalized checkpoints. Returns the AE in eval mode."""
     ae = ParamAutoencoder(x.shape[1], cfg.latent_dim, cfg.ae_channels, cfg.in_noise, cfg.latent_noise).to(device)
     opt = adamw(ae.parameters(), cfg.ae_lr, 2e-6, device)
-    sched = warmup_cosine(opt, cfg.ae_steps)
     x = x.to(device)
     batch = min(cfg.ae_batch, len(x))
     ae.train()
@@ -78,13 +77,7 @@ def train_autoencoder(x: torch.Tensor, cfg: RunConfig, device: str, tick, log_lo
         opt.step()
         return loss.detach()   # frees the autograd graph now, not at the next step
 
-    train_step = GraphedStep(one_step, device)
-    for step in range(cfg.ae_steps):
-        loss = train_step()
-        sched.step()
-        if step % 25 == 0 or step == cfg.ae_steps - 1:
-            log_loss(step, loss.item())
-            tick((step + 1) / cfg.ae_steps, f"autoencoder step {step + 1}/{cfg.ae_steps}" + train_step.note)
+    fit(one_step, opt, cfg.ae_steps, device, tick, log_loss, "autoencoder")
     return ae.eval()
 
 

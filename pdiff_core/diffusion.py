@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import RunConfig
-from .optim import GraphedStep, adamw, warmup_cosine
+from .optim import adamw, fit
 
 
 class Schedule:
@@ -114,7 +114,6 @@ def train_ddpm(latents: torch.Tensor, cfg: RunConfig, device: str, tick, log_los
     sched = Schedule(cfg.timesteps, cfg.beta_start, cfg.beta_end, device)
     net = Denoiser(latents.shape[1], cfg.ddpm_channels, cond_dim=0 if cond is None else cond.shape[1]).to(device)
     opt = adamw(net.parameters(), cfg.ddpm_lr, 0.0, device)
-    lr_sched = warmup_cosine(opt, cfg.ddpm_steps)
     x = latents.to(device)
     conds = None if cond is None else cond.to(device, torch.float32)
     batch = min(cfg.ddpm_batch, len(x))
@@ -137,13 +136,7 @@ def train_ddpm(latents: torch.Tensor, cfg: RunConfig, device: str, tick, log_los
         opt.step()
         return loss.detach()   # frees the autograd graph now, not at the next step
 
-    train_step = GraphedStep(one_step, device)
-    for step in range(cfg.ddpm_steps):
-        loss = train_step()
-        lr_sched.step()
-        if step % 25 == 0 or step == cfg.ddpm_steps - 1:
-            log_loss(step, loss.item())
-            tick((step + 1) / cfg.ddpm_steps, f"DDPM step {step + 1}/{cfg.ddpm_steps}" + train_step.note)
+    fit(one_step, opt, cfg.ddpm_steps, device, tick, log_loss, "DDPM")
     return net.eval()
 
 

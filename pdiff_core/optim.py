@@ -1,5 +1,5 @@
-"""The optimizers every training loop uses, their learning-rate schedules, and on CUDA one
-training step captured as a CUDA graph.
+"""The optimizers every training loop uses, their learning-rate schedules, on CUDA one
+training step captured as a CUDA graph, and fit(): the AE and DDPM stages' shared loop.
 
 Optimizer runs torch.optim's functional Adam(W) and SGD updates (the same kernels, so the same
 numbers as torch.optim.Adam, AdamW and SGD: tests/test_optim.py checks bit for bit) and keeps
@@ -151,3 +151,17 @@ class GraphedStep:
                 return self.step()
         self.graph.replay()
         return self.loss
+
+
+def fit(one_step: Callable[[], torch.Tensor], opt: Optimizer, steps: int, device: str, tick, log_loss,
+        what: str) -> None:
+    """The loop the AE and DDPM stages share: warm-up + cosine schedule over `steps`, the step
+    (replayed as a CUDA graph on CUDA), and every 25 steps the loss logged and progress reported."""
+    sched = warmup_cosine(opt, steps)
+    train_step = GraphedStep(one_step, device)
+    for step in range(steps):
+        loss = train_step()
+        sched.step()
+        if step % 25 == 0 or step == steps - 1:
+            log_loss(step, loss.item())
+            tick((step + 1) / steps, f"{what} step {step + 1}/{steps}" + train_step.note)
