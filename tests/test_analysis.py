@@ -326,3 +326,27 @@ def test_accuracy_difference_and_intervals_are_reported(tiny_run):
     assert set(a["initialization"]["final_test_vs_random"]) == {"generated", "original"}
     assert a["memorization"]["zoo"]["kind"] == "trajectory"
     assert a["memorization"]["trajectory"]["segments"] == 23
+
+
+def test_umap_on_demand_refuses_an_analysis_that_does_not_match_the_parameters(tiny_run, tmp_path, monkeypatch):
+    """add_umap recomputes the map's points from the parameter files; an analysis.npz whose rows
+    are not those points gets one line saying what to do, and no umap.npz. A umap.npz for other
+    rows is never merged into the arrays pages read."""
+    import shutil
+    from pdiff_core.__main__ import main
+    run = tmp_path / "runs" / "r"
+    shutil.copytree(tiny_run, run)
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(run.parent))
+    arrays = runs.read_npz(run / "analysis.npz")
+    arrays["emb_params_index"] = arrays["emb_params_index"][::-1].copy()
+    runs.write_npz(run / "analysis.npz", arrays)
+    with pytest.raises(runs.RunError, match="does not match its parameter files; run `python -m pdiff_core analyze r`"):
+        A.add_umap(run)
+    assert main(["analyze", "r", "--umap"]) == 2 and not (run / "umap.npz").exists()
+    stale = {"emb_params_umap": np.zeros((len(arrays["emb_params_group"]), 2), np.float32),
+             "emb_params_group": arrays["emb_params_group"], "emb_params_index": np.flip(arrays["emb_params_index"])}
+    runs.write_npz(run / "umap.npz", stale)
+    assert "emb_params_umap" not in runs.read_analysis_arrays(run)
+    stale["emb_params_index"] = arrays["emb_params_index"]
+    runs.write_npz(run / "umap.npz", stale)
+    assert "emb_params_umap" in runs.read_analysis_arrays(run)
