@@ -125,6 +125,8 @@ def cmd_run(args) -> int:
 def cmd_analyze(args) -> int:
     run_dir = runs.run_path(args.run)
     if runs.read_json(run_dir / "config.json").get("family"):
+        if args.umap:
+            raise runs.RunError(f"{args.run} is a transfer run: it has no parameter map for UMAP; drop --umap")
         from .transfer import reanalyze
         print(reanalyze(run_dir)["verdict"])
         print(f"transfer summary written to {run_dir / 'transfer.json'} (from transfer.npz)")

@@ -108,6 +108,8 @@ def test_analyze_rebuilds_transfer_json_byte_for_byte(tiny_transfer, capsys, mon
     assert main(["analyze", tiny_transfer.name]) == 0
     assert (tiny_transfer / "transfer.json").read_bytes() == before
     assert "held-out tasks" in capsys.readouterr().out
+    assert main(["analyze", tiny_transfer.name, "--umap"]) == 2          # no parameter map: one line, nothing written
+    assert "is a transfer run" in capsys.readouterr().err and not (tiny_transfer / "umap.npz").exists()
 
 
 def test_config_round_trips_with_transfer_fields():
