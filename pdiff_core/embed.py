@@ -90,20 +90,18 @@ def umap_embed(x: np.ndarray, seed: int, timings: dict) -> tuple[np.ndarray | No
     return out, "ok"
 
 
-def param_maps(x: np.ndarray, seed: int, with_umap: bool) -> tuple[dict[str, np.ndarray], str, dict]:
-    """{"pca", "tsne"[, "umap"]: (M, 2) float32, "pca_explained": (2,)}, UMAP's status, and timings."""
-    timings: dict = {}
+def umap_status() -> str:
+    """What a run's analysis.json says about UMAP: it is never computed inside a run."""
+    return UMAP_ON_DEMAND if umap_available() else "skipped: umap-learn could not be imported (not installed)"
+
+
+def param_maps(x: np.ndarray, seed: int) -> tuple[dict[str, np.ndarray], dict]:
+    """{"pca", "tsne": (M, 2) float32, "pca_explained": (2,)}, and timings."""
     with threadpool_limits(1):           # t-SNE's result depends on the thread count
         t0 = time.perf_counter()
         maps = dict(zip(("pca", "pca_explained"), pca(x, 2, seed, explained=True)), tsne=tsne(x, seed))
-        timings["pca_tsne"] = round(time.perf_counter() - t0, 3)
-        if with_umap:
-            u, status = umap_embed(x, seed, timings)
-            if u is not None:
-                maps["umap"] = u
-        else:
-            status = "skipped: umap-learn could not be imported (not installed)"
-    return {k: v.astype(np.float32) for k, v in maps.items()}, status, timings
+        timings = {"pca_tsne": round(time.perf_counter() - t0, 3)}
+    return {k: v.astype(np.float32) for k, v in maps.items()}, timings
 
 
 # -----------------------------------------------------------------------------
@@ -139,7 +137,7 @@ class Helper:
             raise HelperError(f"could not send the request ({e}; {self._why()})") from e
         return dst
 
-    def reply(self, dst: Path, wait) -> tuple[dict[str, np.ndarray], str, dict]:
+    def reply(self, dst: Path, wait) -> tuple[dict[str, np.ndarray], dict]:
         """Block until the answer; `wait()` is called every 0.2 s and may raise to give up."""
         buf, answer = b"", {}
         while answer.get("dst") != str(dst):   # skip the answer to an earlier request that nobody read
@@ -159,7 +157,7 @@ class Helper:
         with np.load(dst, allow_pickle=False) as z:
             maps = {k: z[k] for k in z.files}
         self._cleanup()
-        return maps, answer["umap"], answer["timings"]
+        return maps, answer["timings"]
 
     def _cleanup(self):
         if self.dir is not None:
@@ -218,10 +216,10 @@ class PendingMaps:
 
     def result(self, wait=lambda: None) -> tuple[dict[str, np.ndarray], str, dict]:
         """(PCA and t-SNE maps, UMAP's status as this process sees it, timings)."""
-        status = UMAP_ON_DEMAND if umap_available() else "skipped: umap-learn could not be imported (not installed)"
+        status = umap_status()
         if self.dst is not None:
             try:
-                maps, _, timings = self.helper.reply(self.dst, wait)
+                maps, timings = self.helper.reply(self.dst, wait)
                 return maps, status, {**timings, "where": self.note}
             except HelperError as e:
                 self.note = f"in this process ({e})"
@@ -229,7 +227,7 @@ class PendingMaps:
             except BaseException:       # cancelled: stop the work under way
                 stop_helper()
                 raise
-        maps, _, timings = param_maps(self.x, self.seed, with_umap=False)
+        maps, timings = param_maps(self.x, self.seed)
         return maps, status, {**timings, "where": self.note}
 
 
@@ -247,12 +245,12 @@ def serve() -> None:
                 with np.load(src, allow_pickle=False) as z:
                     x, seed = z["x"], int(z["seed"])
                 os.unlink(src)
-                maps, status, timings = param_maps(x, seed, with_umap=False)
+                maps, timings = param_maps(x, seed)
                 tmp = dst + ".tmp.npz"
                 np.savez(tmp, **maps)
                 os.replace(tmp, dst)
                 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux
-                answer = {"ok": True, "umap": status, "timings": {**timings, "helper_peak_rss_mib": round(peak)}}
+                answer = {"ok": True, "timings": {**timings, "helper_peak_rss_mib": round(peak)}}
             except Exception as e:
                 answer = {"ok": False, "error": f"{type(e).__name__}: {e}"}
             protocol.write(json.dumps({**answer, "dst": dst}) + "\n")   # dst names the request answered
