@@ -13,8 +13,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pdiff_core import evaluate, runs  # noqa: E402
+from pdiff_core import runs  # noqa: E402
 from pdiff_core.analysis import load_run  # noqa: E402
+from pdiff_core.evaluate import Evaluator  # noqa: E402
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("run_dir")
@@ -28,8 +29,7 @@ data = run.prep.data
 out = {}
 for rnd in range(3):
     for affine in (False, True):
-        evaluate.AFFINE_BN = affine
-        ev = evaluate.Evaluator(run.model, run.codec, args.device, chunk=run.prep.cfg.eval_chunk)
+        ev = Evaluator(run.model, run.codec, args.device, chunk=run.prep.cfg.eval_chunk, affine_bn=affine)
         h = ev.features(data.x_test)
         if args.device == "cuda":
             torch.cuda.synchronize()
@@ -48,4 +48,3 @@ for a in (False, True):
 diff = (out[("p", False)] != out[("p", True)]).any(axis=1)
 print("models whose test predictions differ:", int(diff.sum()), "of", len(diff))
 print("max |logit difference|:", float((out[("l", False)] - out[("l", True)]).abs().max()))
-evaluate.AFFINE_BN = True

@@ -14,8 +14,6 @@ from torch.func import functional_call, vmap
 
 from .params import Codec
 
-AFFINE_BN = True   # evaluate BatchNorm as its eval-mode affine map (EvalBatchNorm); False: F.batch_norm
-
 
 @dataclass
 class EvalResult:
@@ -70,12 +68,14 @@ def affine_batchnorm(module: nn.Module) -> nn.Module:
 
 class Evaluator:
     def __init__(self, model: nn.Sequential, codec: Codec, device: str = "cpu",
-                 chunk: int = 16, x_batch: int = 2048, share_prefix: bool = True):
+                 chunk: int = 16, x_batch: int = 2048, share_prefix: bool = True, affine_bn: bool = True):
+        """affine_bn: BatchNorm as its eval-mode affine map (EvalBatchNorm); False keeps F.batch_norm
+        (bench/batchnorm.py compares the two)."""
         self.model = copy.deepcopy(model).to(device).eval()   # eval: BatchNorm uses the base model's running stats
         self.codec, self.device, self.chunk, self.x_batch = codec, device, chunk, x_batch
         cut = split_at_first_generated(self.model, codec.names) if share_prefix else 0
         self.prefix, self.suffix = self.model[:cut], self.model[cut:]   # slices keep the stage names
-        if AFFINE_BN:   # the same Parameter objects: requires_grad set on self.model still holds
+        if affine_bn:   # the same Parameter objects: requires_grad set on self.model still holds
             self.suffix = affine_batchnorm(self.suffix)
         self._call = vmap(lambda p, x: functional_call(self.suffix, p, (x,)), in_dims=(0, None))
 
