@@ -11,6 +11,9 @@ c1, c2, c3 = st.columns([2, 2, 2])
 space = c1.segmented_control("Vectors", ["params", "latent"], default="params", key="ps_space",
                              format_func={"params": "parameters", "latent": "AE latents"}.get) or "params"
 methods = load.embedding_methods(r, space)
+method = c2.segmented_control("Method", methods, default=methods[0], key=f"ps_method_{space}",
+                              format_func={"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}.get) or methods[0]
+by = c3.segmented_control("Colour by", ["group", "accuracy"], default="group", key="ps_color") or "group"
 umap_status = load.analysis(r)["embeddings"]["params"].get("umap", "")
 if space == "params" and "umap" not in methods and umap_status.startswith("on demand"):
     # UMAP is not part of a run (pdiff_core/embed.py says why): one click computes it into umap.npz
@@ -18,9 +21,6 @@ if space == "params" and "umap" not in methods and umap_status.startswith("on de
               help="About 10 s the first time in this server (numba compiles UMAP), about 1 s after; saved with the run")
 if st.session_state.get("umap_error"):
     st.error(st.session_state.pop("umap_error"))
-method = c2.segmented_control("Method", methods, default=methods[0], key=f"ps_method_{space}",
-                              format_func={"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}.get) or methods[0]
-by = c3.segmented_control("Colour by", ["group", "accuracy"], default="group", key="ps_color") or "group"
 
 df = load.embedding(r, space, method)
 groups = list(dict.fromkeys(df["group"]))
