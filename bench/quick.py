@@ -20,7 +20,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_once(preset: str, seed: int, sets: list[str], runs_dir: str) -> dict:
+def run_once(preset: str, seed: int, sets: list[str], runs_dir: str, env: dict | None = None) -> dict:
     run_id = base_id = f"bench-{preset}-s{seed}"
     i = 1
     while (Path(runs_dir) / run_id).exists():     # the same preset and seed may run again with other --set
@@ -29,7 +29,8 @@ def run_once(preset: str, seed: int, sets: list[str], runs_dir: str) -> dict:
     cmd = [sys.executable, "-m", "pdiff_core", "run", "--preset", preset, "--seed", str(seed),
            "--run-id", run_id, "--quiet"] + [a for s in sets for a in ("--set", s)]
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PDIFF_RUNS_DIR": runs_dir}, capture_output=True, text=True)
+    p = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **(env or {}), "PDIFF_RUNS_DIR": runs_dir},
+                       capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if p.returncode != 0:
         raise SystemExit(f"run failed ({p.returncode}): {p.stderr.strip()[-500:]}")

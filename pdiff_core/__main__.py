@@ -97,7 +97,7 @@ def cmd_run(args) -> int:
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     cfg = preset_config(args.preset, **overrides)
-    prep = prepare(cfg)            # every bad-input error happens here, before a run directory exists
+    prep = prepare(cfg, warm=True)  # every bad-input error happens here, before a run directory exists
     if args.run_id:
         run_dir = runs.run_path(args.run_id, must_exist=False)
         if (run_dir / "status.json").exists() and runs.read_status(run_dir).get("state") != "queued":

@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from . import runs
+from . import runs, warmup
 from .autoencoder import ParamAutoencoder, latent_scale, train_autoencoder
 from .collect import checkpoint_spread, collect_zoo, train_base
 from .config import RunConfig
@@ -37,7 +37,7 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, report: Callable[[str, float, st
                  prep: Prepared | None = None, log_loss: Callable[[str, int, float], None] = lambda *a: None) -> dict:
     """Run every stage and write the run directory. `report(stage, fraction, message)` is called
     often; it may raise Cancelled to stop. Returns metrics.json's content."""
-    prep = prep or prepare(cfg)
+    prep = prep or prepare(cfg, warm=True)
     device, data, names = prep.device, prep.data, prep.names
     if device == "cpu":
         torch.set_num_threads(cfg.threads)
@@ -221,8 +221,10 @@ def execute(cfg: RunConfig, run_dir: Path, prep: Prepared | None = None, bars: b
         if last["bar"] is not None:
             last["bar"].close()
     runs.append_log(run_dir, f"run done in {time.time() - t_start:.1f}s; stage timings {metrics['timings']}")
+    warm = warmup.result(wait=False)      # CUDA runs: how long the background warm-up took, or why it failed
     runs.update_status(run_dir, state="done", stage="done", progress=1.0, message="done", finished=time.time(),
-                       timings=metrics["timings"], losses=losses, device=runs._machine_device(cfg.device))
+                       timings=metrics["timings"], losses=losses, device=runs._machine_device(cfg.device),
+                       **({"cuda_warmup": warm} if warm["started"] else {}))
     return metrics
 
 

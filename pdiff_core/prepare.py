@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import warmup
 from .config import ConfigError, RunConfig, resolve_device, validate
 from .data import Splits, check_dataset, load_dataset
 from .models import build_model
@@ -22,10 +23,14 @@ class Prepared:
     names: list[str]
 
 
-def prepare(cfg: RunConfig) -> Prepared:
-    """All input checks; raises ConfigError / DataError / LayerError / ValueError with one line."""
+def prepare(cfg: RunConfig, warm: bool = False) -> Prepared:
+    """All input checks; raises ConfigError / DataError / LayerError / ValueError with one line.
+    warm: a run is about to start, so CUDA's cold start begins now and overlaps the data loading below
+    (the app's form check leaves it off: the server must never hold a CUDA context)."""
     validate(cfg)
     device = resolve_device(cfg.device)
+    if warm:
+        warmup.start(device)
     check_dataset(cfg.dataset, cfg.data_root or None)
     data = load_dataset(cfg.dataset, cfg.data_root or None, seed=cfg.seed)
     torch.manual_seed(cfg.seed)
