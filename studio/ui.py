@@ -1,6 +1,7 @@
 """Streamlit pieces shared by the pages: the active run, the sidebar picker, guards, live progress."""
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 import time
@@ -28,7 +29,8 @@ PAGES = {  # name -> (file, title, icon); app.py builds the navigation from this
 BADGE = {"queued": ("gray", ":material/schedule:"), "running": ("blue", ":material/progress_activity:"),
          "done": ("green", ":material/check_circle:"), "failed": ("red", ":material/error:"),
          "cancelled": ("orange", ":material/cancel:")}
-DEMO_PRESET = "digits-quick"
+# the demo button's run; the browser tests point it at "tiny" (the same path on smaller data: 4 s, not 20)
+DEMO_PRESET = os.environ.get("PDIFF_DEMO_PRESET", "digits-quick")
 # Live views redraw this often while a run is going: at 1 s the server and the browser took about half
 # a core on 2-core machines, slowing the very run they watch (the demo took 24 % longer than the CLI).
 LIVE_EVERY_S = 2.0
@@ -284,6 +286,7 @@ def watch() -> None:
         _live()
         return
     st.session_state["_going"] = None
+    land()      # a fast run can finish between _follow noticing a change and the rerun it asked for
     rid = active_run()
     if rid:
         status = jobs.refresh(rid)
@@ -303,12 +306,18 @@ def _follow() -> None:
     st.session_state["_going"] = rows
     if before is None or before == rows:
         return
+    if st.session_state.get("follow") not in dict(rows):
+        land()
+    st.rerun()
+
+
+def land() -> None:
+    """The run this session launched, once done: make it active and switch to its results."""
     follow = st.session_state.get("follow")
-    if follow and follow not in dict(rows) and jobs.refresh(follow).get("state") == "done":
+    if follow and jobs.refresh(follow).get("state") == "done":
         del st.session_state["follow"]
         set_active(follow)
         st.switch_page(page("transfer" if load.is_transfer(load.ref(follow)) else "accuracy"))
-    st.rerun()
 
 
 @st.fragment(run_every=LIVE_EVERY_S)

@@ -71,6 +71,18 @@ def test_empty_state_offers_the_quick_demo(runs_dir):
     assert "memorization" in texts(at.markdown).lower()
 
 
+def test_a_launched_run_that_already_finished_lands_on_its_results(finished_run, monkeypatch):
+    """A run this session launched can finish between the poll that noticed it change and the rerun that
+    poll asked for (a 4 s tiny run did, and the demo then stayed on Home): the next render lands anyway."""
+    root, rid = finished_run
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(root))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["follow"] = rid
+    at.run()
+    assert_clean(at)
+    assert "follow" not in at.session_state and at.title[0].value == "Accuracy", [t.value for t in at.title]
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_page_renders_with_a_finished_run(page, finished_run, monkeypatch):
     root, rid = finished_run
