@@ -467,14 +467,19 @@ def test_comparing_three_runs_on_shared_axes(demo_run, tiny_run, tmp_path, monke
         page.goto(f"{url}/runs")
         wait_page(page, "Runs", '[data-testid="stDataFrame"]')
         box = page.locator(".st-key-compare")
-        for chip in box.locator('[data-baseweb="tag"] [role="presentation"]').all()[::-1]:   # clear the default pair
-            chip.click()
-            page.wait_for_selector(IDLE)
+        chips = box.locator("[data-tag] [title]")
+        assert chips.count() == 2                       # the default pair, cleared so the test picks all three
+        box.get_by_label("Clear all").click()
+        page.wait_for_selector(IDLE)
+        assert chips.count() == 0
         for rid in three:
             box.locator("input").fill(rid)
-            page.keyboard.press("Enter")
+            page.locator('[data-testid="stMultiSelectDropdown"]', has_text=rid).wait_for()   # Enter before the
+            page.keyboard.press("Enter")                                # filtered list showed was lost once
             page.wait_for_selector(IDLE)
             page.keyboard.press("Escape")
+            box.locator(f'[data-tag] [title="{rid}"]').wait_for()
+        assert chips.all_inner_texts() == three, chips.all_inner_texts()
         page.wait_for_selector(".st-key-cmp-acc .ytick", timeout=60_000)
         page.wait_for_selector(IDLE)
         assert not problems(page), problems(page)
