@@ -22,9 +22,10 @@ from pdiff_core.analysis import load_run  # noqa: E402
 from pdiff_core.evaluate import Evaluator  # noqa: E402
 
 
-def flips(run_dir: Path, device: str) -> list[tuple[str, int, int, int, float]]:
-    """Per group: (group, models, models whose error set changed, predictions changed, max |logit| gap)."""
-    run = load_run(run_dir, None)
+def flips(run_dir: Path, device: str, prep=None) -> list[tuple[str, int, int, int, float]]:
+    """Per group: (group, models, models whose error set changed, predictions changed, max |logit| gap).
+    prep: the run's Prepared when its data is not a registered dataset (bench/gpu.py's synthetic data)."""
+    run = load_run(run_dir, prep)
     base, meta = runs.read_safetensors(run_dir / "baselines.safetensors")
     groups = {g: grp.params for g, grp in run.groups.items()} | {g: base[g] for g in base}
     data = run.prep.data
@@ -56,12 +57,14 @@ def main():
     for r in args.runs:
         d = Path(r) if Path(r).is_dir() else runs.run_path(r)
         cfg = runs.read_json(d / "config.json")
-        rows = flips(d, args.device)
-        for g, n, ch, p, gap in rows:
-            print(f"| {d.name} | {cfg['dataset']}, {cfg['arch']} | {g} | {n} | {ch} | {100 * ch / max(1, n):.1f} % "
-                  f"| {p} | {gap:.3g} |")
-        n_all, ch_all = sum(r[1] for r in rows), sum(r[2] for r in rows)
-        print(f"| {d.name} | all groups | | {n_all} | {ch_all} | {100 * ch_all / max(1, n_all):.1f} % | | |")
+        print_rows(d.name, f"{cfg['dataset']}, {cfg['arch']}", flips(d, args.device))
+
+
+def print_rows(name: str, what: str, rows: list) -> None:
+    for g, n, ch, p, gap in rows:
+        print(f"| {name} | {what} | {g} | {n} | {ch} | {100 * ch / max(1, n):.1f} % | {p} | {gap:.3g} |")
+    n_all, ch_all = sum(r[1] for r in rows), sum(r[2] for r in rows)
+    print(f"| {name} | all groups | | {n_all} | {ch_all} | {100 * ch_all / max(1, n_all):.1f} % | | |")
 
 
 if __name__ == "__main__":
