@@ -83,12 +83,14 @@ def suffix_flops_per_image(ev: Evaluator, x: torch.Tensor) -> float:
     return float(fc.get_total_flops())
 
 
-def calibrate(device: str, sizes: dict, levels: list[float]) -> None:
-    """Base-model (ResNet-18) test accuracy on the hard data at each noise level."""
+def calibrate(device: str, sizes: dict, levels: list[float], **over) -> None:
+    """Base-model (ResNet-18) test accuracy on the hard data at each noise level (`over`: config
+    overrides, which the dry run uses to stay small)."""
     from pdiff_core.collect import train_base
     for noise in levels:
         data = synthetic_cifar_hard(**sizes, noise=noise)
-        cfg = preset_config("cifar10-resnet18", device=device, dataset="synthetic-cifar", data_root="", base_epochs=15)
+        cfg = preset_config("cifar10-resnet18", device=device, dataset="synthetic-cifar", data_root="",
+                            **{"base_epochs": 15, **over})
         torch.manual_seed(0)
         model = build_model(cfg.arch, data.input_shape, data.n_classes, cfg.width)
         t0 = time.perf_counter()
@@ -207,7 +209,8 @@ def main():
         dict(k=300, n_generate=200, ae_steps=500, ddpm_steps=1000, base_epochs=1, eval_chunk=50)
     cfg = preset_config("cifar10-resnet18", device=device, dataset="synthetic-cifar", data_root="", **over)
     if args.calibrate is not None:
-        return calibrate(device, sizes, args.calibrate or [1.5, 2.0, 2.5, 3.0, 3.5])
+        return calibrate(device, sizes, args.calibrate or [1.5, 2.0, 2.5, 3.0, 3.5],
+                         **(dict(width=8, base_epochs=1, base_min_steps=20) if dry else {}))
 
     t0 = time.perf_counter()
     data = synthetic_cifar_hard(**sizes, noise=args.noise) if args.data == "hard" else synthetic_cifar(**sizes)
