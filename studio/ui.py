@@ -9,7 +9,7 @@ import time
 import streamlit as st
 
 from pdiff_core import jobs, runs
-from pdiff_core.config import preset_config
+from pdiff_core.config import ConfigError, preset_config
 
 from . import charts, load
 
@@ -274,9 +274,19 @@ def estimate_note(preset: str, device: str = "auto") -> str:
 
 
 def quick_demo_button() -> None:
-    if st.button(demo_label(), type="primary", icon=":material/play_arrow:"):
-        start_run(preset_config(DEMO_PRESET))
-        st.rerun()
+    st.button(demo_label(), type="primary", icon=":material/play_arrow:", on_click=_start_demo)
+    if error := st.session_state.pop("demo_error", None):
+        st.error(error, icon=":material/error:")
+
+
+def _start_demo() -> None:
+    """The demo button's callback (a callback, as every button here: the router's rerun loses return values)."""
+    try:
+        cfg = preset_config(DEMO_PRESET)
+    except ConfigError as e:                  # PDIFF_DEMO_PRESET names no preset
+        st.session_state["demo_error"] = f"PDIFF_DEMO_PRESET: {e}"
+        return
+    start_run(cfg)
 
 
 def watch() -> None:

@@ -71,6 +71,15 @@ def test_empty_state_offers_the_quick_demo(runs_dir):
     assert "memorization" in texts(at.markdown).lower()
 
 
+def test_a_demo_preset_that_does_not_exist_is_one_line_and_starts_nothing(runs_dir, monkeypatch):
+    from studio import ui
+    monkeypatch.setattr(ui, "DEMO_PRESET", "nope")     # as PDIFF_DEMO_PRESET=nope sets it
+    at = app("home")
+    at.button[0].click().run()
+    assert not at.exception and "PDIFF_DEMO_PRESET: unknown preset 'nope'" in texts(at.error), texts(at.error)
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
+
+
 def test_a_launched_run_that_already_finished_lands_on_its_results(finished_run, monkeypatch):
     """A run this session launched can finish between the poll that noticed it change and the rerun that
     poll asked for (a 4 s tiny run did, and the demo then stayed on Home): the next render lands anyway."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -189,6 +190,17 @@ def _has_playwright() -> bool:
         return False
 
 
+def wait_for_pid(runs_dir: Path, timeout_s: float = 60) -> int:
+    """The worker pid of the one run in runs_dir, once jobs.start has written it to status.json."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        for status in runs_dir.glob("*/status.json"):
+            if pid := runs.read_status(status.parent).get("pid"):
+                return pid
+        time.sleep(0.05)
+    raise AssertionError(f"no worker pid in {runs_dir} after {timeout_s} s")
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     """The quick demo, clicked in the browser on an empty runs directory; every page then visited.
@@ -208,7 +220,14 @@ def demo_run(tmp_path_factory):
         assert f"(digits, about {runs.DEMO_DEFAULT_S} s)" in label, label   # no past demo run: the benchmark's
         t0 = time.perf_counter()
         page.get_by_role("button", name=DEMO_BUTTON).click()
-        page.wait_for_selector('[data-testid="stProgress"]', timeout=60_000)     # live progress at once
+        # live progress at once. The tiny run takes 4 s, and a rerun slowed by its start could land on the
+        # results before drawing the panel, so the worker is held (SIGSTOP) until the panel shows
+        worker = wait_for_pid(runs_dir)
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            page.wait_for_selector('[data-testid="stProgress"]', timeout=60_000)
+        finally:
+            os.kill(worker, signal.SIGCONT)
         if shots:                                                              # the live panel, once losses show
             page.wait_for_selector(CHART, timeout=DEMO_TIMEOUT_S * 1000)
             screenshot(page, shots / "home_live_progress.png")
@@ -431,10 +450,15 @@ def test_a_run_finishing_while_its_accuracy_page_is_open(demo_run, tmp_path, mon
     runs_dir, *_, browser = demo_run
     with nullcontext(demo_run[4]) as url:            # no fresh server needed: the demo's, warm
         rid = start_tiny(runs_dir, monkeypatch, seed=1)      # seed 1: unlike the demo (the comparison test uses it)
-        page = new_page(browser)
-        page.goto(f"{url}/accuracy?run={rid}")
-        page.wait_for_selector(f'text=/Run `?{rid}`? is (queued|running)/', timeout=60_000)
-        assert not page.query_selector(CHART), "results shown before the run finished"
+        worker = runs.read_status(runs_dir / rid)["pid"]
+        os.kill(worker, signal.SIGSTOP)                      # held until the page has seen it going (a 4 s run)
+        try:
+            page = new_page(browser)
+            page.goto(f"{url}/accuracy?run={rid}")
+            page.wait_for_selector(f'text=/Run `?{rid}`? is (queued|running)/', timeout=60_000)
+            assert not page.query_selector(CHART), "results shown before the run finished"
+        finally:
+            os.kill(worker, signal.SIGCONT)
         navigations = []
         page.on("framenavigated", lambda frame: navigations.append(frame.url))
         page.wait_for_selector(CHART, timeout=DEMO_TIMEOUT_S * 1000)       # no reload: the page follows the run
