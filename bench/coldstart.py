@@ -10,7 +10,6 @@ work lands) per run, their medians, and the warm-up's own seconds from status.js
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -34,7 +33,7 @@ def main():
         for i in range(args.pairs):
             for side in (("cold", "warm") if i % 2 else ("warm", "cold")):
                 r = run_once(args.preset, 0, sets, runs_dir, env={"PDIFF_CUDA_WARMUP": "1" if side == "warm" else "0"})
-                warm = json.loads((r["dir"] / "status.json").read_text()).get("cuda_warmup")
+                warm = r["status"].get("cuda_warmup")
                 rows[side].append((r["wall"], r["timings"].get("collect", float("nan")), warm, quality(r["metrics"])))
                 print(f"pair {i} {side}: wall {r['wall']:.2f} s, collect {rows[side][-1][1]:.2f} s, warm-up {warm}",
                       flush=True)

@@ -37,7 +37,7 @@ def run_once(preset: str, seed: int, sets: list[str], runs_dir: str, env: dict |
     d = Path(runs_dir) / run_id
     m = json.loads((d / "metrics.json").read_text())
     status = json.loads((d / "status.json").read_text())
-    return {"seed": seed, "wall": wall, "timings": status.get("timings", {}), "metrics": m, "dir": d}
+    return {"seed": seed, "wall": wall, "timings": status.get("timings", {}), "metrics": m, "dir": d, "status": status}
 
 
 def quality(m: dict) -> dict:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
 import time
+from pathlib import Path
 
 import streamlit as st
 

@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -10,6 +11,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 torch.set_num_threads(1)   # as runs do: on shared 2-core machines two threads ran up to 20x slower
+
+
+def wait_for(what, timeout: float = 120, every: float = 0.2):
+    """what()'s first truthy value, polled every `every` s; fails the test after `timeout` s."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = what()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture

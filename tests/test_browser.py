@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from pdiff_core import runs
+from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -190,15 +191,22 @@ def _has_playwright() -> bool:
         return False
 
 
-def wait_for_pid(runs_dir: Path, timeout_s: float = 60) -> int:
-    """The worker pid of the one run in runs_dir, once jobs.start has written it to status.json."""
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        for status in runs_dir.glob("*/status.json"):
-            if pid := runs.read_status(status.parent).get("pid"):
-                return pid
-        time.sleep(0.05)
-    raise AssertionError(f"no worker pid in {runs_dir} after {timeout_s} s")
+@contextmanager
+def held(pid: int):
+    """A run's worker stopped (SIGSTOP) for the block: a 4 s tiny run cannot end before a page has seen it going."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def worker_pid(runs_dir: Path) -> int | None:
+    """The worker pid of a run in runs_dir, once jobs.start has written it to status.json."""
+    for status in runs_dir.glob("*/status.json"):
+        if pid := runs.read_status(status.parent).get("pid"):
+            return pid
+    return None
 
 
 @pytest.fixture(scope="module")
@@ -222,12 +230,8 @@ def demo_run(tmp_path_factory):
         page.get_by_role("button", name=DEMO_BUTTON).click()
         # live progress at once. The tiny run takes 4 s, and a rerun slowed by its start could land on the
         # results before drawing the panel, so the worker is held (SIGSTOP) until the panel shows
-        worker = wait_for_pid(runs_dir)
-        os.kill(worker, signal.SIGSTOP)
-        try:
+        with held(wait_for(lambda: worker_pid(runs_dir), timeout=60, every=0.05)):
             page.wait_for_selector('[data-testid="stProgress"]', timeout=60_000)
-        finally:
-            os.kill(worker, signal.SIGCONT)
         if shots:                                                              # the live panel, once losses show
             page.wait_for_selector(CHART, timeout=DEMO_TIMEOUT_S * 1000)
             screenshot(page, shots / "home_live_progress.png")
@@ -450,15 +454,11 @@ def test_a_run_finishing_while_its_accuracy_page_is_open(demo_run, tmp_path, mon
     runs_dir, *_, browser = demo_run
     with nullcontext(demo_run[4]) as url:            # no fresh server needed: the demo's, warm
         rid = start_tiny(runs_dir, monkeypatch, seed=1)      # seed 1: unlike the demo (the comparison test uses it)
-        worker = runs.read_status(runs_dir / rid)["pid"]
-        os.kill(worker, signal.SIGSTOP)                      # held until the page has seen it going (a 4 s run)
-        try:
+        with held(runs.read_status(runs_dir / rid)["pid"]):   # until the page has seen it going (a 4 s run)
             page = new_page(browser)
             page.goto(f"{url}/accuracy?run={rid}")
             page.wait_for_selector(f'text=/Run `?{rid}`? is (queued|running)/', timeout=60_000)
             assert not page.query_selector(CHART), "results shown before the run finished"
-        finally:
-            os.kill(worker, signal.SIGCONT)
         navigations = []
         page.on("framenavigated", lambda frame: navigations.append(frame.url))
         page.wait_for_selector(CHART, timeout=DEMO_TIMEOUT_S * 1000)       # no reload: the page follows the run
@@ -481,9 +481,7 @@ def test_comparing_three_runs_on_shared_axes(demo_run, tiny_run, tmp_path, monke
     other = [r for r in done if seed(r) != 0]       # the seed-1 run of the test above, unless run alone:
     if not other:                                   # the demo and conftest's tiny run are both seed 0
         other = [start_tiny(runs_dir, monkeypatch, seed=1)]
-        deadline = time.time() + DEMO_TIMEOUT_S
-        while runs.read_status(runs_dir / other[0]).get("state") not in ("done", "failed") and time.time() < deadline:
-            time.sleep(0.3)
+        wait_for(lambda: runs.read_status(runs_dir / other[0]).get("state") in ("done", "failed"), DEMO_TIMEOUT_S)
     shutil.copytree(tiny_run, runs_dir / "tiny-copy")   # a copy of conftest's real tiny run
     three = [demo_id, other[0], "tiny-copy"]          # options differ: the seed
     with nullcontext(demo_run[4]) as url:            # no fresh server needed: the demo's, warm
@@ -491,11 +489,12 @@ def test_comparing_three_runs_on_shared_axes(demo_run, tiny_run, tmp_path, monke
         page.goto(f"{url}/runs")
         wait_page(page, "Runs", '[data-testid="stDataFrame"]')
         box = page.locator(".st-key-compare")
+        from playwright.sync_api import expect
         chips = box.locator("[data-tag] [title]")
-        assert chips.count() == 2                       # the default pair, cleared so the test picks all three
+        expect(chips).to_have_count(2)                  # the default pair, cleared so the test picks all three
         box.get_by_label("Clear all").click()
+        expect(chips).to_have_count(0)
         page.wait_for_selector(IDLE)
-        assert chips.count() == 0
         for rid in three:
             box.locator("input").fill(rid)
             page.locator('[data-testid="stMultiSelectDropdown"]', has_text=rid).wait_for()   # Enter before the
@@ -504,7 +503,10 @@ def test_comparing_three_runs_on_shared_axes(demo_run, tiny_run, tmp_path, monke
             page.keyboard.press("Escape")
             box.locator(f'[data-tag] [title="{rid}"]').wait_for()
         assert chips.all_inner_texts() == three, chips.all_inner_texts()
-        page.wait_for_selector(".st-key-cmp-acc .ytick", timeout=60_000)
+        # the chart of all three: IDLE alone can be read before the last pick's rerun has started
+        page.wait_for_function("rids => { const t = [...document.querySelectorAll('.st-key-cmp-acc .ytick text')]"
+                               ".map(e => e.textContent).join(' '); return rids.every(r => t.includes(r)); }",
+                               arg=three, timeout=60_000)
         page.wait_for_selector(IDLE)
         assert not problems(page), problems(page)
         ticks = " ".join(page.locator(".st-key-cmp-acc .ytick text").all_text_contents())

@@ -13,6 +13,7 @@ import pytest
 
 from pdiff_core import executors, runs, sweep
 from pdiff_core.__main__ import main
+from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,16 +22,6 @@ def cli(runs_dir: Path, *args: str, **kw) -> subprocess.Popen:
     env = dict(os.environ, PDIFF_RUNS_DIR=str(runs_dir), PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "-m", "pdiff_core", "sweep", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
-
-
-def wait_for(what, timeout: float = 120, every: float = 0.2):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def state(runs_dir: Path, name: str) -> dict:
