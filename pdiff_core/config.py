@@ -84,7 +84,7 @@ class RunConfig:
 
 
 PRESETS: dict[str, dict] = {
-    "digits-quick": dict(description="digits 8x8, MLP, last two BatchNorm layers (D=256); about 25 s on 2 CPU cores"),
+    "digits-quick": dict(description="digits 8x8, MLP, last two BatchNorm layers (D=256); about 20 s on 2 CPU cores"),
     "digits-independent": dict(description="digits-quick with an independent zoo: K ends of separate continuations "
                                            "from the base model, not K consecutive steps", zoo="independent"),
     "digits-mixed": dict(description="digits-quick with a mixed zoo: 4 trajectories of K/4 consecutive steps",

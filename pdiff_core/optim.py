@@ -32,7 +32,10 @@ class Optimizer:
 
     def zero_grad(self, set_to_none: bool = True):
         for p in self.params:
-            p.grad = None
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()    # as torch.optim does: the same gradient tensors, zeroed
 
     def set_lr(self, value: float):
         if torch.is_tensor(self.lr):

@@ -208,9 +208,9 @@ def list_runs() -> list[dict]:
 
 
 # The quick demo's promise when this machine has no finished digits-quick run to go by: the median
-# wall time of `python -m pdiff_core run --preset digits-quick` over seeds on 2 shared CPU cores,
-# imports included (bench/quick.py, 2026-11-28).
-DEMO_DEFAULT_S = 26
+# wall time of `python -m pdiff_core run --preset digits-quick` over seeds 0-2 on 2 shared CPU cores,
+# imports included (bench/quick.py, 2026-11-29: 20.2 s), rounded up.
+DEMO_DEFAULT_S = 21
 
 
 def _machine_device(name: str | None) -> str:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pdiff_core.__main__ import main
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_for
 
 
 def run_cli(capsys, *argv):
@@ -120,15 +120,12 @@ def test_sigterm_ends_the_run_cancelled_and_stops_its_helper(runs_dir):
     and the analysis's helper process goes with it."""
     import os
     import signal
-    import time
     proc = subprocess.Popen([sys.executable, "-m", "pdiff_core", "run", "--preset", "tiny", "--quiet",
                              "--run-id", "term", "--set", "ddpm_steps=5000"], cwd=ROOT,
                             env={**os.environ, "PDIFF_RUNS_DIR": str(runs_dir)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     status, children = runs_dir / "term" / "status.json", f"/proc/{proc.pid}/task/{proc.pid}/children"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (status.exists() and json.loads(status.read_text()).get("stage") == "diffusion"):
-        time.sleep(0.1)
+    wait_for(lambda: status.exists() and json.loads(status.read_text()).get("stage") == "diffusion", every=0.1)
     helpers = [int(p) for p in open(children).read().split()] if os.path.exists(children) else []
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)

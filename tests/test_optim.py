@@ -36,6 +36,18 @@ def test_graphed_step_on_cpu_is_the_plain_step():
     assert l_step[-1] < 0.5 * l_step[0]                 # and it did train
 
 
+def test_zero_grad_keeps_the_gradient_tensors_only_when_asked():
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = Optimizer([p], 0.1)
+    (2 * p).sum().backward()
+    g = p.grad
+    opt.zero_grad(set_to_none=False)
+    assert p.grad is g and torch.equal(g, torch.zeros(3))      # the same tensor, zeroed (torch.optim's way)
+    (2 * p).sum().backward()
+    opt.zero_grad()
+    assert p.grad is None
+
+
 def test_schedule_reaches_zero_and_warms_up():
     p = torch.nn.Parameter(torch.zeros(1))
     opt = adamw([p], 1.0, 0.0, "cpu")
