@@ -259,8 +259,10 @@ def _batched(model, names, data, cfg, lr, device, gen, tick) -> torch.Tensor | N
                 per_run = F.cross_entropy(logits.flatten(0, 1), y[idx].reshape(-1), reduction="none").view(len(ids), b)
                 per_run = per_run.mean(dim=1)
                 loss = per_run.sum()                        # each run's gradient is its own mean loss's
-                first = per_run.detach() if step == 0 else first
-                peak = per_run.detach() if step == 0 else torch.maximum(peak, per_run.detach())
+                if step == 0:
+                    first = peak = per_run.detach()
+                else:
+                    peak = torch.maximum(peak, per_run.detach())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
