@@ -52,12 +52,17 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(1)
     print(f"bf16 autocast against fp32 on {args.device} ({torch.__version__})\n")
-    print("| run | dataset, arch | group | models | error set changed | share | predictions changed | max logit gap |")
-    print("|---|---|---|---|---|---|---|---|")
+    print_header()
     for r in args.runs:
         d = Path(r) if Path(r).is_dir() else runs.run_path(r)
         cfg = runs.read_json(d / "config.json")
         print_rows(d.name, f"{cfg['dataset']}, {cfg['arch']}", flips(d, args.device))
+
+
+def print_header() -> None:
+    """The table's header, for print_rows (bench/gpu.py prints its table through both)."""
+    print("| run | dataset, arch | group | models | error set changed | share | predictions changed | max logit gap |")
+    print("|---|---|---|---|---|---|---|---|")
 
 
 def print_rows(name: str, what: str, rows: list) -> None:

@@ -276,12 +276,11 @@ def main():
                         "share_of_peak": {k: mips * flops / v for k, v in H200_PEAK_FLOPS.items()}}
             if args.probe and not dry:
                 probe(cfg, data, base, codec, theta["params"], device)
-            from bench.bf16 import flips, print_rows      # the bf16 table on this (hard synthetic) data
+            from bench.bf16 import flips, print_header, print_rows   # the bf16 table on this (hard synthetic) data
             bf16_rows = flips(d, device, prep)
             ev_times["bf16_flips"] = bf16_rows
-            print("\nbf16 autocast against fp32: models whose test error set changes\n"
-                  "| run | data | group | models | error set changed | share | predictions changed | max logit gap |\n"
-                  "|---|---|---|---|---|---|---|---|")
+            print("\nbf16 autocast against fp32: models whose test error set changes")
+            print_header()
             print_rows("gpu-check", f"synthetic-cifar-{args.data}, resnet18", bf16_rows)
 
     o, g = metrics["groups"]["originals"]["summary"], metrics["groups"]["generated"]["summary"]
