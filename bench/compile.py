@@ -2,14 +2,15 @@
 
     python bench/compile.py [--preset digits-quick] [--steps 200]
 
-Times one DDPM training step of the preset's Denoiser (stand-in latents of the real shape; a step's cost
-does not depend on the values) eagerly and under torch.compile, in one process, one thread, as runs use.
-Compilation is timed separately: it pays only if compile s < steps x (eager - compiled) ms/step. It is
-timed twice: cold, into a fresh inductor cache (a user's first run), and warm, in a fresh process that
-reads the cache the first compile wrote (a later run on the same machine)."""
+Runs the stage's own diffusion.train_ddpm (stand-in latents of the real shape; a step's cost does not
+depend on the values), once as it is and once with its Denoiser wrapped in torch.compile, in one process,
+one thread, as runs use. Compilation is timed separately: it pays only if compile s < steps x (eager -
+compiled) ms/step. It is timed twice: cold, into a fresh inductor cache (a user's first run), and warm, in
+a fresh process that reads the cache the first compile wrote (a later run on the same machine)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import statistics
@@ -18,17 +19,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 # cold: nothing cached yet; the warm child process is handed the same directory
 if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="pdiff-inductor-")
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pdiff_core import diffusion  # noqa: E402
 from pdiff_core.config import preset_config  # noqa: E402
-from pdiff_core.diffusion import Denoiser, Schedule  # noqa: E402
-from pdiff_core.optim import adamw  # noqa: E402
 
 
 def main():
@@ -40,51 +40,32 @@ def main():
     torch.set_num_threads(1)
     torch.manual_seed(0)
     cfg = preset_config(a.preset)
-    sched = Schedule(cfg.timesteps, cfg.beta_start, cfg.beta_end)
     x = torch.randn(cfg.k, cfg.latent_dim)
-    batch = min(cfg.ddpm_batch, cfg.k)
+    quiet = dict(device="cpu", tick=lambda *_: None, log_loss=lambda *_: None)
+    eager_net = diffusion.Denoiser
 
-    def stepper(net, opt):
-        def step():     # diffusion.train_ddpm's step, unconditional, with its optimizer
-            idx = torch.randint(len(x), (batch,))
-            t, x0 = torch.randint(sched.T, (batch,)), x[idx]
-            noise = torch.randn_like(x0)
-            loss = F.mse_loss(net(sched.q_sample(x0, t, noise), t), noise)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return step
-
-    def per_step(step, n):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            step()
-        return (time.perf_counter() - t0) / n
-
-    def compile_one():
-        net = Denoiser(cfg.latent_dim, cfg.ddpm_channels)
-        step = stepper(torch.compile(net), adamw(net.parameters(), cfg.ddpm_lr, 0.0, "cpu"))
-        t0 = time.perf_counter()
-        for _ in range(2):      # the first calls compile forward and backward
-            step()
-        return step, time.perf_counter() - t0
+    def train(steps: int, compiled: bool) -> float:
+        """Seconds of one train_ddpm of `steps` steps; compiled: its Denoiser under torch.compile. A new
+        Denoiser of the same shape reuses the graphs compiled for the first, so only the first call compiles."""
+        make = (lambda *args, **kw: torch.compile(eager_net(*args, **kw))) if compiled else eager_net
+        with mock.patch.object(diffusion, "Denoiser", make):
+            t0 = time.perf_counter()
+            diffusion.train_ddpm(x, dataclasses.replace(cfg, ddpm_steps=steps), **quiet)
+            return time.perf_counter() - t0
 
     if a.compile_only:
-        print(compile_one()[1])
+        print(train(2, True))       # the first steps compile forward and backward
         return
-    compiled, cold = compile_one()
+    cold = train(2, True)
     child = [sys.executable, __file__, "--preset", a.preset, "--compile-only"]
     warm = float(subprocess.run(child, check=True, capture_output=True, text=True).stdout.split()[-1])
-    net = Denoiser(cfg.latent_dim, cfg.ddpm_channels)
-    eager = stepper(net, adamw(net.parameters(), cfg.ddpm_lr, 0.0, "cpu"))
-    for _ in range(20):
-        eager()
-        compiled()
+    train(20, False)                # warm-up
     # alternating blocks, median of each: the two variants share the machine's load as it drifts
-    blocks = [(per_step(eager, a.steps // 5), per_step(compiled, a.steps // 5)) for _ in range(5)]
+    n_block = max(1, a.steps // 5)
+    blocks = [(train(n_block, False) / n_block, train(n_block, True) / n_block) for _ in range(5)]
     e, c = (statistics.median(b[i] for b in blocks) for i in (0, 1))
     n = cfg.ddpm_steps
-    print(f"{a.preset}: torch {torch.__version__}, one thread, DDPM {n} steps, batch {batch}, "
+    print(f"{a.preset}: torch {torch.__version__}, one thread, DDPM {n} steps, batch {min(cfg.ddpm_batch, cfg.k)}, "
           f"{cfg.ddpm_channels} channels\n")
     print("| variant | ms/step | stage s | compile s | stage + compile s |")
     print("|---|---|---|---|---|")
