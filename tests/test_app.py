@@ -11,8 +11,8 @@ from streamlit.testing.v1 import AppTest
 
 from pdiff_core import jobs, runs
 from pdiff_core.config import preset_config
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
 TIMEOUT = 60           # AppTest's default of 3 s is too short for a first import of torch on a busy machine
 PAGES = ["home", "launch", "runs", "sweeps", "run", "accuracy", "similarity", "parameter_space", "memorization",

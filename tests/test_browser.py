@@ -23,9 +23,8 @@ import numpy as np
 import pytest
 
 from pdiff_core import runs
-from tests.conftest import wait_for
+from tests.conftest import ROOT, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]

@@ -13,9 +13,7 @@ import pytest
 
 from pdiff_core import executors, runs, sweep
 from pdiff_core.__main__ import main
-from tests.conftest import wait_for
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT, wait_for
 
 
 def cli(runs_dir: Path, *args: str, **kw) -> subprocess.Popen:
