@@ -83,8 +83,14 @@ class RunConfig:
         return cls(**d)
 
 
+# digits-quick's wall time: the median over seeds 0-2 of `python -m pdiff_core run --preset digits-quick` on 2
+# shared CPU cores, imports included (bench/quick.py, 2026-11-29: 20.2 s), rounded up. Its description says it,
+# and Home promises it for the quick demo until this machine has finished demo runs to go by.
+DIGITS_QUICK_S = 21
+
 PRESETS: dict[str, dict] = {
-    "digits-quick": dict(description="digits 8x8, MLP, last two BatchNorm layers (D=256); about 20 s on 2 CPU cores"),
+    "digits-quick": dict(description="digits 8x8, MLP, last two BatchNorm layers (D=256); "
+                                     f"about {DIGITS_QUICK_S} s on 2 CPU cores"),
     "digits-independent": dict(description="digits-quick with an independent zoo: K ends of separate continuations "
                                            "from the base model, not K consecutive steps", zoo="independent"),
     "digits-mixed": dict(description="digits-quick with a mixed zoo: 4 trajectories of K/4 consecutive steps",

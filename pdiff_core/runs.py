@@ -207,12 +207,6 @@ def list_runs() -> list[dict]:
     return out
 
 
-# The quick demo's promise when this machine has no finished digits-quick run to go by: the median
-# wall time of `python -m pdiff_core run --preset digits-quick` over seeds 0-2 on 2 shared CPU cores,
-# imports included (bench/quick.py, 2026-11-29: 20.2 s), rounded up.
-DEMO_DEFAULT_S = 21
-
-
 def _machine_device(name: str | None) -> str:
     """'auto' | 'cpu' | 'cuda' -> the device such a run gets on this machine (never raises)."""
     if name in ("cpu", "cuda"):
