@@ -53,8 +53,11 @@ def accuracy(df: pd.DataFrame, base_acc: float | None, kind: str = "histogram", 
                                        xbins=dict(start=-step / 2, size=step), histnorm="percent",
                                        hovertemplate=f"{group}<br>%{{x:.1%}}: %{{y:.1f}}% of models<extra></extra>"))
     for i, (name, acc) in enumerate(a for a in lines.items() if a[1] is not None):
-        fig.add_vline(x=acc, line=dict(color=color("base" if name == "base model" else name), dash="dash"),
-                      annotation=dict(text=f"{name} {acc:.1%}", yshift=-16 * i, font_size=11),
+        c = color("base" if name == "base model" else name)
+        # a label on a white box in the line's colour: it often sits over a tall bar
+        fig.add_vline(x=acc, line=dict(color=c, dash="dash"),
+                      annotation=dict(text=f"{name} {acc:.1%}", yshift=-16 * i, font=dict(size=11, color=c),
+                                      bgcolor="rgba(255,255,255,0.85)"),
                       annotation_position="top left")
     fig.update_layout(barmode="overlay", height=420, **LAYOUT,
                       yaxis_title="share of models (%)" if kind == "histogram" else None)

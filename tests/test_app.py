@@ -397,6 +397,24 @@ def test_pca_map_axes_say_how_much_variance_they_hold(finished_run, monkeypatch)
     assert share[0] >= share[1] > 0
 
 
+
+def test_accuracy_chart_labels_each_line_with_its_value_on_a_box_in_its_colour(finished_run, monkeypatch):
+    """The base model's and the average's lines carry their test accuracy, read from metrics.json; each label
+    sits on an opaque box in its line's colour, since it often lies over a tall bar."""
+    import json
+    root, rid = finished_run
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(root))
+    at = app("accuracy", rid)
+    assert_clean(at)
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    m = runs.read_json(root / rid / "metrics.json")
+    labels = {a["text"]: a for a in fig["layout"]["annotations"]}
+    assert f"base model {m['base']['test_acc']:.1%}" in labels, list(labels)
+    assert any(t.startswith("average ") for t in labels), list(labels)
+    lines = {s["x0"]: s["line"]["color"] for s in fig["layout"]["shapes"]}
+    for a in labels.values():
+        assert a["font"]["color"] == lines[a["x"]] and a["bgcolor"].startswith("rgba(255,255,255"), a
+
 # ---- the Sweeps page --------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
