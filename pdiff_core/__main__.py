@@ -91,12 +91,12 @@ def cmd_show(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .pipeline import Cancelled, execute, prepare
     overrides = parse_overrides(args.set or [])
     for key in ("device", "seed"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     cfg = preset_config(args.preset, **overrides)
+    from .pipeline import Cancelled, execute, prepare     # torch (about 1 s) only once the config is valid
     prep = prepare(cfg, warm=True)  # every bad-input error happens here, before a run directory exists
     if args.run_id:
         run_dir = runs.run_path(args.run_id, must_exist=False)

@@ -11,11 +11,13 @@ import re
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from safetensors.torch import save as st_save_bytes
 from safetensors import safe_open
+
+if TYPE_CHECKING:   # torch is imported where tensors are written: the app's run lists and a sweep's driver need none
+    import torch
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -98,6 +100,7 @@ def read_json(path: Path):
 
 
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save as st_save_bytes    # here: torch costs about 1 s to import
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     _atomic_bytes(Path(path), st_save_bytes(tensors, metadata=metadata))
 
@@ -211,6 +214,7 @@ def _machine_device(name: str | None) -> str:
     """'auto' | 'cpu' | 'cuda' -> the device such a run gets on this machine (never raises)."""
     if name in ("cpu", "cuda"):
         return name
+    import torch
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 

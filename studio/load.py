@@ -15,7 +15,6 @@ import pandas as pd
 import streamlit as st
 
 from pdiff_core import jobs, runs
-from pdiff_core.params import Codec
 from studio import shape
 
 RESULT_FILES = ("config.json", "metrics.json", "predictions.npz", "originals.safetensors",
@@ -71,6 +70,7 @@ def params(r: RunRef, which: str) -> np.ndarray:
 @st.cache_data(**CACHE)
 def param_names(r: RunRef) -> list[tuple[str, int]]:
     """(name, size) of each flattened tensor in order, from the originals' metadata."""
+    from pdiff_core.params import Codec     # here, not at the top: it imports torch (about 1 s)
     codec = Codec.from_metadata(runs.read_safetensors(r.path / "originals.safetensors")[1])
     return list(zip(codec.names, codec.sizes))
 

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -11,4 +12,15 @@ def test_core_imports_without_streamlit_or_umap():
             "bad = [m for m in ('streamlit', 'umap', 'plotly', 'ray') if m in sys.modules];"
             "assert not bad, bad")
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+
+
+def test_what_trains_nothing_imports_no_torch(tmp_path):
+    """torch costs about 1 s to import. A sweep's driver, a Ray worker's executor, the CLI's list and
+    presets, and the app's run lists and forms read JSON only, so they must not pay it."""
+    code = ("import sys, pdiff_core.__main__, pdiff_core.sweep, pdiff_core.executors, pdiff_core.jobs, studio.ui;"
+            "from pdiff_core.__main__ import main; main(['presets']); main(['list']);"
+            "assert 'torch' not in sys.modules, [m for m in sys.modules if m.startswith('torch')][:5]")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, "PDIFF_RUNS_DIR": str(tmp_path)})
     assert p.returncode == 0, p.stderr
