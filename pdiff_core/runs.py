@@ -222,10 +222,10 @@ def estimate(preset: str, device: str | None = "auto") -> tuple[float, int] | No
     """(median seconds, how many runs) of this preset's finished ('done') runs in the runs root that
     ran on the same device, from status.json's `finished - started`; None when there are none.
     A run's device is the one its worker recorded, else its config's (auto: this machine's)."""
-    root, want = runs_root(), _machine_device(device)
+    root = runs_root()
     if not root.is_dir():
         return None
-    seconds = []
+    found = []      # (the device the run recorded, else the one its config asked for; its seconds)
     for d in root.iterdir():
         if not RUN_ID.match(d.name) or not (d / "status.json").is_file():
             continue
@@ -238,6 +238,9 @@ def estimate(preset: str, device: str | None = "auto") -> tuple[float, int] | No
         started, finished = status.get("started"), status.get("finished")
         if not isinstance(started, (int, float)) or not isinstance(finished, (int, float)) or finished < started:
             continue
-        if (status.get("device") or _machine_device(cfg.get("device"))) == want:
-            seconds.append(finished - started)
+        found.append((status.get("device") or cfg.get("device"), finished - started))
+    if not found:          # a first visit: no torch import (about 1 s) to find this machine's device
+        return None
+    want = _machine_device(device)
+    seconds = [s for dev, s in found if _machine_device(dev) == want]
     return (float(np.median(seconds)), len(seconds)) if seconds else None
