@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from safetensors import safe_open
 
-if TYPE_CHECKING:   # torch is imported where tensors are written: the app's run lists and a sweep's driver need none
+if TYPE_CHECKING:   # torch (~1 s) loads only where tensors are read or written: run lists and a sweep's driver need none
     import torch
 
 STATES = ("queued", "running", "done", "failed", "cancelled")

@@ -397,7 +397,6 @@ def test_pca_map_axes_say_how_much_variance_they_hold(finished_run, monkeypatch)
     assert share[0] >= share[1] > 0
 
 
-
 def test_accuracy_chart_labels_each_line_with_its_value_on_a_box_in_its_colour(finished_run, monkeypatch):
     """The base model's and the average's lines carry their test accuracy, read from metrics.json; each label
     sits on an opaque box in its line's colour, since it often lies over a tall bar."""
@@ -414,6 +413,7 @@ def test_accuracy_chart_labels_each_line_with_its_value_on_a_box_in_its_colour(f
     lines = {s["x0"]: s["line"]["color"] for s in fig["layout"]["shapes"]}
     for a in labels.values():
         assert a["font"]["color"] == lines[a["x"]] and a["bgcolor"].startswith("rgba(255,255,255"), a
+
 
 # ---- the Sweeps page --------------------------------------------------------------------------------
 
