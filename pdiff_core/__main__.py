@@ -15,8 +15,8 @@ from .config import PRESETS, ConfigError, parse_overrides, preset_config
 
 
 class Parser(argparse.ArgumentParser):
-    def error(self, message):   # one line instead of usage + message
-        self.exit(2, f"error: {message} (see python -m pdiff_core {self.prog.split()[-1]} --help)\n")
+    def error(self, message):   # one line instead of usage + message; prog is "python -m pdiff_core [command]"
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def pct(v) -> str:
