@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import runs
-from .config import PRESETS, ConfigError, parse_overrides, preset_config
+from .config import PRESETS, ConfigError, parse_overrides, preset_config, validate
 
 
 class Parser(argparse.ArgumentParser):
@@ -95,8 +95,8 @@ def cmd_run(args) -> int:
     for key in ("device", "seed"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
-    cfg = preset_config(args.preset, **overrides)
-    from .pipeline import Cancelled, execute, prepare     # torch (about 1 s) only once the config is valid
+    cfg = validate(preset_config(args.preset, **overrides))   # values alone, before torch's 1 s import
+    from .pipeline import Cancelled, execute, prepare     # prepare checks what needs the data
     prep = prepare(cfg, warm=True)  # every bad-input error happens here, before a run directory exists
     if args.run_id:
         run_dir = runs.run_path(args.run_id, must_exist=False)

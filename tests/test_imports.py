@@ -17,9 +17,11 @@ def test_core_imports_without_streamlit_or_umap():
 
 def test_what_trains_nothing_imports_no_torch(tmp_path):
     """torch costs about 1 s to import. A sweep's driver, a Ray worker's executor, the CLI's list and
-    presets, and the app's Home page on a first visit (no runs yet) read JSON only, so they must not pay it."""
+    presets, a run refused for a bad value, and the app's Home page on a first visit (no runs yet) read JSON
+    or check values only, so they must not pay it."""
     code = ("import sys, pdiff_core.__main__, pdiff_core.sweep, pdiff_core.executors, pdiff_core.jobs;"
             "from pdiff_core.__main__ import main; main(['presets']); main(['list']);"
+            "assert main(['run', '--preset', 'tiny', '--set', 'k=-1']) == 2;"
             "from streamlit.testing.v1 import AppTest;"
             "at = AppTest.from_file('app.py', default_timeout=60).run(); assert not at.exception, at.exception;"
             "assert any('Run the quick demo' in b.label for b in at.button), [b.label for b in at.button];"
