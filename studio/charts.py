@@ -30,6 +30,11 @@ def color(group: str) -> str:
     return qualitative.Safe[zlib.crc32(group.encode()) % len(qualitative.Safe)]
 
 
+def line_label(text: str, line_color: str) -> dict:
+    """A reference line's label: in the line's colour, on a white box, since it often lies over a bar or a curve."""
+    return dict(text=text, font=dict(size=11, color=line_color), bgcolor="rgba(255,255,255,0.85)")
+
+
 def pct_axis(fig: go.Figure, axis: str = "x", title: str = "test accuracy (%)", fmt: str = ".1%") -> go.Figure:
     fig.update_layout(**{f"{axis}axis": dict(title=title, tickformat=fmt)})
     return fig
@@ -54,11 +59,8 @@ def accuracy(df: pd.DataFrame, base_acc: float | None, kind: str = "histogram", 
                                        hovertemplate=f"{group}<br>%{{x:.1%}}: %{{y:.1f}}% of models<extra></extra>"))
     for i, (name, acc) in enumerate(a for a in lines.items() if a[1] is not None):
         c = color("base" if name == "base model" else name)
-        # a label on a white box in the line's colour: it often sits over a tall bar
         fig.add_vline(x=acc, line=dict(color=c, dash="dash"),
-                      annotation=dict(text=f"{name} {acc:.1%}", yshift=-16 * i, font=dict(size=11, color=c),
-                                      bgcolor="rgba(255,255,255,0.85)"),
-                      annotation_position="top left")
+                      annotation=dict(line_label(f"{name} {acc:.1%}", c), yshift=-16 * i), annotation_position="top left")
     fig.update_layout(barmode="overlay", height=420, **LAYOUT,
                       yaxis_title="share of models (%)" if kind == "histogram" else None)
     if not fig.data and not lines:            # nothing selected: an empty 0-100 % axis, not -100 % to 500 %
@@ -164,7 +166,8 @@ def nn_hist(dists: dict[str, np.ndarray], threshold: float | None, space: str) -
                                    xbins=dict(start=0, end=hi * 1.001, size=hi / 60)))
     if threshold is not None:
         fig.add_vline(x=threshold, line=dict(color="#444", dash="dot"),
-                      annotation_text="replica threshold (5th pct of train→train)", annotation_position="top right")
+                      annotation=line_label("replica threshold (5th pct of train→train)", "#444"),
+                      annotation_position="top right")
     fig.update_layout(barmode="overlay", height=380, xaxis_title=f"distance to nearest checkpoint ({space} L2)",
                       yaxis_title="share of models (%)", **LAYOUT)
     return fig
@@ -323,7 +326,8 @@ def transfer_methods(df: pd.DataFrame, summary: pd.DataFrame) -> go.Figure:
     if "oracle" in methods:
         o = summary.set_index("method").loc["oracle", "median"]
         fig.add_hline(y=o, line=dict(color=TRANSFER_COLORS["oracle"], dash="dash", width=1),
-                      annotation=dict(text=f"oracle median {o:.1%}", font_size=11), annotation_position="bottom left")
+                      annotation=line_label(f"oracle median {o:.1%}", TRANSFER_COLORS["oracle"]),
+                      annotation_position="bottom left")
     ticks = [lbl.replace(" (", "<br>(").replace(", ", ",<br>").replace(" training ", "<br>training ")
              for lbl in summary["label"]]
     fig.update_layout(height=440, **LAYOUT, showlegend=False,
@@ -377,7 +381,8 @@ def transfer_finetune(df: pd.DataFrame, oracle: float) -> go.Figure:
                                  line=dict(color=TRANSFER_COLORS.get(s, "#888"), width=2.5),
                                  hovertemplate=f"{part['label'].iloc[0]}<br>step %{{x}}: %{{y:.1%}}<extra></extra>"))
     fig.add_hline(y=oracle, line=dict(color=TRANSFER_COLORS["oracle"], dash="dash", width=1),
-                  annotation=dict(text=f"oracle {oracle:.1%}", font_size=11), annotation_position="bottom right")
+                  annotation=line_label(f"oracle {oracle:.1%}", TRANSFER_COLORS["oracle"]),
+                  annotation_position="bottom right")
     fig.update_layout(height=380, **LAYOUT, xaxis_title="fine-tuning step on the support set")
     return pct_axis(fig, "y", "test accuracy (%)", ".0%")
 

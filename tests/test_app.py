@@ -407,12 +407,46 @@ def test_accuracy_chart_labels_each_line_with_its_value_on_a_box_in_its_colour(f
     assert_clean(at)
     fig = json.loads(at.get("plotly_chart")[0].proto.spec)
     m = runs.read_json(root / rid / "metrics.json")
-    labels = {a["text"]: a for a in fig["layout"]["annotations"]}
+    labels = boxed_line_labels(fig)
+    assert len(labels) == len(fig["layout"]["annotations"])     # every label belongs to a line
     assert f"base model {m['base']['test_acc']:.1%}" in labels, list(labels)
     assert any(t.startswith("average ") for t in labels), list(labels)
-    lines = {s["x0"]: s["line"]["color"] for s in fig["layout"]["shapes"]}
-    for a in labels.values():
-        assert a["font"]["color"] == lines[a["x"]] and a["bgcolor"].startswith("rgba(255,255,255"), a
+
+
+def boxed_line_labels(fig: dict) -> list[str]:
+    """The texts of the labels that sit on a chart's reference lines (plotly's add_vline/add_hline), after
+    asserting that each is in its line's colour on a white box."""
+    lines = {}
+    for s in fig["layout"].get("shapes", []):
+        if s.get("xref") == "x" and s["x0"] == s["x1"]:
+            lines[("x", s["x0"])] = s["line"]["color"]
+        elif s.get("yref") == "y" and s["y0"] == s["y1"]:
+            lines[("y", s["y0"])] = s["line"]["color"]
+    found = []
+    for a in fig["layout"].get("annotations", []):
+        key = ("x", a.get("x")) if a.get("xref") == "x" else ("y", a.get("y")) if a.get("yref") == "y" else None
+        if key in lines:
+            assert a["font"]["color"] == lines[key] and a["bgcolor"].startswith("rgba(255,255,255"), a
+            found.append(a["text"])
+    return found
+
+
+def test_memorization_and_transfer_line_labels_are_boxed_in_their_colour(finished_run, transfer_run, monkeypatch):
+    """As on the Accuracy chart: the replica threshold, and each transfer chart's oracle line."""
+    import json
+    root, rid = finished_run
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(root))
+    at = app("memorization", rid)
+    assert_clean(at)
+    found = [t for c in at.get("plotly_chart") for t in boxed_line_labels(json.loads(c.proto.spec))]
+    assert any(t.startswith("replica threshold") for t in found), found
+    root, rid = transfer_run
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(root))
+    at = app("transfer", rid)
+    assert_clean(at)
+    found = [t for c in at.get("plotly_chart") for t in boxed_line_labels(json.loads(c.proto.spec))]
+    assert any(t.startswith("oracle median ") for t in found) and any(t.startswith("oracle ") and "median" not in t
+                                                                       for t in found), found
 
 
 # ---- the Sweeps page --------------------------------------------------------------------------------
