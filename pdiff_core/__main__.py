@@ -6,6 +6,7 @@ import gc
 import signal
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -44,11 +45,20 @@ def cmd_list(args) -> int:
           f"{'orig best/med':>13} {'gen best/med':>13}")
     for r in rows:
         c, m = r.get("config", {}), r.get("metrics") or {}
-        o = m.get("groups", {}).get("originals", {})
-        g = m.get("groups", {}).get("generated", {})
+        groups = m.get("groups") if isinstance(m.get("groups"), dict) else {}   # a damaged file: shown as '?'
+        o, g = groups.get("originals") or {}, groups.get("generated") or {}
         print(f"{r['run']:<40} {r.get('state', '?'):<10} {c.get('dataset', '?'):<10} {c.get('arch', '?'):<9} "
               f"{str(c.get('layers', '?'))[:8]:<8} {best(o)}{best(g)}")
     return 0
+
+
+@contextmanager
+def reading(path: Path):
+    """A run file that parses but lacks what every such file has is damaged: one line, not a traceback."""
+    try:
+        yield
+    except (KeyError, TypeError, AttributeError, IndexError) as e:
+        raise runs.RunError(f"{path} is damaged ({type(e).__name__}: {e}); delete the run and run it again") from None
 
 
 def cmd_show(args) -> int:
@@ -56,10 +66,25 @@ def cmd_show(args) -> int:
     status = runs.read_status(run_dir)
     print(f"run {args.run}: {status.get('state')} ({status.get('message', '')})")
     if (run_dir / "transfer.json").exists():
-        print(runs.read_json(run_dir / "transfer.json")["verdict"])
-    if not (run_dir / "metrics.json").exists():
+        with reading(run_dir / "transfer.json"):
+            print(runs.read_json(run_dir / "transfer.json")["verdict"])
         return 0
-    m = runs.read_json(run_dir / "metrics.json")
+    if not (run_dir / "metrics.json").exists():
+        if status.get("state") == "done":
+            raise runs.RunError(f"{run_dir / 'metrics.json'} is missing from a finished run; delete the run and "
+                                "run it again")
+        return 0
+    with reading(run_dir / "metrics.json"):
+        show_metrics(runs.read_json(run_dir / "metrics.json"))
+    apath = run_dir / "analysis.json"
+    if apath.exists():
+        a = runs.read_json(apath)
+        if a.get("verdict"):
+            print("\n" + str(a["verdict"]))
+    return 0
+
+
+def show_metrics(m: dict) -> None:
     print(f"dataset={m['dataset']} arch={m['arch']} layers={m['layers']} D={m['D']} K={m['K']} N={m['N']}")
     ref = m.get("reference")
     print(f"base model: val {pct(m['base']['val_acc'])}  test {pct(m['base']['test_acc'])}"
@@ -82,12 +107,6 @@ def cmd_show(args) -> int:
               f"{pct(s['min']):>6} {pct(s['std']):>5}  {pct(gm['best_by_val']['test_acc'])}")
     if m.get("generated_nonfinite"):
         print(f"warning: {m['generated_nonfinite']} generated vectors were not finite and were not evaluated")
-    apath = run_dir / "analysis.json"
-    if apath.exists():
-        a = runs.read_json(apath)
-        if a.get("verdict"):
-            print("\n" + a["verdict"])
-    return 0
 
 
 def cmd_run(args) -> int:
@@ -98,10 +117,11 @@ def cmd_run(args) -> int:
     cfg = validate(preset_config(args.preset, **overrides))   # values alone, before torch's 1 s import
     from .pipeline import Cancelled, execute, prepare     # prepare checks what needs the data
     prep = prepare(cfg, warm=True)  # every bad-input error happens here, before a run directory exists
-    if args.run_id:
+    if args.run_id is not None:
         run_dir = runs.run_path(args.run_id, must_exist=False)
-        if (run_dir / "status.json").exists() and runs.read_status(run_dir).get("state") != "queued":
-            raise runs.RunError(f"run '{args.run_id}' already exists; pick another --run-id")
+        # only a run the app queued (jobs.start) is taken over; any other file or folder there is kept
+        if run_dir.exists() and runs.read_status(run_dir).get("state") != "queued":
+            raise runs.RunError(f"'{args.run_id}' already exists in {runs.runs_root()}; pick another --run-id")
     else:
         run_dir = runs.run_path(runs.new_run_id(cfg.preset, cfg.seed), must_exist=False)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -124,6 +144,9 @@ def cmd_run(args) -> int:
 
 def cmd_analyze(args) -> int:
     run_dir = runs.run_path(args.run)
+    state = runs.read_json(run_dir / "status.json").get("state")   # missing or corrupt: refused, nothing written
+    if state in ("queued", "running"):
+        raise runs.RunError(f"run '{args.run}' is {state}: its worker writes these files; analyze it once it ends")
     if runs.read_json(run_dir / "config.json").get("family"):
         if args.umap:
             raise runs.RunError(f"{args.run} is a transfer run: it has no parameter map for UMAP; drop --umap")
@@ -147,6 +170,7 @@ def cmd_report(args) -> int:
     if runs.read_status(run_dir).get("state") != "done":
         raise runs.RunError(f"run '{args.run}' is not finished (state: {runs.read_status(run_dir).get('state')}); "
                             "report a run that is done")
+    out_file(args.out)
     from studio.report import write     # plotly and the figures only here: `import pdiff_core` stays light
     print(write(args.run, args.out).resolve())
     return 0
@@ -180,12 +204,29 @@ def cmd_sweep(args) -> int:
     return 0 if out["counts"].get("done", 0) == out["cells"] else 1
 
 
+def out_file(path: str | None) -> None:
+    """--out names a file to write: refused up front if it is a folder or its folder does not exist."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise runs.RunError(f"--out {path} is a folder; give a file name in it, e.g. {p / 'out.html'}")
+    if not p.parent.is_dir():
+        raise runs.RunError(f"--out {path}: the folder {p.parent} does not exist; create it or choose another")
+
+
+MAX_HEADS = 10_000   # heads for one new task; more is an allocation, not a question
+
+
 def cmd_new_task(args) -> int:
     from .transfer import generate_for_task, read_task_file
     run_dir = runs.run_path(args.run)
     if not (run_dir / "transfer.npz").exists():
         raise runs.RunError(f"run '{args.run}' is not a finished transfer run (no transfer.npz); "
                             "run a task family first, e.g. --preset digits-tasks")
+    out_file(args.out)
+    if args.n is not None and not 1 <= args.n <= MAX_HEADS:
+        raise runs.RunError(f"--n must be from 1 to {MAX_HEADS} heads, got {args.n}")
     x, y = read_task_file(args.task)
     out = generate_for_task(run_dir, x, y, args.n, args.seed)
     acc = out["accuracy_on_examples"]
@@ -251,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (ConfigError, runs.RunError, ValueError, FileNotFoundError) as e:   # SweepError is a ValueError
+    except (ConfigError, runs.RunError, ValueError, OSError) as e:   # SweepError is a ValueError; OSError: a file
         print(f"error: {e}", file=sys.stderr)
         return 2
 

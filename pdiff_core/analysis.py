@@ -89,15 +89,22 @@ def load_run(run_dir: Path, prep: Prepared | None) -> RunInputs:
     if prep is None:
         prep = prepare(RunConfig.from_dict(runs.read_json(run_dir / "config.json")))
     model = copy.deepcopy(prep.model)   # prep holds the untrained model; the weights are on disk
-    model.load_state_dict(runs.read_safetensors(run_dir / "base_model.safetensors")[0])
+    try:
+        model.load_state_dict(runs.read_safetensors(run_dir / "base_model.safetensors")[0])
+    except RuntimeError as e:           # missing keys or shapes: not this config's model
+        raise damaged(run_dir, f"base_model.safetensors does not fit the model of config.json "
+                               f"({str(e).splitlines()[0]})") from None
     metrics = runs.read_json(run_dir / "metrics.json")
     preds = runs.read_npz(run_dir / "predictions.npz")
     tensors = {name: runs.read_safetensors(run_dir / f"{name}.safetensors") for name in ("originals", "generated")}
-    codec = Codec.from_metadata(tensors["originals"][1])
+    try:
+        codec = Codec.from_metadata(tensors["originals"][1])
+    except (KeyError, ValueError) as e:
+        raise damaged(run_dir, f"originals.safetensors has no valid layout metadata ({e})") from None
     val_path = run_dir / "predictions_val.npz"
-    if val_path.exists():
-        val_preds = runs.read_npz(val_path)
-    else:
+    val_preds = runs.read_npz(val_path) if val_path.exists() else None
+    check_inputs(run_dir, codec.dim, metrics, tensors, preds, val_preds)
+    if val_preds is None:
         ev = Evaluator(model, codec, prep.device, chunk=prep.cfg.eval_chunk)
         vecs = {"base": codec.flatten(model.state_dict())[None],
                 **{g: tensors[g][0]["params"] for g in ("originals", "generated")}}
@@ -106,10 +113,42 @@ def load_run(run_dir: Path, prep: Prepared | None) -> RunInputs:
         runs.write_npz(val_path, val_preds)
     y, y_val = preds["y_test"], val_preds["y_val"]
     groups = {g: Group(t["params"], preds[g], val_preds[g], y, y_val) for g, (t, _) in tensors.items()}
+    fixes = {"originals": "the collection diverged; lower collect_lr", "generated": "the generator diverged; lower "
+             "ddpm_lr or ae_lr"}
+    for g, fix in fixes.items():        # nothing to compare: said before any file is rewritten
+        if not groups[g].finite.any():
+            raise runs.RunError(f"all {len(groups[g].finite)} {g} models of {run_dir.name} have non-finite "
+                                f"parameters or predictions: {fix}, and run again")
     orig = tensors["originals"][0]
     traj = orig["trajectory"].numpy() if "trajectory" in orig else np.zeros(len(orig["params"]), np.int64)
     return RunInputs(prep, model, codec, metrics, preds, val_preds, groups,
                      {g: t["latents"] for g, (t, _) in tensors.items()}, traj)
+
+
+def damaged(run_dir: Path, what: str) -> runs.RunError:
+    return runs.RunError(f"run {run_dir.name} is damaged: {what}; delete the run and run it again")
+
+
+def check_inputs(run_dir: Path, dim: int, metrics: dict, tensors: dict, preds: dict, val_preds: dict) -> None:
+    """Every file the analysis reads agrees with the others, checked before it writes anything."""
+    if not isinstance(metrics.get("groups"), dict):
+        raise damaged(run_dir, "metrics.json has no groups")
+    for split, arrays, y in (("predictions.npz", preds, "y_test"), ("predictions_val.npz", val_preds, "y_val")):
+        if arrays is None:              # predictions_val.npz of an old run: recomputed from checked parameters
+            continue
+        if y not in arrays or arrays[y].ndim != 1:
+            raise damaged(run_dir, f"{split} has no {y} labels")
+        for g, (t, _) in tensors.items():
+            for key in ("params", "latents"):
+                if key not in t:
+                    raise damaged(run_dir, f"{g}.safetensors has no '{key}'")
+            n = len(t["params"])
+            if t["params"].ndim != 2 or t["params"].shape[1] != dim or len(t["latents"]) != n:
+                raise damaged(run_dir, f"{g}.safetensors holds params {tuple(t['params'].shape)} and latents "
+                                       f"{tuple(t['latents'].shape)}, not {n} rows of {dim} parameters")
+            if g not in arrays or arrays[g].shape != (n, len(arrays[y])):
+                got = tuple(arrays[g].shape) if g in arrays else "nothing"
+                raise damaged(run_dir, f"{split} holds {got} for {g}, not ({n}, {len(arrays[y])})")
 
 
 # -----------------------------------------------------------------------------

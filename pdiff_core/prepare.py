@@ -34,7 +34,11 @@ def prepare(cfg: RunConfig, warm: bool = False) -> Prepared:
     check_dataset(cfg.dataset, cfg.data_root or None)
     data = load_dataset(cfg.dataset, cfg.data_root or None, seed=cfg.seed)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.arch, data.input_shape, data.n_classes, cfg.width)
+    try:
+        model = build_model(cfg.arch, data.input_shape, data.n_classes, cfg.width)
+    except (RuntimeError, MemoryError) as e:    # width=10**9: the allocation fails before anything else
+        raise ConfigError(f"the {cfg.arch} of width {cfg.width} does not fit in memory "
+                          f"({type(e).__name__}); lower width") from None
     names = select_names(model, cfg.layers)
     check_sizes(cfg, data, model)
     if cfg.family:      # enough distinct tasks, and enough examples for every task's support sets

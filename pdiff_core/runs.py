@@ -10,6 +10,7 @@ import os
 import re
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -90,13 +91,25 @@ def write_json(path: Path, obj) -> None:
     _atomic_bytes(Path(path), json.dumps(json_safe(obj), indent=1, allow_nan=False).encode())
 
 
-def read_json(path: Path):
+def _remedy(path: Path) -> str:
+    """What to do about a damaged run file: the analysis's files are rebuilt by analyze, the rest by a new run."""
+    path = Path(path)
+    if path.name.startswith(("analysis.", "umap.")):
+        return f"run `python -m pdiff_core analyze {path.parent.name}` to rebuild it"
+    return "delete the run and run it again"
+
+
+def read_json(path: Path) -> dict:
+    """A run file's JSON object; RunError, saying what to do, for a missing, unreadable or wrong-shaped one."""
     try:
-        return json.loads(Path(path).read_text())
+        obj = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise RunError(f"{path} is missing; the run may still be going or was never finished") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise RunError(f"{path} is corrupt ({e}); delete the run and run it again") from None
+    except (ValueError, UnicodeDecodeError, OSError) as e:   # OSError: a folder or an unreadable file there
+        raise RunError(f"{path} is corrupt ({e}); {_remedy(path)}") from None
+    if not isinstance(obj, dict):         # every run file is an object: a list or number is damage
+        raise RunError(f"{path} is corrupt (a JSON {type(obj).__name__}, not an object); {_remedy(path)}")
+    return obj
 
 
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
@@ -113,7 +126,7 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
     except FileNotFoundError:
         raise RunError(f"{path} is missing; the run did not get that far") from None
     except Exception as e:  # safetensors raises its own error types for bad headers
-        raise RunError(f"{path} is not a valid safetensors file ({e}); delete the run and run it again") from None
+        raise RunError(f"{path} is not a valid safetensors file ({e}); {_remedy(path)}") from None
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -124,19 +137,27 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
+        if Path(path).is_file() and not zipfile.is_zipfile(path):   # else numpy's "load it unsafely" advice
+            raise ValueError("not a .npz (zip) archive")
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
     except FileNotFoundError:
         raise RunError(f"{path} is missing; the run did not get that far") from None
     except Exception as e:
-        raise RunError(f"{path} is corrupt ({e}); delete the run and run it again") from None
+        raise RunError(f"{path} is corrupt ({e}); {_remedy(path)}") from None
 
 
 def read_status(run_dir: Path) -> dict:
+    """status.json; an unreadable one, or one in no known state, reads as failed with the reason."""
     try:
-        return read_json(Path(run_dir) / "status.json")
+        status = read_json(Path(run_dir) / "status.json")
     except RunError as e:
         return {"state": "failed", "stage": "", "progress": 0.0, "message": str(e), "error": str(e)}
+    if status.get("state") not in STATES:
+        why = (f"{Path(run_dir) / 'status.json'} is corrupt (state {status.get('state')!r}, not one of "
+               f"{', '.join(STATES)}); delete the run and run it again")
+        return {**status, "state": "failed", "message": why, "error": why}
+    return status
 
 
 def read_analysis_arrays(run_dir: Path) -> dict[str, np.ndarray]:
@@ -194,7 +215,8 @@ def list_runs() -> list[dict]:
         return []
     out = []
     for d in sorted(root.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
-        if not d.is_dir() or not RUN_ID.match(d.name) or not (d / "config.json").exists():
+        if not d.is_dir() or not RUN_ID.match(d.name) or not ((d / "config.json").exists()
+                                                               or (d / "status.json").exists()):
             continue
         row = {"run": d.name, **read_status(d), "notes": read_notes(d)}
         try:

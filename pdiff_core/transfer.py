@@ -16,6 +16,7 @@ transfer.npz holds the raw predictions; transfer.json is summarize(transfer.npz,
 so `python -m pdiff_core analyze RUN` rebuilds it byte for byte."""
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -371,6 +372,10 @@ def read_task_file(path, name: str | None = None) -> tuple[np.ndarray, np.ndarra
     object (an upload); never unpickled."""
     path_, path = path, name or str(path)
     try:
+        if not zipfile.is_zipfile(path_):        # else numpy suggests loading it "unsafely" (unpickling)
+            raise NewTaskError(f"{path}: not a .npz (zip) file; save the examples with np.savez(path, X=X, y=y)")
+        if hasattr(path_, "seek"):
+            path_.seek(0)
         with np.load(path_, allow_pickle=False) as z:
             if "X" not in z.files or "y" not in z.files:
                 raise NewTaskError(f"{path}: save the examples as X and their labels (0/1) as y with np.savez")
@@ -383,6 +388,8 @@ def read_task_file(path, name: str | None = None) -> tuple[np.ndarray, np.ndarra
         raise NewTaskError(f"{path}: y must be one label per row of X, each 0 (rest) or 1 (the task's class)")
     if min((y == 0).sum(), (y == 1).sum()) < 1:
         raise NewTaskError(f"{path}: give at least one example of each label (0 and 1)")
+    if not (np.issubdtype(x.dtype, np.number) and np.issubdtype(y.dtype, np.number)):
+        raise NewTaskError(f"{path}: X and y must be numbers, got {x.dtype} and {y.dtype}")
     if not np.isfinite(x).all():
         raise NewTaskError(f"{path}: X holds NaN or infinite values")
     return x, y

@@ -291,6 +291,47 @@ def test_nonfinite_generated_models_are_excluded(tiny_run, tmp_path):
     assert a["verdict"]
 
 
+def _nan_rows(run_dir, group):
+    t, meta = runs.read_safetensors(run_dir / f"{group}.safetensors")
+    t["params"][:] = float("nan")
+    runs.write_safetensors(run_dir / f"{group}.safetensors", t, meta)
+
+
+def _drop_a_row(run_dir, group):
+    t, meta = runs.read_safetensors(run_dir / f"{group}.safetensors")
+    t["params"] = t["params"][1:].clone()
+    runs.write_safetensors(run_dir / f"{group}.safetensors", t, meta)
+
+
+def _drop_preds(run_dir, group):
+    p = runs.read_npz(run_dir / "predictions.npz")
+    del p[group]
+    runs.write_npz(run_dir / "predictions.npz", p)
+
+
+@pytest.mark.parametrize("damage, says", [
+    (lambda d: _nan_rows(d, "generated"), "all 16 generated models of bad have non-finite parameters or predictions: "
+                                          "the generator diverged"),
+    (lambda d: _nan_rows(d, "originals"), "all 24 originals models of bad have non-finite"),
+    (lambda d: _drop_a_row(d, "originals"), "originals.safetensors holds params (23, "),
+    (lambda d: _drop_preds(d, "generated"), "predictions.npz holds nothing for generated"),
+    (lambda d: (d / "metrics.json").write_text("[1, 2]"), "metrics.json is corrupt (a JSON list, not an object)"),
+])
+def test_damaged_or_all_nonfinite_inputs_are_refused_before_anything_is_written(tiny_run, tmp_path, damage, says):
+    """One line that says what is wrong, and no file rewritten: before, an all-NaN generator crashed
+    in the ensembles after metrics.json and the predictions had been overwritten."""
+    import hashlib
+    import shutil
+    run_dir = tmp_path / "bad"
+    shutil.copytree(tiny_run, run_dir)
+    damage(run_dir)
+    before = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in run_dir.iterdir()}
+    with pytest.raises(runs.RunError) as e:
+        A.run_analysis(run_dir)
+    assert says in str(e.value) and "\n" not in str(e.value), str(e.value)
+    assert {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in run_dir.iterdir()} == before
+
+
 def test_tiny_run_headlines_recomputed_from_raw_files(tiny_run):
     """Accuracy, s_max and dominance recomputed from predictions.npz and the parameter files by
     bench/verify_run.py, which imports nothing from pdiff_core."""

@@ -49,6 +49,7 @@ def no_running_runs(runs_dir):
     (["run", "--bogus"], ["unrecognized arguments", "(see python -m pdiff_core --help)"]),
     (["run", "--device", "tpu"], ["invalid choice", "(see python -m pdiff_core run --help)"]),
     (["frobnicate"], ["invalid choice", "(see python -m pdiff_core --help)"]),
+    (["run", "--preset", "tiny", "--set", "width=1000000000000"], ["does not fit in memory", "lower width"]),
     (["show", "no-such-run"], ["no run 'no-such-run'"]),
     (["show", "../etc"], ["not a valid run id"]),
     (["analyze", ".."], ["not a valid run id"]),
@@ -97,6 +98,63 @@ def test_existing_run_id_is_refused(capsys, runs_dir):
     code, out, err = run_cli(capsys, "run", "--preset", "tiny", "--run-id", "taken")
     assert_one_line_error(code, err, "already exists")
     assert json.loads((d / "status.json").read_text()) == {"state": "done"}
+    # any folder or file there: a run without status.json, the user's own data
+    (runs_dir / "mine").mkdir()
+    (runs_dir / "mine" / "metrics.json").write_text("{}")
+    (runs_dir / "afile").write_text("x")
+    for rid in ("mine", "afile"):
+        code, out, err = run_cli(capsys, "run", "--preset", "tiny", "--run-id", rid)
+        assert_one_line_error(code, err, f"'{rid}' already exists")
+    assert sorted(p.name for p in (runs_dir / "mine").iterdir()) == ["metrics.json"]
+    code, out, err = run_cli(capsys, "run", "--preset", "tiny", "--run-id", "")
+    assert_one_line_error(code, err, "not a valid run id")
+
+
+def test_damaged_runs_are_listed_and_refused_in_one_line(capsys, runs_dir):
+    """Valid JSON of the wrong shape, a finished run without its metrics, a run without config.json:
+    `list` shows every run, `show` and `analyze` say what is wrong in one line, and nothing is rewritten."""
+    files = {"liststatus": {"config.json": "{}", "status.json": "[1, 2]"},
+             "badgroups": {"config.json": "{}", "status.json": '{"state": "done"}', "metrics.json": '{"groups": []}'},
+             "nometrics": {"config.json": "{}", "status.json": '{"state": "done"}'},
+             "noconfig": {"status.json": '{"state": "done"}', "metrics.json": "{}"},
+             "unknownstate": {"config.json": "{}", "status.json": '{"state": "going"}'},
+             "going": {"config.json": "{}", "status.json": '{"state": "running"}'}}
+    for rid, fs in files.items():
+        (runs_dir / rid).mkdir(parents=True)
+        for name, text in fs.items():
+            (runs_dir / rid / name).write_text(text)
+    code, out, err = run_cli(capsys, "list")
+    assert code == 0 and not err, err
+    rows = {line.split()[0]: line.split()[1] for line in out.splitlines()[1:]}
+    assert rows == {"liststatus": "failed", "badgroups": "done", "nometrics": "done", "noconfig": "done",
+                    "unknownstate": "failed", "going": "running"}, out
+    code, out, err = run_cli(capsys, "show", "unknownstate")
+    assert code == 0 and "state 'going', not one of" in out
+    for rid, needles in {"badgroups": ["badgroups/metrics.json is damaged"],
+                         "nometrics": ["metrics.json is missing from a finished run"]}.items():
+        code, out, err = run_cli(capsys, "show", rid)
+        assert_one_line_error(code, err, *needles)
+    code, out, err = run_cli(capsys, "analyze", "going")
+    assert_one_line_error(code, err, "is running", "once it ends")
+    code, out, err = run_cli(capsys, "analyze", "liststatus")
+    assert_one_line_error(code, err, "status.json is corrupt (a JSON list, not an object)")
+    for rid, fs in files.items():
+        assert {p.name: p.read_text() for p in (runs_dir / rid).iterdir()} == fs
+
+
+def test_output_files_and_head_counts_are_checked_up_front(capsys, runs_dir, tmp_path):
+    d = runs_dir / "r"
+    d.mkdir(parents=True)
+    (d / "config.json").write_text("{}")
+    (d / "status.json").write_text('{"state": "done"}')
+    (d / "transfer.npz").write_bytes(b"")
+    code, out, err = run_cli(capsys, "report", "r", "--out", str(tmp_path))
+    assert_one_line_error(code, err, "is a folder", "give a file name")
+    code, out, err = run_cli(capsys, "report", "r", "--out", str(tmp_path / "no" / "r.html"))
+    assert_one_line_error(code, err, "does not exist")
+    for n in ("0", "-1", "100000000"):
+        code, out, err = run_cli(capsys, "new-task", "r", str(tmp_path / "t.npz"), "--n", n)
+        assert_one_line_error(code, err, "--n must be from 1 to")
 
 
 def test_presets_and_empty_list(capsys, runs_dir):

@@ -142,6 +142,17 @@ def test_a_new_task_from_raw_examples_gets_the_embedding_the_run_gave_it(tiny_tr
     np.savez(tmp_path / "bad.npz", X=raw, y=np.full(len(raw), 1))
     assert main(["new-task", tiny_transfer.name, str(tmp_path / "bad.npz")]) == 2
     assert "at least one example of each label" in capsys.readouterr().err
+    (tmp_path / "text.npz").write_text("not a zip")            # numpy would advise loading it unpickled
+    np.savez(tmp_path / "words.npz", X=np.array([["a"]] * len(raw)), y=y_tr[idx].numpy())
+    for name, needle in (("text.npz", "not a .npz (zip) file"), ("words.npz", "X and y must be numbers")):
+        assert main(["new-task", tiny_transfer.name, str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and "pickle" not in err and len(err.strip().splitlines()) == 1, err
+    import io                                                 # an upload: a file object, read from its start
+    buf = io.BytesIO((tmp_path / "task.npz").read_bytes())
+    buf.read(10)
+    x_up, y_up = transfer.read_task_file(buf, "upload.npz")
+    np.testing.assert_array_equal(x_up, raw)
 
 
 @pytest.mark.parametrize("sets, needle", [(["tasks_train=500"], "need more than the 501 distinct tasks"),
