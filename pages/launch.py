@@ -10,7 +10,7 @@ from studio import forms, ui
 
 def reset_to_preset():
     for name, value in forms.preset_values(st.session_state["preset"]).items():
-        st.session_state[f"opt_{name}"] = value
+        st.session_state[f"opt_{name}"] = forms.form_value(name, value)
     clear_error()
 
 
@@ -67,11 +67,7 @@ def field(name: str, where, error: str | None, bad: str | None) -> None:
         where.selectbox(label, forms.CHOICES[name], **common)
     elif kind is bool:
         where.checkbox(label, **common)
-    elif kind is int:
-        where.number_input(label, step=1, **common)
-    elif kind is float:
-        where.number_input(label, step=None, format="%g", **common)
-    else:
+    else:               # numbers too: forms.typed parses them, and refuses what it cannot parse
         where.text_input(label, **common)
     if bad == name:
         where.error(error, icon=":material/error:")
@@ -97,7 +93,7 @@ if "preset" not in st.session_state:
 if "opt_k" not in st.session_state:
     reset_to_preset()
     for name, value in forms.from_query(st.query_params.get_all("set")).items():
-        st.session_state[f"opt_{name}"] = value
+        st.session_state[f"opt_{name}"] = forms.form_value(name, value)
 
 # Checks as you type: every value, and the layer names against the model the dataset's input shape
 # gives (no data loaded). The Launch button adds the dataset files and the device.

@@ -90,7 +90,7 @@ if rid:
 
 st.divider()
 st.subheader("Compare runs")
-done = [row["run"] for row in rows if row.get("metrics")]
+done = [row["run"] for row in rows if row.get("metrics") and row.get("config")]   # a damaged config: not comparable
 pair = st.multiselect("Runs to compare (any number)", done, default=done[:2] if len(done) >= 2 else None,
                       key="compare")
 if len(pair) >= 2:

@@ -78,7 +78,7 @@ def new_sweep(expanded: bool) -> None:
         try:
             n, took = preview()
             problem = None
-            st.caption(f"{n} cells (runs) · {took}.")
+            st.caption(f"{n} cell{'' if n == 1 else 's'} (runs) · {took}.")
         except sweep.SweepError as err:
             problem = str(err)
             st.error(problem, icon=":material/error:")
@@ -93,7 +93,7 @@ def pick(sweeps: list[dict]) -> dict:
     names = [s["name"] for s in sweeps]
     asked = st.query_params.get("sweep")
     current = asked if asked in names else names[0]
-    about = {s["name"]: f"{s['name']} · {s['preset']} · {s['cells']} cells" for s in sweeps}
+    about = {s["name"]: f"{s['name']} · {s['preset']} · {s['cells']} cell{'' if s['cells'] == 1 else 's'}" for s in sweeps}
     # keyed by the current pick: a launch (which sets ?sweep=) gets a fresh widget showing the new sweep
     chosen = st.selectbox("Sweep", names, index=names.index(current), key=f"sw_pick-{current}",
                           format_func=about.get)

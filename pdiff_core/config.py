@@ -143,7 +143,8 @@ def _coerce(field_type: type, key: str, text: str):
             raise ValueError
         return field_type(text)
     except ValueError:
-        raise ConfigError(f"--set {key}={text}: expected a {field_type.__name__}") from None
+        want = {int: "a whole number", float: "a number", bool: "true or false"}.get(field_type, "text")
+        raise ConfigError(f"--set {key}={text}: expected {want}") from None
 
 
 def parse_overrides(pairs: list[str]) -> dict:

@@ -50,8 +50,9 @@ def accuracy(df: pd.DataFrame, base_acc: float | None, kind: str = "histogram", 
         if len(part) == 1:                       # one model (the soup): a line, not a 100 % bar
             lines[group] = acc.iloc[0] if len(acc) else None
         elif kind == "violin":
+            # spanmode hard: the density stops at the data, never suggesting accuracies no model reached
             fig.add_trace(go.Violin(x=acc, name=group, orientation="h", line_color=color(group), points="all",
-                                    pointpos=0, jitter=0.3, marker_size=3, box_visible=True, meanline_visible=True,
+                                    spanmode="hard", pointpos=0, jitter=0.3, marker_size=3, box_visible=True, meanline_visible=True,
                                     hovertemplate=f"{group}<br>%{{x:.2%}}<extra></extra>"))
         else:
             fig.add_trace(go.Histogram(x=acc, name=group, marker_color=color(group), opacity=0.6,

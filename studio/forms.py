@@ -6,7 +6,7 @@ import functools
 import os
 import re
 
-from pdiff_core.config import PRESETS, ZOO_KINDS, RunConfig, parse_overrides, preset_config, validate
+from pdiff_core.config import PRESETS, ZOO_KINDS, ConfigError, RunConfig, parse_overrides, preset_config, validate
 from pdiff_core.data import dataset_names
 from pdiff_core.models import MODELS
 from pdiff_core.params import SUBSETS
@@ -71,11 +71,40 @@ def preset_label(name: str) -> str:
     return f"{name}: {PRESETS[name]['description']}"
 
 
+NUMERIC = (int, float)
+
+
+def form_value(name: str, value):
+    """What the form's field holds: numbers as the text a user edits (a text field, since a number field
+    read '1e3' as 1 and an emptied field as 0, silently), everything else as it is."""
+    if TYPES.get(name) in NUMERIC and not isinstance(value, bool) and isinstance(value, NUMERIC):
+        return repr(value) if isinstance(value, float) else str(value)
+    return value
+
+
+def typed(values: dict) -> dict:
+    """The form's values with each number field's text parsed as --set parses it; ConfigError in one line."""
+    out = {}
+    for k, v in values.items():
+        if TYPES.get(k) in NUMERIC and isinstance(v, str):
+            try:
+                (v,) = parse_overrides([f"{k}={v.strip()}"]).values()
+            except ConfigError:
+                kind = "a whole number" if TYPES[k] is int else "a number"
+                raise ConfigError(f"{k} must be {kind}, got '{v}'") from None
+        out[k] = v
+    return out
+
+
 def to_query(preset: str, values: dict) -> list[str]:
     """'key=value' for each form value that differs from the preset's (as --set writes them): the page
     keeps these in its URL, so a reload, or a shared link, brings the form back."""
     base, out = preset_values(preset), []
     for k, v in values.items():
+        try:
+            (v,) = typed({k: v}).values()
+        except ConfigError:               # half-typed: left out of the URL until it parses
+            continue
         if k not in TYPES or k == "preset" or v == base.get(k):
             continue
         if TYPES[k] is int and isinstance(v, float) and v.is_integer():
@@ -99,10 +128,7 @@ def from_query(pairs: list[str]) -> dict:
 
 def build(preset: str, values: dict) -> RunConfig:
     """RunConfig from the preset and the form's values, through the core's validation (one-line ValueError)."""
-    fields = {k: v for k, v in values.items() if k in TYPES and k != "preset"}
-    for k, v in fields.items():               # number_input hands back floats for ints typed as 1e3 etc.
-        if TYPES[k] is int and isinstance(v, float) and v.is_integer():
-            fields[k] = int(v)
+    fields = typed({k: v for k, v in values.items() if k in TYPES and k != "preset"})
     return validate(preset_config(preset, **fields))
 
 

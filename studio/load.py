@@ -146,7 +146,8 @@ def filter_runs(df: pd.DataFrame, text: str = "", states: list[str] | None = Non
     """Rows whose run id, name, tags, preset, dataset, arch or zoo contain every word of `text`
     (case-insensitive), and whose state is among `states` (when given)."""
     keep = pd.Series(True, index=df.index)
-    hay = df[["run", "name", "tags", "preset", "dataset", "arch", "zoo"]].astype(str).agg(" ".join, axis=1).str.lower()
+    hay = (df[["run", "name", "tags", "preset", "dataset", "arch", "zoo"]].fillna("").astype(str)   # a damaged
+           .agg(" ".join, axis=1).str.lower())                                                     # config: empty
     for word in text.lower().split():
         keep &= hay.str.contains(word, regex=False)
     if states:
@@ -192,7 +193,7 @@ def timings_table(status: dict) -> pd.DataFrame:
             rows.append({"part": "analysis", "stage": k, "seconds": None, "note": ", ".join(extra)})
     df = pd.DataFrame(rows, columns=["part", "stage", "seconds", "note"])
     # text, so a row with only a note shows an empty cell rather than "None"
-    df["seconds"] = [f"{v:.2f}" if v is not None else "" for v in df["seconds"]]
+    df["seconds"] = [f"{v:.2f}" if pd.notna(v) else "" for v in df["seconds"]]
     return df
 
 

@@ -125,7 +125,7 @@ def test_analysis_pages_explain_a_missing_analysis(finished_run, tmp_path, monke
 
 
 def set_number(at: AppTest, key: str, value):
-    at.number_input(key=key).set_value(value)
+    at.text_input(key=key).set_value(str(value))      # number fields are text: what was typed is what is parsed
     return at.run()
 
 
@@ -138,6 +138,22 @@ def test_launch_form_rejects_bad_values(runs_dir):
 
     at = set_number(app("launch"), "opt_ddim_steps", 5000)
     assert "ddim_steps (5000) cannot exceed timesteps" in texts(at.error)
+
+    # a number field once read '1e3' as 1, '2.5' as 2 and an emptied field as 0, and launched that
+    for key, typed, needle in [("opt_ddpm_steps", "1e3", "ddpm_steps must be a whole number, got '1e3'"),
+                               ("opt_n_generate", "2.5", "n_generate must be a whole number, got '2.5'"),
+                               ("opt_latent_noise", "", "latent_noise must be a number, got ''"),
+                               ("opt_latent_noise", "abc", "latent_noise must be a number, got 'abc'"),
+                               ("opt_latent_noise", "nan", "latent_noise must be a finite number")]:
+        at = set_number(app("launch"), key, typed)
+        assert needle in texts(at.error), (typed, texts(at.error))
+        at.button(key="launch_button").click().run()
+        assert needle in texts(at.error)
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
+    at = set_number(app("launch"), "opt_ddpm_steps", " 300 ")
+    assert_clean(at)
+    from studio import forms
+    assert forms.build("digits-quick", {"ddpm_steps": " 300 ", "latent_noise": "0.05"}).ddpm_steps == 300
 
     at = app("launch")
     at.text_input(key="opt_layers").set_value("no_such.weight").run()   # layer names are checked as you type
@@ -160,7 +176,7 @@ def test_launch_form_rejects_bad_values(runs_dir):
 def test_launch_starts_a_worker_and_shows_it(runs_dir):
     at = app("launch")
     at.selectbox(key="preset").set_value("tiny").run()
-    assert at.number_input(key="opt_k").value == preset_config("tiny").k   # the preset filled the form
+    assert at.text_input(key="opt_k").value == str(preset_config("tiny").k)   # the preset filled the form
     at.button(key="launch_button").click().run()
     assert_clean(at)
     (rid,) = [p.name for p in runs_dir.iterdir()]
@@ -198,6 +214,33 @@ def test_failed_cancelled_and_dead_runs_render_their_state(page, runs_dir):
     assert runs.read_status(runs_dir / "dead")["state"] == "failed"
 
 
+def test_a_damaged_run_says_what_is_wrong_and_leaves_the_other_runs_alone(finished_run, runs_dir):
+    """JSON of the wrong shape, a truncated file, a finished run without metrics.json: that run's pages show
+    one message saying what to do, never a traceback, and every page of a good run beside it still works."""
+    import shutil
+    root, rid = finished_run
+    damage = {"liststatus": ("status.json", "[]", "status.json is corrupt (a JSON list, not an object)"),
+              "listconfig": ("config.json", "[1, 2, 3]", "config.json is corrupt (a JSON list, not an object)"),
+              "truncconfig": ("config.json", None, "config.json is corrupt"),
+              "truncanalysis": ("analysis.json", None, "python -m pdiff_core analyze truncanalysis"),
+              "nometrics": ("metrics.json", "", "metrics.json is missing")}
+    shutil.copytree(root / rid, runs_dir / "good")
+    for name, (file, text, _) in damage.items():
+        shutil.copytree(root / rid, runs_dir / name)
+        path = runs_dir / name / file
+        if text == "":
+            path.unlink()
+        else:
+            path.write_text(text if text is not None else path.read_text()[: len(path.read_text()) // 2])
+    for page in ("home", "launch", "runs", "sweeps", "run", "accuracy", "memorization"):
+        assert_clean(app(page, "good"))
+    for name, (_, _, needle) in damage.items():
+        for page in ("run", "accuracy") if name != "truncanalysis" else ("accuracy", "memorization"):
+            at = app(page, name)
+            assert not at.exception, f"{page}/{name}: {texts(at.exception)}"
+            assert needle in texts(at.error), f"{page}/{name}: {texts(at.error)}"
+
+
 def test_runs_page_deletes_after_confirmation(runs_dir):
     fake_run(runs_dir, "old", {"state": "cancelled", "message": "cancelled by user"})
     at = app("runs", "old")
@@ -226,6 +269,8 @@ def test_run_page_is_the_complete_record_of_a_finished_run(finished_run, monkeyp
     config = at.dataframe[1].value
     assert set(runs.read_json(root / rid / "config.json")) == set(config.index)
     assert at.code[0].value.strip() == (root / rid / "log.txt").read_text().strip()   # the whole log
+    seconds = at.dataframe[0].value.set_index("stage")["seconds"]
+    assert seconds["maps"] == "" and "nan" not in set(seconds), dict(seconds)   # a row with only a note
     assert f"Run `{rid}` is done." in texts(at.success)
 
 
@@ -363,7 +408,7 @@ def test_run_name_tags_and_notes_are_saved_in_the_run_directory(runs_dir):
 def test_launch_form_is_kept_in_the_url_so_a_reload_keeps_it(runs_dir):
     at = app("launch")
     at.selectbox(key="preset").set_value("tiny").run()
-    at.number_input(key="opt_k").set_value(77).run()
+    at.text_input(key="opt_k").set_value("77").run()
     at.selectbox(key="opt_sampler").set_value("ddpm").run()
     assert at.query_params["preset"] in (["tiny"], "tiny")
     sets = at.query_params["set"]
@@ -375,9 +420,9 @@ def test_launch_form_is_kept_in_the_url_so_a_reload_keeps_it(runs_dir):
     again.run()
     assert_clean(again)
     assert again.selectbox(key="preset").value == "tiny"
-    assert again.number_input(key="opt_k").value == 77 and again.selectbox(key="opt_sampler").value == "ddpm"
+    assert again.text_input(key="opt_k").value == "77" and again.selectbox(key="opt_sampler").value == "ddpm"
     assert again.selectbox(key="opt_dataset").value == preset_config("tiny").dataset
-    at.number_input(key="opt_k").set_value(preset_config("tiny").k).run()   # back to the preset's: out of the URL
+    at.text_input(key="opt_k").set_value(str(preset_config("tiny").k)).run()   # back to the preset's: out of the URL
     at.selectbox(key="opt_sampler").set_value(preset_config("tiny").sampler).run()
     assert "set" not in at.query_params
 

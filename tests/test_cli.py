@@ -39,7 +39,7 @@ def no_running_runs(runs_dir):
     (["run", "--set", "layers=bn7.weight"], ["bn7.weight", "last_bn", "bn1.weight"]),
     (["run", "--set", "ae_steps=-5"], ["ae_steps must be a positive integer", "-5"]),
     (["run", "--set", "k=0"], ["k must be"]),
-    (["run", "--set", "k=many"], ["expected a int"]),
+    (["run", "--set", "k=many"], ["k=many: expected a whole number"]),
     (["run", "--set", "nonsense=1"], ["unknown config key 'nonsense'"]),
     (["run", "--set", "k"], ["key=value"]),
     (["run", "--set", "sampler=euler"], ["sampler must be"]),

@@ -45,7 +45,7 @@ def test_grid_expands_to_every_combination_times_seeds(runs_dir):
 
 @pytest.mark.parametrize("args, needle", [
     (["--grid", "nope=1,2"], "unknown config key 'nope'"),
-    (["--grid", "k=10,x"], "--grid k=x: expected a int"),
+    (["--grid", "k=10,x"], "--grid k=x: expected a whole number"),
     (["--grid", "k="], "has no values"),
     ([], "the grid is empty"),
     (["--grid", "k=1,12"], "k must be at least 2"),
