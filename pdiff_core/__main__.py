@@ -195,7 +195,7 @@ def cmd_sweep(args) -> int:
         if args.from_ and spec is None:
             raise sweep.SweepError(f"unknown preset sweep '{args.from_}'; choose one of: {', '.join(sweep.SWEEP_PRESETS)}")
         grid = spec["grid"] if spec else sweep.parse_grid(args.grid or [])
-        seeds = sweep.parse_seeds(args.seeds) if args.seeds else spec["seeds"] if spec else [0]
+        seeds = sweep.parse_seeds(args.seeds) if args.seeds is not None else spec["seeds"] if spec else [0]
         preset = args.preset or (spec["preset"] if spec else "digits-quick")
         name = sweep.create(args.name or (args.from_ and f"{args.from_}-{time.strftime('%Y%m%d-%H%M%S')}"), preset,
                             grid, seeds, args.executor, args.workers, args.address)["name"]

@@ -124,7 +124,8 @@ def expand(name: str, preset: str, grid: dict[str, list], seeds: list[int]) -> l
             except ConfigError as e:
                 raise SweepError(f"cell {overrides} seed {seed}: {e}") from None
             label = "-".join(f"{k}{runs.slug(str(v))}" for k, v in overrides.items())
-            rid = f"{name}-{len(cells):03d}-{label}"[:120] + f"-s{seed}"
+            suffix = f"-s{seed}"
+            rid = f"{name}-{len(cells):03d}-{label}"[:128 - len(suffix)] + suffix   # runs.RUN_ID: 128 at most
             cells.append({"index": len(cells), "overrides": overrides, "seed": seed, "run": rid})
     return cells
 

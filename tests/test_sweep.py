@@ -52,6 +52,7 @@ def test_grid_expands_to_every_combination_times_seeds(runs_dir):
     (["--grid", "zoo=trajectory,sideways"], "zoo must be"),
     (["--grid", "k=12", "--grid", "k=24"], "given twice"),
     (["--grid", "k=12", "--seeds", "0,x"], "--seeds expects integers"),
+    (["--grid", "k=12", "--seeds", ""], "--seeds needs distinct integers"),     # not silently seed 0
     (["--grid", "k=12", "--executor", "slurm"], "--executor must be local or ray"),
     (["--grid", "seed=1,2"], "use --preset and --seeds"),
     (["--grid", "dataset=nosuch"], "nosuch"),
@@ -61,6 +62,17 @@ def test_bad_grids_exit_2_with_one_line_before_anything_runs(runs_dir, capsys, a
     err = capsys.readouterr().err.strip()
     assert needle in err and err.count("\n") == 0, err
     assert not (runs_dir / "_sweeps" / "bad").exists() and not list(runs_dir.glob("bad-*"))
+
+
+def test_cell_run_ids_stay_valid_and_distinct_at_the_longest_name_and_seed():
+    """Ids were cut at 120 characters before '-sSEED' was added: up to 132, past runs.RUN_ID's 128."""
+    name = "n" * 60
+    cells = sweep.expand(name, "tiny", {"collect_lr": [0.3000001, 0.3000002], "base_lr": [0.0030000001],
+                                        "ae_lr": [0.0020000001], "ddpm_lr": [0.0020000001]},
+                         [1000000, 999999])
+    ids = [c["run"] for c in cells]
+    assert len(set(ids)) == len(ids) == 4 and all(runs.RUN_ID.match(i) for i in ids), ids
+    assert max(map(len, ids)) == 128
 
 
 def test_a_name_in_use_is_refused_and_nothing_is_touched(runs_dir, capsys):
