@@ -115,8 +115,8 @@ if len(pair) >= 2:
                        "between runs that generate the same layers).")
         with c2:
             plane = pd.concat([load.models(r).query("group == 'generated'").assign(group=r.id) for r in analysed])
-            st.plotly_chart(charts.acc_vs_smax(plane.drop(columns=["dominated"], errors="ignore"), pd.DataFrame()),
-                            key="cmp-plane")
+            st.plotly_chart(charts.acc_vs_smax(plane.drop(columns=["dominated"], errors="ignore"), pd.DataFrame(),
+                                               side_legend=False), key="cmp-plane")
             st.caption("Accuracy against novelty (s_max) of every run's generated models; sized by count.")
 else:
     st.caption("Pick two or more finished runs.")

@@ -174,10 +174,11 @@ def nn_hist(dists: dict[str, np.ndarray], threshold: float | None, space: str) -
     return fig
 
 
-def acc_vs_smax(models: pd.DataFrame, front: pd.DataFrame) -> go.Figure:
+def acc_vs_smax(models: pd.DataFrame, front: pd.DataFrame, side_legend: bool = True) -> go.Figure:
     """Accuracy against s_max for every group; baselines' Pareto front. Models that land on the same
     point are drawn once, sized by how many they are (the count is on hover): 200 generated models
-    often sit on a handful of points. A point whose generated models are all dominated is hollow."""
+    often sit on a handful of points. A point whose generated models are all dominated is hollow.
+    side_legend=False puts the legend above the plot (long names, e.g. run ids, in a half-width column)."""
     fig = go.Figure()
     for group, part in models.dropna(subset=["test_acc", "smax"]).groupby("group", sort=False):
         agg = dict(n=("label", "size"), first=("label", "first"))
@@ -196,7 +197,7 @@ def acc_vs_smax(models: pd.DataFrame, front: pd.DataFrame) -> go.Figure:
         fig.add_trace(go.Scatter(x=front["smax"], y=front["test_acc"], mode="lines", line_shape="hv",
                                  name="baselines' Pareto front", line=dict(color="#111", dash="dash")))
     fig.update_layout(height=480, xaxis_title="s_max: highest IoU with any original (lower = more novel)",
-                      **SIDE_LEGEND)
+                      **(SIDE_LEGEND if side_legend else LAYOUT))
     return pct_axis(fig, "y")
 
 

@@ -157,9 +157,13 @@ def build(run_dir: Path) -> str:
     run_dir = Path(run_dir)
     run_id = run_dir.name
     state = runs.read_status(run_dir).get("state")
+    if (run_dir / "transfer.json").exists():
+        raise runs.RunError(f"run '{run_id}' is a transfer run: the report covers single-task runs; its results are "
+                            f"on the app's Transfer page, or: python -m pdiff_core show {run_id}")
     if not (run_dir / "analysis.json").exists():
-        raise runs.RunError(f"run '{run_id}' has no results to report yet (state: {state}); wait until it is "
-                            f"done, or recompute them with: python -m pdiff_core analyze {run_id}")
+        raise runs.RunError(f"run '{run_id}' has no analysis.json to report (state: {state}); "
+                            + (f"recompute it with: python -m pdiff_core analyze {run_id}" if state == "done"
+                               else "report it once it is done"))
     cfg, m = runs.read_json(run_dir / "config.json"), runs.read_json(run_dir / "metrics.json")
     an, a = runs.read_json(run_dir / "analysis.json"), runs.read_analysis_arrays(run_dir)
     sim, mem = an["similarity"], an["memorization"]

@@ -390,6 +390,8 @@ def test_runs_table_filters_and_compares_three_runs_on_shared_axes(finished_run,
     assert diff and list(diff[0].index) == ["seed"] and list(diff[0].columns) == ids
     charts = [c for c in at.get("plotly_chart")]
     assert len(charts) == 3                                   # accuracy, distances, accuracy vs novelty
+    import json                                               # run ids as a side legend squeezed the half-width plot
+    assert json.loads(charts[2].proto.spec)["layout"]["legend"]["orientation"] == "h"
 
 
 def test_run_name_tags_and_notes_are_saved_in_the_run_directory(runs_dir):

@@ -105,4 +105,8 @@ def test_done_run_without_analysis_is_refused(runs_dir, capsys):
     (runs_dir / "half").mkdir(parents=True)
     (runs_dir / "half" / "status.json").write_text(json.dumps({"state": "done"}))
     assert main(["report", "half"]) == 2
-    assert "no results to report yet" in capsys.readouterr().err
+    assert "no analysis.json to report (state: done); recompute it with: python -m pdiff_core analyze half" in \
+        capsys.readouterr().err
+    (runs_dir / "half" / "transfer.json").write_text("{}")      # analyze then report looped on a transfer run
+    assert main(["report", "half"]) == 2
+    assert "is a transfer run" in capsys.readouterr().err
