@@ -4,7 +4,7 @@ import streamlit as st
 from pdiff_core import jobs
 from pdiff_core.config import PRESETS
 from pdiff_core.data import DataError
-from pdiff_core.prepare import prepare
+from pdiff_core.prepare import layer_error, prepare
 from studio import forms, ui
 
 
@@ -100,7 +100,7 @@ if "opt_k" not in st.session_state:
 error = st.session_state.get("launch_error")
 if error is None:
     try:
-        error = forms.layer_error(forms.build(st.session_state["preset"], values()))
+        error = layer_error(forms.build(st.session_state["preset"], values()))
     except ValueError as e:
         error = str(e)
 bad = forms.field_of(error) if error else None

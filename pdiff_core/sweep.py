@@ -153,11 +153,16 @@ def create(name: str | None, preset: str, grid: dict[str, list], seeds: list[int
     if taken:
         raise SweepError(f"run directory {taken[0]} exists already; pick another --name")
     from .data import DataError, check_dataset
-    for cfg in {(c.dataset, c.data_root): c for c in (config_of({"preset": preset}, cell) for cell in cells)}.values():
+    cfgs = [config_of({"preset": preset}, cell) for cell in cells]
+    for cfg in {(c.dataset, c.data_root): c for c in cfgs}.values():
         try:
             check_dataset(cfg.dataset, cfg.data_root or None)
         except DataError as e:
             raise SweepError(str(e)) from None
+    from .prepare import layer_error     # torch (about 1 s), once a sweep is created: not for list or cancel
+    for cfg in {(c.dataset, c.data_root, c.arch, c.width, c.layers): c for c in cfgs}.values():
+        if error := layer_error(cfg):    # a bad name failed every cell's worker, and the sweep read 'done'
+            raise SweepError(f"layers={cfg.layers} (arch {cfg.arch}): {error}")
     sweep = {"name": name, "preset": preset, "grid": grid, "seeds": seeds, "executor": executor,
              "workers": workers, "address": address, "created": time.time(), "cells": cells}
     path.mkdir(parents=True)

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
-import os
 import re
 
 from pdiff_core.config import PRESETS, ZOO_KINDS, ConfigError, RunConfig, parse_overrides, preset_config, validate
@@ -130,51 +128,6 @@ def build(preset: str, values: dict) -> RunConfig:
     """RunConfig from the preset and the form's values, through the core's validation (one-line ValueError)."""
     fields = typed({k: v for k, v in values.items() if k in TYPES and k != "preset"})
     return validate(preset_config(preset, **fields))
-
-
-# One example's shape and the class count of each dataset, fixed by its format: enough to build the
-# model and check layer names as you type, without reading any data (npz reads its .npy headers).
-SHAPES = {"digits": ((1, 8, 8), 10), "mnist1d": ((1, 40), 10), "mnist": ((1, 28, 28), 10),
-          "fashion_mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100)}
-
-
-def _input_shape(dataset: str, data_root: str):
-    if dataset in SHAPES:
-        return SHAPES[dataset]
-    if dataset == "npz":
-        from pdiff_core.data import DataError, _npz_headers
-        try:
-            meta = _npz_headers(os.path.expanduser(data_root)) if data_root and os.path.isfile(
-                os.path.expanduser(data_root)) else {}
-        except DataError:
-            return None                       # the data_root check says what is wrong with the file
-        x = meta.get("X_train") or meta.get("X")
-        return (tuple(x[0][1:]), 2) if x and len(x[0]) > 1 else None   # the class count does not change names
-    return None
-
-
-@functools.lru_cache(maxsize=64)
-def _layer_error(arch: str, shape: tuple, n_classes: int, width: int, layers: str) -> str | None:
-    import torch
-    from pdiff_core.models import build_model
-    from pdiff_core.params import select_names
-    try:
-        with torch.device("meta"):            # names only: no memory, no initialization time
-            model = build_model(arch, shape, n_classes, width)
-        select_names(model, layers)
-    except ValueError as e:
-        return str(e)
-    return None
-
-
-def layer_error(cfg: RunConfig) -> str | None:
-    """The layer-name check that prepare() does, from the dataset's known input shape: cheap enough for
-    every keystroke (no data is loaded; a model is built once per architecture, shape and width).
-    None when the names are fine, or when the shape is not known without the data (Launch checks then)."""
-    shape = _input_shape(cfg.dataset, cfg.data_root)
-    if shape is None:
-        return None
-    return _layer_error(cfg.arch, tuple(shape[0]), shape[1], cfg.width, cfg.layers)
 
 
 def field_of(message: str) -> str | None:

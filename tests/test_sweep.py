@@ -56,6 +56,7 @@ def test_grid_expands_to_every_combination_times_seeds(runs_dir):
     (["--grid", "k=12", "--executor", "slurm"], "--executor must be local or ray"),
     (["--grid", "seed=1,2"], "use --preset and --seeds"),
     (["--grid", "dataset=nosuch"], "nosuch"),
+    (["--grid", "layers=last_bn,nope"], "layers=nope (arch mlp): unknown layer"),   # checked before any cell runs
 ])
 def test_bad_grids_exit_2_with_one_line_before_anything_runs(runs_dir, capsys, args, needle):
     assert main(["sweep", "--preset", "tiny", "--name", "bad", *args]) == 2
