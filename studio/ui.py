@@ -188,8 +188,7 @@ def need_analysis(r: load.RunRef) -> None:
 
 
 def run_state(rid: str, status: dict, compact: bool = False) -> None:
-    """A run's state in words: progress while going, a link to the results when done (an error when they are
-    missing), the error when failed, a note when cancelled."""
+    """A run's state in words: progress while going, the error when failed, a note when cancelled."""
     state, msg = status.get("state", "failed"), status.get("message") or ""
     if state in jobs.ACTIVE:
         st.info(f"Run `{rid}` is {state}: {status.get('stage', '')}, {100 * (status.get('progress') or 0):.0f} %. "
@@ -201,10 +200,8 @@ def run_state(rid: str, status: dict, compact: bool = False) -> None:
         st.error(f"Run `{rid}` failed: {status.get('error') or msg}", icon=":material/error:")
     elif state == "cancelled":
         st.warning(f"Run `{rid}` was cancelled ({msg}).", icon=":material/cancel:")
-    elif state == "done" and (load.ref(rid).has("metrics.json") or load.is_transfer(load.ref(rid))):
-        st.success(f"Run `{rid}` is done.", icon=":material/check_circle:")
-        st.page_link(page("accuracy"), label="See its results", icon=":material/bar_chart:")
-    elif state == "done":                                                  # finished, then files went missing
+    elif state == "done" and not (load.ref(rid).has("metrics.json") or load.is_transfer(load.ref(rid))):
+        # finished, then its metrics.json went missing: a results page would be blank
         st.error(f"Run `{rid}` is done but its metrics.json is missing: the run directory is damaged; delete the "
                  f"run and run it again", icon=":material/error:")
     if state in ("failed", "cancelled") and not compact:
@@ -306,7 +303,12 @@ def watch() -> None:
     land()      # a fast run can finish between _follow noticing a change and the rerun it asked for
     rid = active_run()
     if rid:
-        run_state(rid, jobs.refresh(rid))
+        status = jobs.refresh(rid)
+        if status.get("state") == "done":
+            st.success(f"Run `{rid}` is done.", icon=":material/check_circle:")
+            st.page_link(page("accuracy"), label="See its results", icon=":material/bar_chart:")
+        else:
+            run_state(rid, status)
 
 
 @st.fragment(run_every=POLL_S)
@@ -420,7 +422,11 @@ def _record(rid: str, status: dict) -> None:
         with head:
             st.markdown(f"**`{rid}`**")
             badge(state)
-        run_state(rid, status, compact=True)
+        if state == "done":
+            st.success(f"Run `{rid}` is done.", icon=":material/check_circle:")
+            st.page_link(page("accuracy"), label="See its results", icon=":material/bar_chart:")
+        else:
+            run_state(rid, status, compact=True)
         st.subheader("Training losses")
         curves = status.get("losses") or {}
         if any(curves.values()):

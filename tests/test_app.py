@@ -235,7 +235,8 @@ def test_a_damaged_run_says_what_is_wrong_and_leaves_the_other_runs_alone(finish
     for page in ("home", "launch", "runs", "sweeps", "run", "accuracy", "memorization"):
         assert_clean(app(page, "good"))
     for name, (_, _, needle) in damage.items():
-        for page in ("run", "accuracy") if name != "truncanalysis" else ("accuracy", "memorization"):
+        for page in {"truncanalysis": ("accuracy", "memorization"), "nometrics": ("accuracy", "similarity")}.get(
+                name, ("run", "accuracy")):
             at = app(page, name)
             assert not at.exception, f"{page}/{name}: {texts(at.exception)}"
             assert needle in texts(at.error), f"{page}/{name}: {texts(at.error)}"
