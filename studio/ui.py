@@ -66,6 +66,9 @@ def header(title: str) -> None:
         navigation()
         st.rerun()
     _run.routed = False
+    follow = st.session_state.get("follow")
+    if follow and title in ("Accuracy", "Transfer") and follow == active_run():
+        del st.session_state["follow"]      # the launched run's results are shown: landed (see land)
     st.title(title)
     missing = missing_run()
     if missing:
@@ -326,10 +329,11 @@ def _follow() -> None:
 
 
 def land() -> None:
-    """The run this session launched, once done: make it active and switch to its results."""
+    """The run this session launched, once done: make it active and switch to its results. `follow` is
+    cleared on arrival (header), not here: a switch asked from a fragment can be overtaken by the browser's
+    next rerun of this page, and the demo then stayed on Home for good; now that rerun asks again."""
     follow = st.session_state.get("follow")
     if follow and jobs.refresh(follow).get("state") == "done":
-        del st.session_state["follow"]
         set_active(follow)
         st.switch_page(page("transfer" if load.is_transfer(load.ref(follow)) else "accuracy"))
 

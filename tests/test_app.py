@@ -92,6 +92,24 @@ def test_a_launched_run_that_already_finished_lands_on_its_results(finished_run,
     assert "follow" not in at.session_state and at.title[0].value == "Accuracy", [t.value for t in at.title]
 
 
+def test_a_landing_overtaken_by_another_rerun_is_asked_again(finished_run, monkeypatch):
+    """The switch to the results, asked from the polling fragment, can be overtaken by the browser's next
+    rerun of Home. The launched run is forgotten only once its results page shows, so that rerun lands."""
+    import streamlit as st
+    root, rid = finished_run
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(root))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["follow"] = rid
+    with monkeypatch.context() as m:
+        m.setattr(st, "switch_page", lambda *a, **k: None)    # the switch is lost: Home renders instead
+        at.run()
+    assert_clean(at)
+    assert at.title[0].value == "p-diff Studio" and at.session_state["follow"] == rid
+    at.run()                                                   # the next rerun of Home
+    assert_clean(at)
+    assert at.title[0].value == "Accuracy" and "follow" not in at.session_state, [t.value for t in at.title]
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_page_renders_with_a_finished_run(page, finished_run, monkeypatch):
     root, rid = finished_run
