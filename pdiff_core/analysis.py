@@ -133,19 +133,21 @@ def check_inputs(run_dir: Path, dim: int, metrics: dict, tensors: dict, preds: d
     """Every file the analysis reads agrees with the others, checked before it writes anything."""
     if not isinstance(metrics.get("groups"), dict):
         raise damaged(run_dir, "metrics.json has no groups")
+    rows = {}
+    for g, (t, _) in tensors.items():
+        for key in ("params", "latents"):
+            if key not in t:
+                raise damaged(run_dir, f"{g}.safetensors has no '{key}'")
+        n = rows[g] = len(t["params"])
+        if t["params"].ndim != 2 or t["params"].shape[1] != dim or len(t["latents"]) != n:
+            raise damaged(run_dir, f"{g}.safetensors holds params {tuple(t['params'].shape)} and latents "
+                                   f"{tuple(t['latents'].shape)}, not {n} rows of {dim} parameters")
     for split, arrays, y in (("predictions.npz", preds, "y_test"), ("predictions_val.npz", val_preds, "y_val")):
         if arrays is None:              # predictions_val.npz of an old run: recomputed from checked parameters
             continue
         if y not in arrays or arrays[y].ndim != 1:
             raise damaged(run_dir, f"{split} has no {y} labels")
-        for g, (t, _) in tensors.items():
-            for key in ("params", "latents"):
-                if key not in t:
-                    raise damaged(run_dir, f"{g}.safetensors has no '{key}'")
-            n = len(t["params"])
-            if t["params"].ndim != 2 or t["params"].shape[1] != dim or len(t["latents"]) != n:
-                raise damaged(run_dir, f"{g}.safetensors holds params {tuple(t['params'].shape)} and latents "
-                                       f"{tuple(t['latents'].shape)}, not {n} rows of {dim} parameters")
+        for g, n in rows.items():
             if g not in arrays or arrays[g].shape != (n, len(arrays[y])):
                 got = tuple(arrays[g].shape) if g in arrays else "nothing"
                 raise damaged(run_dir, f"{split} holds {got} for {g}, not ({n}, {len(arrays[y])})")

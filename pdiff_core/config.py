@@ -133,6 +133,10 @@ def preset_config(name: str, **overrides) -> RunConfig:
     return cfg
 
 
+# a field's type in words, for every message that asks for one
+KIND_WORDS = {"int": "a whole number", "float": "a number", "str": "text", "bool": "true or false"}
+
+
 def _coerce(field_type: type, key: str, text: str):
     try:
         if field_type is bool:
@@ -143,8 +147,7 @@ def _coerce(field_type: type, key: str, text: str):
             raise ValueError
         return field_type(text)
     except ValueError:
-        want = {int: "a whole number", float: "a number", bool: "true or false"}.get(field_type, "text")
-        raise ConfigError(f"--set {key}={text}: expected {want}") from None
+        raise ConfigError(f"--set {key}={text}: expected {KIND_WORDS[field_type.__name__]}") from None
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -167,13 +170,13 @@ def validate(cfg: RunConfig) -> RunConfig:
     """Cheap checks of values alone. Dataset files, layer names and sizes that need the data are
     checked in prepare(). Every value that passes here runs: the AE and denoiser work from one
     channel and one latent dimension up, batches larger than the data are clipped."""
-    kinds = {"int": ((int,), "a whole number"), "float": ((int, float), "a number"),
-             "str": ((str,), "text"), "bool": ((bool,), "true or false")}
+    kinds = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
     for f in dataclasses.fields(cfg):   # a config from JSON (the app, config.json) may carry any type
-        want = kinds.get(f.type if isinstance(f.type, str) else getattr(f.type, "__name__", ""))
+        name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        want = kinds.get(name)
         v = getattr(cfg, f.name)
-        if want and (not isinstance(v, want[0]) or (isinstance(v, bool) and f.type != "bool")):
-            raise ConfigError(f"{f.name} must be {want[1]}, got {v!r}")
+        if want and (not isinstance(v, want) or (isinstance(v, bool) and f.type != "bool")):
+            raise ConfigError(f"{f.name} must be {KIND_WORDS[name]}, got {v!r}")
         if want and f.type == "float" and not math.isfinite(v):
             raise ConfigError(f"{f.name} must be a finite number, got {v!r}")
     positive = ["threads", "width", "base_epochs", "batch_size", "k", "latent_dim", "ae_channels", "ae_steps",

@@ -4,7 +4,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from pdiff_core.config import PRESETS, ZOO_KINDS, ConfigError, RunConfig, parse_overrides, preset_config, validate
+from pdiff_core.config import (KIND_WORDS, PRESETS, ZOO_KINDS, ConfigError, RunConfig, parse_overrides, preset_config,
+                               validate)
 from pdiff_core.data import dataset_names
 from pdiff_core.models import MODELS
 from pdiff_core.params import SUBSETS
@@ -88,8 +89,7 @@ def typed(values: dict) -> dict:
             try:
                 (v,) = parse_overrides([f"{k}={v.strip()}"]).values()
             except ConfigError:
-                kind = "a whole number" if TYPES[k] is int else "a number"
-                raise ConfigError(f"{k} must be {kind}, got '{v}'") from None
+                raise ConfigError(f"{k} must be {KIND_WORDS[TYPES[k].__name__]}, got '{v}'") from None
         out[k] = v
     return out
 
@@ -105,8 +105,6 @@ def to_query(preset: str, values: dict) -> list[str]:
             continue
         if k not in TYPES or k == "preset" or v == base.get(k):
             continue
-        if TYPES[k] is int and isinstance(v, float) and v.is_integer():
-            v = int(v)
         out.append(f"{k}={str(v).lower() if isinstance(v, bool) else repr(v) if isinstance(v, float) else v}")
     return out
 

@@ -203,7 +203,7 @@ def run_state(rid: str, status: dict, compact: bool = False) -> None:
         st.error(f"Run `{rid}` failed: {status.get('error') or msg}", icon=":material/error:")
     elif state == "cancelled":
         st.warning(f"Run `{rid}` was cancelled ({msg}).", icon=":material/cancel:")
-    elif state == "done" and not (load.ref(rid).has("metrics.json") or load.is_transfer(load.ref(rid))):
+    elif state == "done" and not ((r := load.ref(rid)).has("metrics.json") or load.is_transfer(r)):
         # finished, then its metrics.json went missing: a results page would be blank
         st.error(f"Run `{rid}` is done but its metrics.json is missing: the run directory is damaged; delete the "
                  f"run and run it again", icon=":material/error:")
