@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pdiff_core import runs
+from pdiff_core import jobs, runs
 from pdiff_core.config import DIGITS_QUICK_S
 from tests.conftest import ROOT, wait_for
 
@@ -49,6 +49,7 @@ PAGES = [
     ("Transfer", "Transfer", '[data-testid="stAlert"]:has-text("needs a run of a task family")'),   # the demo is a plain run
 ]
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
+LAND_S = 60          # from the run's end on disk to its results in the browser (the app polls every 0.5 s)
 PAGE_BUDGET_S = 2.0   # issue 4: each analysis page renders in <= 2 s after the first load
 
 
@@ -201,6 +202,14 @@ def held(pid: int):
         os.kill(pid, signal.SIGCONT)
 
 
+def ended_state(runs_dir: Path) -> str | None:
+    """The state of the run in runs_dir once it has ended (done, failed, cancelled), else None."""
+    for status in runs_dir.glob("*/status.json"):
+        if (state := runs.read_status(status.parent).get("state")) not in (None, *jobs.ACTIVE):
+            return state
+    return None
+
+
 def worker_pid(runs_dir: Path) -> int | None:
     """The worker pid of a run in runs_dir, once jobs.start has written it to status.json."""
     for status in runs_dir.glob("*/status.json"):
@@ -234,8 +243,16 @@ def demo_run(tmp_path_factory):
             page.wait_for_selector('[data-testid="stProgress"]', timeout=60_000)
             if shots:                      # the live panel (a 4 s run lands on its results before losses show)
                 screenshot(page, shots / "home_live_progress.png")
-        # the app lands on the results by itself when the run is done, or shows why it failed
-        page.wait_for_selector(f'h1:has-text("Accuracy"), {ERRORS}', timeout=DEMO_TIMEOUT_S * 1000)
+        # the app lands on the results by itself when the run is done, or shows why it failed. The run's
+        # time is the machine's; landing once it has ended is the app's, polled every 0.5 s: LAND_S bounds it,
+        # and a page that stays put is dumped, so that a failure says where the page stood
+        ended = wait_for(lambda: ended_state(runs_dir), timeout=DEMO_TIMEOUT_S, every=0.2)
+        try:
+            page.wait_for_selector(f'h1:has-text("Accuracy"), {ERRORS}', timeout=LAND_S * 1000)
+        except Exception:
+            raise AssertionError(f"the run ended {ended!r} but the page did not land on its results in {LAND_S} s; "
+                                 f"the page shows:\n{page.inner_text('body')[-1500:]}\nserver log:\n"
+                                 f"{(tmp / 'streamlit.log').read_text()[-2000:]}") from None
         assert not problems(page), f"quick demo failed: {problems(page)}"
         wait_page(page, "Accuracy", CHART)
         demo_s = time.perf_counter() - t0
