@@ -496,7 +496,6 @@ def analyze(run_dir: Path, prep: Prepared | None, report, test_logits: dict | No
     # the parameter maps (t-SNE, UMAP) run in the helper process, beside everything below
     maps_started = param_embeddings({g: grp.params for g, grp in groups.items()}, fams, codec, seed + SALT_EMBED)
     base = evaluate_baselines(ev, prep, fams, feats)
-    write_groups(run_dir, run, base, seed + SALT_BASELINES)
     lap("baselines")
 
     report(0.25, "similarity and memorization")
@@ -549,6 +548,8 @@ def analyze(run_dir: Path, prep: Prepared | None, report, test_logits: dict | No
         "embeddings": emb,
     })
     result["verdict"] = verdict(result, warnings)
+    # every file is written here, after the last step that can fail or be cancelled: a failure leaves the run as it was
+    write_groups(run_dir, run, base, seed + SALT_BASELINES)
     runs.write_npz(run_dir / "analysis.npz", arrays)   # npz first: whoever sees the new json finds its npz
     runs.write_json(run_dir / "analysis.json", result)
     timings["total"] = round(time.perf_counter() - t_all, 3)

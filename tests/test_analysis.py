@@ -332,6 +332,38 @@ def test_damaged_or_all_nonfinite_inputs_are_refused_before_anything_is_written(
     assert {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in run_dir.iterdir()} == before
 
 
+def test_a_cancel_or_failure_late_in_the_analysis_rewrites_nothing(tiny_run, tmp_path):
+    """Cancelled at the parameter maps (the last step), or failing there: every file as it was. Before,
+    baselines.safetensors, the predictions and metrics.json were rewritten before the ensembles ran."""
+    import hashlib
+    import shutil
+
+    from pdiff_core.pipeline import Cancelled
+    run_dir = tmp_path / "late"
+    shutil.copytree(tiny_run, run_dir)
+    baselines = json.loads((tiny_run / "analysis.json").read_text())["baseline_groups"]
+    for name in ("predictions.npz", "predictions_val.npz"):     # as a run with analysis off leaves them
+        p = runs.read_npz(run_dir / name)
+        runs.write_npz(run_dir / name, {k: v for k, v in p.items() if k not in baselines})
+    m = runs.read_json(run_dir / "metrics.json")
+    m["groups"] = {g: v for g, v in m["groups"].items() if g not in baselines}
+    runs.write_json(run_dir / "metrics.json", m)
+    for name in ("baselines.safetensors", "analysis.json", "analysis.npz"):
+        (run_dir / name).unlink()
+    before = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in run_dir.iterdir()}
+
+    def cancel(fraction, message):
+        if fraction >= 0.7:
+            raise Cancelled("cancelled by the user")
+    with pytest.raises(Cancelled):
+        A.run_analysis(run_dir, report=cancel)
+    assert {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in run_dir.iterdir()} == before
+    A.run_analysis(run_dir)     # and a whole analysis does rewrite them: the check above can fail
+    after = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in run_dir.iterdir()}
+    assert {n for n in after if after[n] != before.get(n)} >= {"baselines.safetensors", "predictions.npz",
+                                                                "predictions_val.npz", "metrics.json", "analysis.json"}
+
+
 def test_tiny_run_headlines_recomputed_from_raw_files(tiny_run):
     """Accuracy, s_max and dominance recomputed from predictions.npz and the parameter files by
     bench/verify_run.py, which imports nothing from pdiff_core."""
