@@ -25,12 +25,17 @@ picked = ui.percent_table(
     config={"run": st.column_config.TextColumn(width=200), "K": st.column_config.NumberColumn(width=45),
             "N": st.column_config.NumberColumn(width=45), "arch": st.column_config.TextColumn(width=55),
             "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
-            "duration s": st.column_config.NumberColumn(format="%.0f"), "seed": st.column_config.NumberColumn(width=45)})
+            "duration s": st.column_config.NumberColumn(format="%.0f"), "seed": st.column_config.NumberColumn(width=45),
+            "d_traj ÷ step": st.column_config.NumberColumn(format="%.1f")})
 sel = picked.selection.rows
 rid = shown.iloc[sel[0]]["run"] if sel else ui.active_run()
 st.caption(f"{len(shown)} of {len(table)} runs. Click a column header to sort; select a row to act on it. Accuracies "
            "are on test; 'best' is the model chosen on validation, reported on test. gen − orig: median test "
-           "accuracy, generated minus originals; ensemble gain: generated ensembles from 1 to the largest k.")
+           "accuracy, generated minus originals; ensemble gain: generated ensembles from 1 to the largest k; both "
+           "with their 95 % interval, and 'no difference' when it holds 0. Replica rate: generated models closer to a "
+           "checkpoint than the 5th percentile of checkpoint-to-checkpoint distances; on a trajectory or mixed zoo "
+           "that threshold is one step length, so read d_traj ÷ step beside it (the distance to the checkpoint path, "
+           "in step lengths; empty for an independent zoo, which has no path).")
 if st.session_state.get("notes_saved"):
     st.success(f"Saved the name, tags and notes of `{st.session_state.pop('notes_saved')}`.", icon=":material/save:")
 if st.session_state.get("deleted"):

@@ -106,8 +106,19 @@ def best_test(group: dict):
     return (group.get("best_by_val") or {}).get("test_acc")
 
 
-RUN_ACCS = ["orig best", "orig median", "gen best", "gen median", "gen − orig", "replica rate", "dominated",
-            "o-g (max)", "ensemble gain"]     # fractions, shown as percentages
+RUN_ACCS = ["orig best", "orig median", "gen best", "gen median", "replica rate", "dominated",
+            "o-g (max)"]     # fractions, shown as percentages
+GEN_MINUS_ORIG, ENSEMBLE_GAIN = "gen − orig (pp, 95 %)", "ensemble gain (pp, 95 %)"
+
+
+def difference_cell(d: dict | None) -> str | None:
+    """A difference with its 95 % interval for a table cell, in pp; 'no difference' when the interval holds 0,
+    whatever the sign of the point estimate (a table is read as fast as a verdict)."""
+    if not d:
+        return None
+    diff, lo, hi = (round(100 * d[k], 1) + 0.0 for k in ("diff", "lo", "hi"))    # + 0.0: no "-0.0"
+    span = f"[{lo:+.1f}, {hi:+.1f}]"
+    return f"{diff:+.1f} {span}" if d["differs"] else f"no difference {span}"
 
 
 def runs_table(rows: list[dict]) -> pd.DataFrame:
@@ -132,14 +143,18 @@ def runs_table(rows: list[dict]) -> pd.DataFrame:
             "K": c.get("k"), "N": c.get("n_generate"),
             "orig best": best_test(o), "orig median": o.get("summary", {}).get("median"),
             "gen best": best_test(gen), "gen median": gen.get("summary", {}).get("median"),
-            "gen − orig": ((a.get("accuracy") or {}).get("median_difference") or {}).get("diff"),
-            "replica rate": mem.get("replica_rate"), "dominated": mem.get("dominated_share"),
-            "o-g (max)": (a.get("similarity") or {}).get("og_max"),
-            "ensemble gain": (a.get("ensembles") or {}).get("gain_generated")})
+            GEN_MINUS_ORIG: difference_cell((a.get("accuracy") or {}).get("median_difference")),
+            "replica rate": mem.get("replica_rate"),
+            # a trajectory's replica threshold is one step length: the distance to the path, in steps, beside it
+            "d_traj ÷ step": (((mem.get("trajectory") or {}).get("groups") or {}).get("generated") or {})
+            .get("ratio_to_step"),
+            "dominated": mem.get("dominated_share"), "o-g (max)": (a.get("similarity") or {}).get("og_max"),
+            ENSEMBLE_GAIN: difference_cell(((a.get("ensembles") or {}).get("intervals") or {}).get("gain_generated"))})
     cols = ["run", "name", "tags", "state", "created", "duration s", "preset", "dataset", "arch", "layers", "zoo",
-            "sampler", "seed", "K", "N", *RUN_ACCS]
+            "sampler", "seed", "K", "N", "orig best", "orig median", "gen best", "gen median", GEN_MINUS_ORIG,
+            "replica rate", "d_traj ÷ step", "dominated", "o-g (max)", ENSEMBLE_GAIN]
     df = pd.DataFrame(out, columns=cols)
-    return df.astype({c: float for c in RUN_ACCS + ["duration s"]})
+    return df.astype({c: float for c in RUN_ACCS + ["duration s", "d_traj ÷ step"]})
 
 
 def filter_runs(df: pd.DataFrame, text: str = "", states: list[str] | None = None) -> pd.DataFrame:
