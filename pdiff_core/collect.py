@@ -295,15 +295,17 @@ def _batched(model, names, data, cfg, lr, device, gen, tick) -> torch.Tensor | N
     return theta if torch.isfinite(theta).all() else None
 
 
-def checkpoint_spread(theta: torch.Tensor) -> dict:
-    """How much the checkpoints differ: if this is ~0, p-diff has nothing to learn but a point."""
-    steps = (theta[1:] - theta[:-1]).norm(dim=1)
+def checkpoint_spread(theta: torch.Tensor, trajectory: torch.Tensor) -> dict:
+    """How much the checkpoints differ: if this is ~0, p-diff has nothing to learn but a point.
+    A step is between consecutive rows of one trajectory: an independent zoo has none (mean_step_l2 None)."""
+    same = trajectory[1:] == trajectory[:-1]
+    steps = (theta[1:] - theta[:-1]).norm(dim=1)[same]
     dists = torch.cdist(theta.double(), theta.double())
     k = len(theta)
     return {
         "mean_pairwise_l2": float(dists.sum() / (k * (k - 1))),
         "max_pairwise_l2": float(dists.max()),
-        "mean_step_l2": float(steps.mean()),
+        "mean_step_l2": float(steps.mean()) if len(steps) else None,
         "mean_coord_std": float(theta.std(dim=0).mean()),
         "norm_of_mean": float(theta.mean(dim=0).norm()),
     }

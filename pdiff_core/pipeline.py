@@ -139,7 +139,7 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, report: Callable[[str, float, st
         "generated_nonfinite": int((~finite).sum()),
         "ae_reconstruction": {"mse_normalized": float(((codec.normalize(recon) - z) ** 2).mean()),
                               "test_acc": summarize(recon_acc)},
-        "checkpoint_spread": checkpoint_spread(theta),
+        "checkpoint_spread": checkpoint_spread(theta, zoo.trajectory),
         "zoo": zoo.info, "base_training": base_info, "reference": reference, "warnings": warnings,
     }
     metrics["groups"]["generated"]["finite"] = finite.tolist()

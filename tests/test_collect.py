@@ -169,6 +169,17 @@ def test_divergence_halves_the_rate_and_records_it(based):
         assert "for a margin" in lines[-1]
 
 
+def test_checkpoint_spread_counts_steps_within_a_trajectory_only():
+    """Two trajectories of 2 rows, far apart: their steps are 1 long, the jump between them is not a step.
+    An independent zoo (every row its own run) has no steps at all."""
+    from pdiff_core.collect import checkpoint_spread
+    theta = torch.tensor([[0.0, 0.0], [1.0, 0.0], [10.0, 0.0], [11.0, 0.0]])
+    s = checkpoint_spread(theta, torch.tensor([0, 0, 1, 1]))
+    assert s["mean_step_l2"] == pytest.approx(1.0)
+    assert checkpoint_spread(theta, torch.arange(4))["mean_step_l2"] is None
+    assert checkpoint_spread(theta, torch.zeros(4, dtype=torch.int64))["mean_step_l2"] == pytest.approx(11 / 3)
+
+
 def test_step_budget_has_a_floor():
     cfg = cfg_of(base_epochs=5, base_min_steps=300, batch_size=128)
     assert collect.base_step_budget(cfg, 200) == (300, 1)          # 5 epochs of one batch would be 5 steps
