@@ -64,6 +64,14 @@ def test_report_has_verdict_warnings_charts_and_config(tiny_run):
         assert f"<h3>{t}" in text.replace("&#x27;", "'"), t
     for key in cfg:
         assert f'<td class="k">{key}</td>' in text, key
+    # the headline numbers as the app shows them: s_max is an IoU (0.527, not "53%"), d_traj beside the replica rate
+    mem = an["memorization"]
+    row = re.search(r"<th>o-o IoU</th>.*?</table>", text, re.S).group(0)
+    names, cells = re.findall(r"<th>(.*?)</th>", row), re.findall(r"<td>(.*?)</td>", row)
+    numbers = dict(zip(names, cells))
+    assert numbers["mean s_max (an IoU)"] == f"{mem['groups']['generated']['smax_mean']:.3f}", numbers
+    assert numbers["d_traj ÷ step (median)"] == f"{mem['trajectory']['groups']['generated']['ratio_to_step']:.1f}"
+    assert names.index("d_traj ÷ step (median)") == names.index("replica rate") + 1
     # plotly.js inline exactly once, and nothing that a browser would fetch
     assert len(re.findall(r"<script>/\*\*\s*\* plotly\.js v", text)) == 1
     assert text.count("window.PlotlyConfig") == 1
