@@ -35,13 +35,15 @@ with right:
                 + "\n".join(f"- {line}" for line in comps))
 st.caption(f"{t['dataset']} · {len(t['train_tasks'])} training tasks, {len(names)} held-out · {t['shots']}-shot "
            f"support sets · {t['generated_per_task']} generated heads per task · {t['n_test']} test examples "
-           f"(one is {100 * t['resolution']:.2f} pp). Intervals: 95 % bootstrap over held-out tasks; a difference "
-           "whose interval holds 0 is no difference, whatever its sign.")
+           f"(one is {100 * t['resolution']:.2f} pp). Intervals: for the median over held-out tasks, from their order "
+           "statistics (distribution-free, at least 95 %; fewer than 6 tasks reach no 95 % interval, and then no "
+           "difference is claimed); a difference whose interval holds 0 is no difference, whatever its sign.")
 
 # ---- every held-out task ----
 st.subheader("All held-out tasks")
 st.plotly_chart(charts.transfer_methods(load.transfer_zero_shot(r), shape.transfer_summary(t)), key="tr_methods")
-st.caption("One point per held-out task; the diamond is the median over tasks with its 95 % interval.")
+st.caption("One point per held-out task; the diamond is the median over tasks with its interval (95 %, or "
+           "the range when there are too few tasks for 95 %: hover to see its level).")
 table = shape.transfer_tasks_table(t)
 acc_cols = [c for c in table.columns[2:] if not c.startswith("steps")]
 steps = st.column_config.NumberColumn(format="%d", help="fine-tuning steps on the support set until within one "

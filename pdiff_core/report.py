@@ -20,6 +20,16 @@ def pp(d: dict) -> str:
     return f"{diff:+.1f} pp (95 % interval {lo:+.1f} to {hi:+.1f}; one test example = {100 * d['resolution']:.2f} pp)"
 
 
+def interval_words(d: dict, fmt) -> str:
+    """'95 % interval a to b', or, over too few held-out tasks for a 95 % interval (transfer's `level`),
+    the range and how sure it is. A transfer.json written before `level` existed had 95 % intervals."""
+    span = f"{fmt(d['lo'])} to {fmt(d['hi'])}"
+    level = d.get("level", 0.95)
+    if level >= 0.95:
+        return f"95 % interval {span}"
+    return f"range of the {d['n']} tasks {span}; too few tasks for a 95 % interval, this one is {100 * level:.1f} %"
+
+
 def compared(d: dict, what: str) -> str:
     """A difference in words that never calls noise a gain."""
     if not d["differs"]:

@@ -308,8 +308,8 @@ def _jitter(n: int, width: float = 0.3, seed: int = 0) -> np.ndarray:
 
 def transfer_methods(df: pd.DataFrame, summary: pd.DataFrame) -> go.Figure:
     """Every method's zero-shot test accuracy on every held-out task (df: task, method, label, acc),
-    one column per method in summary's order, with the median and its 95 % interval over tasks
-    (summary: method, label, median, lo, hi); the oracle's median as a dashed ceiling."""
+    one column per method in summary's order, with the median and its interval over tasks
+    (summary: method, label, median, lo, hi, level); the oracle's median as a dashed ceiling."""
     fig = go.Figure()
     methods = list(summary["method"])
     for i, row in summary.reset_index(drop=True).iterrows():
@@ -323,8 +323,8 @@ def transfer_methods(df: pd.DataFrame, summary: pd.DataFrame) -> go.Figure:
                                  marker=dict(color=c, size=12, symbol="diamond", line=dict(color="white", width=1)),
                                  error_y=dict(type="data", symmetric=False, array=[row["hi"] - row["median"]],
                                               arrayminus=[row["median"] - row["lo"]], color=c, thickness=2, width=6),
-                                 hovertemplate=(f"{row['label']}<br>median %{{y:.1%}} (95 % interval "
-                                                f"{row['lo']:.1%} to {row['hi']:.1%})<extra></extra>")))
+                                 hovertemplate=(f"{row['label']}<br>median %{{y:.1%}} ({row['level']:.1%} "
+                                                f"interval {row['lo']:.1%} to {row['hi']:.1%})<extra></extra>")))
     if "oracle" in methods:
         o = summary.set_index("method").loc["oracle", "median"]
         fig.add_hline(y=o, line=dict(color=TRANSFER_COLORS["oracle"], dash="dash", width=1),

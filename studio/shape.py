@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from pdiff_core.report import interval_words
+
 
 def model_label(group: str, index: int, acc: float | None = None) -> str:
     return f"{group} #{index}" + ("" if acc is None or not np.isfinite(acc) else f" ({acc:.1%})")
@@ -170,11 +172,11 @@ def transfer_zero_shot(a: dict[str, np.ndarray], names: list[str]) -> pd.DataFra
 
 def transfer_summary(t: dict) -> pd.DataFrame:
     """transfer.json's medians over held-out tasks, one row per method in TRANSFER_METHODS order:
-    method, label, median, lo, hi, n."""
+    method, label, median, lo, hi, n, level (the interval's coverage; 95 % before transfer.json had it)."""
     z = t["zero_shot"]
-    rows = [{"method": m, "label": transfer_label(m), **{k: z[m].get(k) for k in ("median", "lo", "hi", "n")}}
-            for m in TRANSFER_METHODS if m in z]
-    return pd.DataFrame(rows, columns=["method", "label", "median", "lo", "hi", "n"])
+    rows = [{"method": m, "label": transfer_label(m), **{k: z[m].get(k) for k in ("median", "lo", "hi", "n")},
+             "level": z[m].get("level", 0.95)} for m in TRANSFER_METHODS if m in z]
+    return pd.DataFrame(rows, columns=["method", "label", "median", "lo", "hi", "n", "level"])
 
 
 def transfer_tasks_table(t: dict) -> pd.DataFrame:
@@ -266,13 +268,15 @@ def transfer_evidence(t: dict) -> tuple[list[str], list[str], str | None]:
     chosen on the support set, "no difference" when the interval holds 0; a plain sentence when the
     k-shot linear probe wins, else None)."""
     shots = t.get("shots")
-    methods = [f"**{transfer_label(m)}**: {pct(z['median'])} (95 % interval {pct(z['lo'])} to {pct(z['hi'])})"
+    methods = [f"**{transfer_label(m)}**: {pct(z['median'])} ({interval_words(z, pct)})"
                for m, z in ((m, t["zero_shot"].get(m)) for m in TRANSFER_METHODS) if z]
     comps, wins = [], None
     for key, d in (t.get("comparisons") or {}).items():
         other = key.split(" - ", 1)[1]
-        span = f"95 % interval {pp(d['lo'])} to {pp(d['hi'])}"
-        if not d.get("differs"):
+        span = interval_words(d, pp)
+        if d.get("level", 0.95) < 0.95:
+            how = f"not shown different: too few tasks ({pp(d['median'])}, {span})"
+        elif not d.get("differs"):
             how = f"no difference ({pp(d['median'])}, {span}, holds 0)"
         else:
             how = f"{'better' if d['median'] > 0 else 'worse'} by {pp(d['median'])[1:]} ({span})"
