@@ -118,11 +118,21 @@ def new_page(browser):
 
 
 def wait_page(page, title: str, selector: str, timeout_s: float = 60) -> None:
-    """Until the page titled `title` has finished its script run and shows `selector`."""
-    page.wait_for_selector(f'h1:has-text("{title}")', timeout=timeout_s * 1000)
-    page.wait_for_selector(IDLE, timeout=timeout_s * 1000)
-    assert not problems(page), f"{title} page shows an error: {problems(page)}"
-    page.wait_for_selector(selector, timeout=timeout_s * 1000)
+    """Until the page titled `title` has finished its script run and shows `selector`; a page that does
+    not get there fails with what it shows."""
+    step = f'the title "{title}"'
+    try:
+        page.wait_for_selector(f'h1:has-text("{title}")', timeout=timeout_s * 1000)
+        step = "the end of its script run"
+        page.wait_for_selector(IDLE, timeout=timeout_s * 1000)
+        assert not problems(page), f"{title} page shows an error: {problems(page)}"
+        step = selector
+        page.wait_for_selector(selector, timeout=timeout_s * 1000)
+    except Exception as e:
+        if not type(e).__name__ == "TimeoutError":
+            raise
+        raise AssertionError(f"{page.url} did not show {step} in {timeout_s} s ({page.locator(selector).count()} "
+                             f"{selector} in the page, hidden or not); it shows:\n{page.inner_text('body')[-1500:]}") from None
 
 
 def problems(page) -> list[str]:
