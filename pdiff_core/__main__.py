@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import runs
+from . import jobs, runs
 from .config import PRESETS, ConfigError, parse_overrides, preset_config, validate
 
 
@@ -37,7 +37,7 @@ def best(group: dict) -> str:
 
 
 def cmd_list(args) -> int:
-    rows = runs.list_runs()
+    rows = jobs.list_runs()       # a run whose process died reads failed, as in the app, not running forever
     if not rows:
         print(f"no runs in {runs.runs_root()}; start one with: python -m pdiff_core run --preset digits-quick")
         return 0
@@ -63,7 +63,7 @@ def reading(path: Path):
 
 def cmd_show(args) -> int:
     run_dir = runs.run_path(args.run)
-    status = runs.read_status(run_dir)
+    status = jobs.refresh(args.run)
     print(f"run {args.run}: {status.get('state')} ({status.get('message', '')})")
     if (run_dir / "transfer.json").exists():
         with reading(run_dir / "transfer.json"):
@@ -144,7 +144,8 @@ def cmd_run(args) -> int:
 
 def cmd_analyze(args) -> int:
     run_dir = runs.run_path(args.run)
-    state = runs.read_json(run_dir / "status.json").get("state")   # missing or corrupt: refused, nothing written
+    runs.read_json(run_dir / "status.json")                        # missing or corrupt: refused, nothing written
+    state = jobs.refresh(args.run).get("state")                     # a dead worker's run: failed, analysable
     if state in ("queued", "running"):
         raise runs.RunError(f"run '{args.run}' is {state}: its worker writes these files; analyze it once it ends")
     if runs.read_json(run_dir / "config.json").get("family"):
@@ -166,9 +167,9 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_report(args) -> int:
-    run_dir = runs.run_path(args.run)
-    if runs.read_status(run_dir).get("state") != "done":
-        raise runs.RunError(f"run '{args.run}' is not finished (state: {runs.read_status(run_dir).get('state')}); "
+    state = jobs.refresh(args.run).get("state")
+    if state != "done":
+        raise runs.RunError(f"run '{args.run}' is not finished (state: {state}); "
                             "report a run that is done")
     out_file(args.out)
     from studio.report import write     # plotly and the figures only here: `import pdiff_core` stays light

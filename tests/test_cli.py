@@ -193,3 +193,25 @@ def test_sigterm_ends_the_run_cancelled_and_stops_its_helper(runs_dir):
     assert helpers, "the run started no helper process"
     for pid in helpers:
         assert not os.path.exists(f"/proc/{pid}"), f"helper {pid} outlived its run"
+
+
+def test_the_command_line_sees_a_dead_run_as_failed_as_the_app_does(runs_dir, capsys):
+    """A `run` killed with SIGKILL leaves status.json 'running': list and show said so forever, and
+    analyze and report refused it ('analyze it once it ends'). Now its dead pid makes it failed on disk."""
+    import time
+
+    from pdiff_core import runs
+    from pdiff_core.config import preset_config
+    run_dir = runs.run_path("k9", must_exist=False)
+    run_dir.mkdir(parents=True)
+    runs.write_json(run_dir / "config.json", preset_config("tiny").to_dict())
+    runs.write_json(run_dir / "status.json", {"state": "running", "stage": "diffusion", "progress": 0.5,
+                                              "pid": 2 ** 22 + 12345, "updated": time.time()})   # above pid_max
+    runs.append_log(run_dir, "[diffusion] step 10")
+    code, out, _ = run_cli(capsys, "list")
+    assert code == 0 and "k9" in out and "running" not in out and "failed" in out, out
+    code, out, _ = run_cli(capsys, "show", "k9")
+    assert code == 0 and out.startswith("run k9: failed") and "[diffusion] step 10" in out, out
+    assert runs.read_status(run_dir)["state"] == "failed"
+    code, _, err = run_cli(capsys, "report", "k9")
+    assert_one_line_error(code, err, "not finished (state: failed)")
