@@ -171,7 +171,7 @@ def cmd_report(args) -> int:
     if state != "done":
         raise runs.RunError(f"run '{args.run}' is not finished (state: {state}); "
                             "report a run that is done")
-    out_file(args.out)
+    out_file(args.out, f"report-{args.run}.html")
     from studio.report import write     # plotly and the figures only here: `import pdiff_core` stays light
     print(write(args.run, args.out).resolve())
     return 0
@@ -205,13 +205,13 @@ def cmd_sweep(args) -> int:
     return 0 if out["counts"].get("done", 0) == out["cells"] else 1
 
 
-def out_file(path: str | None) -> None:
+def out_file(path: str | None, example: str) -> None:
     """--out names a file to write: refused up front if it is a folder or its folder does not exist."""
     if path is None:
         return
     p = Path(path)
     if p.is_dir():
-        raise runs.RunError(f"--out {path} is a folder; give a file name in it, e.g. {p / 'out.html'}")
+        raise runs.RunError(f"--out {path} is a folder; give a file name in it, e.g. {p / example}")
     if not p.parent.is_dir():
         raise runs.RunError(f"--out {path}: the folder {p.parent} does not exist; create it or choose another")
 
@@ -225,7 +225,7 @@ def cmd_new_task(args) -> int:
     if not (run_dir / "transfer.npz").exists():
         raise runs.RunError(f"run '{args.run}' is not a finished transfer run (no transfer.npz); "
                             "run a task family first, e.g. --preset digits-tasks")
-    out_file(args.out)
+    out_file(args.out, "heads.safetensors")
     if args.n is not None and not 1 <= args.n <= MAX_HEADS:
         raise runs.RunError(f"--n must be from 1 to {MAX_HEADS} heads, got {args.n}")
     x, y = read_task_file(args.task)

@@ -58,7 +58,9 @@ def run_path(run_id: str, must_exist: bool = True) -> Path:
     return path
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
+def write_bytes(path: Path, data: bytes) -> None:
+    """Any file a command writes: a temporary name in the same folder, then os.replace (a full disk or a
+    kill leaves the old file whole)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -88,7 +90,7 @@ def json_safe(obj, digits: int | None = None):
 
 
 def write_json(path: Path, obj) -> None:
-    _atomic_bytes(Path(path), json.dumps(json_safe(obj), indent=1, allow_nan=False).encode())
+    write_bytes(Path(path), json.dumps(json_safe(obj), indent=1, allow_nan=False).encode())
 
 
 def _remedy(path: Path) -> str:
@@ -115,7 +117,7 @@ def read_json(path: Path) -> dict:
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     from safetensors.torch import save as st_save_bytes    # here: torch costs about 1 s to import
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    _atomic_bytes(Path(path), st_save_bytes(tensors, metadata=metadata))
+    write_bytes(Path(path), st_save_bytes(tensors, metadata=metadata))
 
 
 def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -132,7 +134,7 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
-    _atomic_bytes(Path(path), buf.getvalue())
+    write_bytes(Path(path), buf.getvalue())
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:

@@ -215,5 +215,5 @@ def write(run_id: str, out: Path | None = None) -> Path:
     """Build the report of run `run_id` and write it to `out` (default: ./report-RUNID.html)."""
     html_text = build(runs.run_path(run_id))
     out = Path(out) if out else Path(f"report-{run_id}.html")
-    out.write_text(html_text, encoding="utf-8")
+    runs.write_bytes(out, html_text.encode("utf-8"))    # an existing report is replaced whole or kept
     return out

@@ -149,7 +149,9 @@ def test_output_files_and_head_counts_are_checked_up_front(capsys, runs_dir, tmp
     (d / "status.json").write_text('{"state": "done"}')
     (d / "transfer.npz").write_bytes(b"")
     code, out, err = run_cli(capsys, "report", "r", "--out", str(tmp_path))
-    assert_one_line_error(code, err, "is a folder", "give a file name")
+    assert_one_line_error(code, err, "is a folder", f"give a file name in it, e.g. {tmp_path / 'report-r.html'}")
+    code, out, err = run_cli(capsys, "new-task", "r", str(tmp_path / "t.npz"), "--out", str(tmp_path))
+    assert_one_line_error(code, err, "is a folder", f"e.g. {tmp_path / 'heads.safetensors'}")
     code, out, err = run_cli(capsys, "report", "r", "--out", str(tmp_path / "no" / "r.html"))
     assert_one_line_error(code, err, "does not exist")
     for n in ("0", "-1", "100000000"):

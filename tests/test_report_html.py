@@ -118,3 +118,25 @@ def test_done_run_without_analysis_is_refused(runs_dir, capsys):
     (runs_dir / "half" / "transfer.json").write_text("{}")      # analyze then report looped on a transfer run
     assert main(["report", "half"]) == 2
     assert "is a transfer run" in capsys.readouterr().err
+
+
+def test_a_report_that_cannot_be_written_whole_leaves_the_old_one(tiny_run, tmp_path, monkeypatch, capsys):
+    """A full disk (here: a 200 kB file-size limit) while writing: the existing file stays whole, no temporary
+    file is left, one line says why. Before, --out was written in place and left a truncated report."""
+    import resource
+    import signal
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(tiny_run.parent))
+    out = tmp_path / "old.html"
+    out.write_text("the report from last week")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    before = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)      # the write fails with EFBIG instead
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, hard))
+    try:
+        code = main(["report", "tiny", "--out", str(out)])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, before)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error:") and "\n" not in err, err
+    assert out.read_text() == "the report from last week"
+    assert [p.name for p in tmp_path.iterdir()] == ["old.html"]
