@@ -102,7 +102,7 @@ st.caption("Upload an .npz with X (rows in the dataset's raw units, e.g. digits 
 up = st.file_uploader("Task file (.npz)", type=["npz"], key="transfer_task")
 if up is not None:
     import io
-    from pdiff_core.transfer import NewTaskError, read_task_file
+    from pdiff_core.transfer import NewTaskError, accuracy_words, read_task_file
     try:
         x, y = read_task_file(io.BytesIO(up.getvalue()), up.name)
         with st.spinner("embedding the task and sampling heads"):
@@ -112,7 +112,7 @@ if up is not None:
     else:
         acc = out["accuracy_on_examples"]
         st.markdown(f"{len(acc)} heads for your task ({len(y)} examples, {int(y.sum())} positive). Nearest training "
-                    f"task by embedding: **{out['nearest_training_task']}**. Accuracy on your examples: best "
-                    f"{100 * acc.max():.1f} %, median {100 * float(sorted(acc)[len(acc) // 2]):.1f} %.")
+                    f"task by embedding: **{out['nearest_training_task']}**. Accuracy on your examples: "
+                    f"{accuracy_words(acc)}.")
         st.download_button("Generated heads (.safetensors)", out["file"], file_name=f"{rid}-heads.safetensors",
                            mime="application/octet-stream", icon=":material/download:")

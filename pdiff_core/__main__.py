@@ -9,7 +9,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 
 from . import jobs, runs
 from .config import PRESETS, ConfigError, parse_overrides, preset_config, validate
@@ -220,7 +219,7 @@ MAX_HEADS = 10_000   # heads for one new task; more is an allocation, not a ques
 
 
 def cmd_new_task(args) -> int:
-    from .transfer import generate_for_task, read_task_file
+    from .transfer import accuracy_words, generate_for_task, read_task_file
     run_dir = runs.run_path(args.run)
     if not (run_dir / "transfer.npz").exists():
         raise runs.RunError(f"run '{args.run}' is not a finished transfer run (no transfer.npz); "
@@ -233,7 +232,7 @@ def cmd_new_task(args) -> int:
     acc = out["accuracy_on_examples"]
     print(f"{len(acc)} heads generated for the task in {args.task} ({len(y)} examples, {int(y.sum())} positive); "
           f"nearest training task by embedding: {out['nearest_training_task']}")
-    print(f"accuracy on the given examples: best {100 * acc.max():.1f} %, median {100 * np.median(acc):.1f} %")
+    print(f"accuracy on the given examples: {accuracy_words(acc)}")
     if args.out:
         runs.write_safetensors(Path(args.out), {"params": out["heads"]}, out["codec"].to_metadata())
         print(f"heads written to {args.out} (rows: heads; metadata: tensor names and shapes)")

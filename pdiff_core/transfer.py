@@ -380,6 +380,8 @@ def read_task_file(path, name: str | None = None) -> tuple[np.ndarray, np.ndarra
     """X (n, *input) in the dataset's raw units and y (n,) in {0, 1}, from an .npz path or file
     object (an upload); never unpickled."""
     path_, path = path, name or str(path)
+    if not hasattr(path_, "seek") and not Path(path_).is_file():
+        raise NewTaskError(f"{path}: no such file; give the path of an .npz saved with np.savez(path, X=X, y=y)")
     try:
         if not zipfile.is_zipfile(path_):        # else numpy suggests loading it "unsafely" (unpickling)
             raise NewTaskError(f"{path}: not a .npz (zip) file; save the examples with np.savez(path, X=X, y=y)")
@@ -402,6 +404,11 @@ def read_task_file(path, name: str | None = None) -> tuple[np.ndarray, np.ndarra
     if not np.isfinite(x).all():
         raise NewTaskError(f"{path}: X holds NaN or infinite values")
     return x, y
+
+
+def accuracy_words(acc: np.ndarray) -> str:
+    """The new task's heads on the user's own examples, as the CLI and the Transfer page both say it."""
+    return f"best {100 * acc.max():.1f} %, median {100 * np.median(acc):.1f} %"
 
 
 def generate_for_task(run_dir: Path, x_raw: np.ndarray, y: np.ndarray, n: int | None = None, seed: int = 0) -> dict:

@@ -137,8 +137,15 @@ def test_a_new_task_from_raw_examples_gets_the_embedding_the_run_gave_it(tiny_tr
     np.testing.assert_allclose(out["embedding"].numpy(), a["emb_heldout"][j], atol=1e-4)
     assert out["heads"].shape == (5, 2 * 16 + 2) and torch.isfinite(out["heads"]).all()
     np.savez(tmp_path / "task.npz", X=raw, y=y_tr[idx].numpy())
-    assert main(["new-task", tiny_transfer.name, str(tmp_path / "task.npz"), "--n", "3"]) == 0
-    assert "3 heads generated" in capsys.readouterr().out
+    assert main(["new-task", tiny_transfer.name, str(tmp_path / "task.npz"), "--n", "4"]) == 0
+    said = capsys.readouterr().out
+    assert "4 heads generated" in said
+    # the median of an even count is the mean of the middle two, on the command line and the Transfer page alike
+    acc = transfer.generate_for_task(tiny_transfer, raw, y_tr[idx].numpy(), n=4)["accuracy_on_examples"]
+    assert f"accuracy on the given examples: {transfer.accuracy_words(acc)}" in said
+    assert transfer.accuracy_words(np.array([0.5, 0.6, 0.7, 0.8])) == "best 80.0 %, median 65.0 %"
+    assert main(["new-task", tiny_transfer.name, str(tmp_path / "nowhere.npz")]) == 2
+    assert "nowhere.npz: no such file" in capsys.readouterr().err
     np.savez(tmp_path / "bad.npz", X=raw, y=np.full(len(raw), 1))
     assert main(["new-task", tiny_transfer.name, str(tmp_path / "bad.npz")]) == 2
     assert "at least one example of each label" in capsys.readouterr().err
