@@ -183,6 +183,8 @@ def execute(cfg: RunConfig, run_dir: Path, prep: Prepared | None = None, bars: b
     def report(stage, fraction, message):
         if cancel_file.exists():
             raise Cancelled(f"cancelled by user during {stage}")
+        if not run_dir.is_dir():
+            raise Cancelled(f"{run_dir} was deleted while the run was going (during {stage}); the run stopped")
         if stage != last["stage"]:
             runs.append_log(run_dir, f"[{stage}] {message}")
             if last["bar"] is not None:
@@ -209,10 +211,13 @@ def execute(cfg: RunConfig, run_dir: Path, prep: Prepared | None = None, bars: b
     try:
         metrics = run_pipeline(cfg, run_dir, report, prep, log_loss)
     except Cancelled as e:
-        runs.append_log(run_dir, str(e))
-        runs.update_status(run_dir, state="cancelled", message=str(e), finished=time.time(), losses=losses)
+        if run_dir.is_dir():            # a deleted run directory is not made again (runs.write_bytes)
+            runs.append_log(run_dir, str(e))
+            runs.update_status(run_dir, state="cancelled", message=str(e), finished=time.time(), losses=losses)
         raise
     except BaseException as e:
+        if not run_dir.is_dir():        # deleted between two progress reports: a write failed on it
+            raise Cancelled(f"{run_dir} was deleted while the run was going; the run stopped") from None
         runs.append_log(run_dir, "FAILED\n" + traceback.format_exc())
         msg = f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__
         runs.update_status(run_dir, state="failed", message=msg, error=msg, finished=time.time(), losses=losses)

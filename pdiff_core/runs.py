@@ -60,8 +60,8 @@ def run_path(run_id: str, must_exist: bool = True) -> Path:
 
 def write_bytes(path: Path, data: bytes) -> None:
     """Any file a command writes: a temporary name in the same folder, then os.replace (a full disk or a
-    kill leaves the old file whole)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    kill leaves the old file whole). The folder must exist: a run directory deleted under its worker is
+    not made again (the worker then stops, see pipeline.execute)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

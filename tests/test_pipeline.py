@@ -70,6 +70,27 @@ def test_cancel_file_stops_cleanly(runs_dir):
     assert not (d / "metrics.json").exists()
 
 
+@pytest.mark.parametrize("where", ["at a progress report", "between two reports"])
+def test_a_run_directory_deleted_under_its_run_stops_it_and_stays_deleted(runs_dir, monkeypatch, where):
+    """`rm -rf` of a going run: the worker made the folder again and ended 'done' without config.json,
+    which analyze and report then called damaged. Now the run stops as cancelled and writes nothing."""
+    import shutil
+    real = pipeline.train_ddpm
+
+    def delete_then_train(*a, **k):
+        shutil.rmtree(d)
+        if where == "between two reports":        # the next write, not a progress report, finds it gone
+            raise FileNotFoundError(2, "No such file or directory", str(d / "ae.safetensors"))
+        return real(*a, **k)
+    monkeypatch.setattr(pipeline, "train_ddpm", delete_then_train)
+    cfg = tiny()
+    d = runs.run_path("gone", must_exist=False)
+    d.mkdir(parents=True)
+    with pytest.raises(pipeline.Cancelled, match="was deleted while the run was going"):
+        pipeline.execute(cfg, d, prepare(cfg))
+    assert not d.exists()
+
+
 def test_failure_leaves_failed_state_and_traceback(runs_dir, monkeypatch):
     def broken(*a, **k):
         raise RuntimeError("denoiser exploded")
