@@ -88,15 +88,19 @@ def new_sweep(expanded: bool) -> None:
                   on_click=launch, disabled=problem is not None)
 
 
-def pick(sweeps: list[dict]) -> dict:
-    """The sweep in ?sweep= (so links work), else the newest; the choice goes back into the URL."""
+def pick(sweeps: list[dict]) -> dict | None:
+    """The sweep in ?sweep= (so links work), else the newest; the choice goes back into the URL. A link to a
+    sweep that cannot be shown (missing, or damaged: its warning is above) shows none until one is picked,
+    and keeps its ?sweep=, as a link to a missing run does."""
     names = [s["name"] for s in sweeps]
     asked = st.query_params.get("sweep")
-    current = asked if asked in names else names[0]
+    current = asked or names[0]
     about = {s["name"]: f"{s['name']} · {s['preset']} · {s['cells']} cell{'' if s['cells'] == 1 else 's'}" for s in sweeps}
     # keyed by the current pick: a launch (which sets ?sweep=) gets a fresh widget showing the new sweep
-    chosen = st.selectbox("Sweep", names, index=names.index(current), key=f"sw_pick-{current}",
-                          format_func=about.get)
+    chosen = st.selectbox("Sweep", names, index=names.index(current) if current in names else None,
+                          key=f"sw_pick-{current}", format_func=about.get, placeholder="Choose a sweep")
+    if chosen is None:
+        return None
     if st.query_params.get("sweep") != chosen:
         st.query_params["sweep"] = chosen
     return next(s for s in sweeps if s["name"] == chosen)
@@ -161,14 +165,25 @@ SHORT = {"gen_minus_orig": "gen − orig (pp)", "replica_rate": "replicas (%)", 
          "smax_mean": "mean s_max", "dominated": "dominated (%)", "ensemble_gain": "ensemble gain (pp)",
          "gen_acc_median": "gen median acc (%)"}
 ui.header("Sweeps")
-sweeps = sweep.list_sweeps()
+listed = sweep.list_sweeps()
+sweeps = [s for s in listed if not s.get("damaged")]
 new_sweep(expanded=not sweeps)
+for s in listed:                 # a damaged sweep says why, one line, and hides none of the others
+    if s.get("damaged"):
+        st.warning(f"Sweep '{s['name']}' cannot be shown: {s['damaged']}", icon=":material/broken_image:")
+asked = st.query_params.get("sweep")
+if asked and asked not in {s["name"] for s in listed}:
+    st.warning(f"No sweep '{asked}' in `{sweep.root()}`: the link names a sweep that is not there (deleted, or "
+               "from another machine).", icon=":material/search_off:")
 if not sweeps:
-    st.info("No sweeps yet. Start one above, or from the command line: "
-            "`python -m pdiff_core sweep --from k-memorization`", icon=":material/grid_view:")
+    if not listed:
+        st.info("No sweeps yet. Start one above, or from the command line: "
+                "`python -m pdiff_core sweep --from k-memorization`", icon=":material/grid_view:")
     st.stop()
 
 s = pick(sweeps)
+if s is None:
+    st.stop()
 sw, state = sweep.load(s["name"]), sweep.read_state(s["name"]).get("state")
 head = st.container(horizontal=True, vertical_alignment="center")
 with head:

@@ -180,6 +180,9 @@ def cmd_sweep(args) -> int:
     from . import sweep
     if args.list:
         for s in sweep.list_sweeps():
+            if s.get("damaged"):
+                print(f"{s['name']:<40} damaged: {s['damaged']}")
+                continue
             counts = ", ".join(f"{n} {k}" for k, n in s["counts"].items())
             print(f"{s['name']:<40} {s['state'] or 'created':<12} {s['executor']:<6} {s['cells']:>4} cells: {counts}")
         return 0

@@ -101,16 +101,17 @@ def _remedy(path: Path) -> str:
     return "delete the run and run it again"
 
 
-def read_json(path: Path) -> dict:
-    """A run file's JSON object; RunError, saying what to do, for a missing, unreadable or wrong-shaped one."""
+def read_json(path: Path, remedy: str | None = None) -> dict:
+    """A run file's JSON object; RunError, saying what to do, for a missing, unreadable or wrong-shaped one.
+    remedy: what to do about a damaged file that is not a run's (a sweep's); by default a run's remedy."""
     try:
         obj = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise RunError(f"{path} is missing; the run may still be going or was never finished") from None
     except (ValueError, UnicodeDecodeError, OSError) as e:   # OSError: a folder or an unreadable file there
-        raise RunError(f"{path} is corrupt ({e}); {_remedy(path)}") from None
+        raise RunError(f"{path} is corrupt ({e}); {remedy or _remedy(path)}") from None
     if not isinstance(obj, dict):         # every run file is an object: a list or number is damage
-        raise RunError(f"{path} is corrupt (a JSON {type(obj).__name__}, not an object); {_remedy(path)}")
+        raise RunError(f"{path} is corrupt (a JSON {type(obj).__name__}, not an object); {remedy or _remedy(path)}")
     return obj
 
 

@@ -170,27 +170,80 @@ def create(name: str | None, preset: str, grid: dict[str, list], seeds: list[int
     return sweep
 
 
+def _whole(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# sweep.json's keys the code reads, with the type each must have
+FIELDS = {"name": (str, "a string"), "preset": (str, "a string"), "grid": (dict, "an object"),
+          "seeds": (list, "a list"), "executor": (str, "a string"), "created": ((int, float), "a number"),
+          "cells": (list, "a list")}
+
+
+def problem(sw: dict, name: str) -> str | None:
+    """Why sweep.json (already an object) cannot be used as the code reads it, or None. Cell run ids are
+    checked as run ids: a cell's folder is moved on resume, so '../x' would move a folder outside the runs."""
+    for key, (kind, what) in FIELDS.items():
+        if not isinstance(sw.get(key), kind) or isinstance(sw.get(key), bool):
+            return f"'{key}' is missing or not {what}"
+    if sw["name"] != name:
+        return f"its name '{sw['name']}' is not its folder's '{name}'"
+    if sw["preset"] not in PRESETS:
+        return f"unknown preset '{sw['preset']}'"
+    if sw["executor"] not in EXECUTORS:
+        return f"executor '{sw['executor']}' is not local or ray"
+    if not (sw.get("workers") is None or _whole(sw["workers"]) and sw["workers"] >= 1):
+        return f"workers {sw.get('workers')!r} is not a whole number >= 1"
+    if not sw["cells"]:
+        return "it has no cells"
+    for i, cell in enumerate(sw["cells"]):
+        if not (isinstance(cell, dict) and isinstance(cell.get("overrides"), dict) and _whole(cell.get("seed"))
+                and isinstance(cell.get("run"), str)):
+            return f"cell {i} is not an object with overrides, a whole-number seed and a run id"
+        if set(cell["overrides"]) != set(sw["grid"]):
+            return f"cell {i} sets {sorted(cell['overrides'])}, not the grid's keys {sorted(sw['grid'])}"
+        try:
+            runs.run_path(cell["run"], must_exist=False)
+        except runs.RunError as e:
+            return f"cell {i}: {e}"
+    if len({c["run"] for c in sw["cells"]}) < len(sw["cells"]):
+        return "two cells share a run id"
+    return None
+
+
+def _remedy(name: str) -> str:
+    return f"restore it, or remove the sweep's folder {root() / name} (its cells' runs stay in {runs.runs_root()})"
+
+
 def load(name: str) -> dict:
-    return runs.read_json(folder(name) / "sweep.json")
+    """sweep.json, checked: a SweepError that says what to do when it is damaged."""
+    path = folder(name) / "sweep.json"
+    sw = runs.read_json(path, remedy=_remedy(name))
+    if why := problem(sw, name):
+        raise SweepError(f"{path} is corrupt ({why}); {_remedy(name)}")
+    return sw
 
 
 def list_sweeps() -> list[dict]:
+    """Every sweep's summary, newest first; a damaged one is {"name", "damaged": the one-line reason}, so
+    it never hides the others."""
     if not root().is_dir():
         return []
     out = []
     for d in sorted(root().iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
         if (d / "sweep.json").is_file():
             try:
-                out.append(summary(runs.read_json(d / "sweep.json")))
-            except runs.RunError:
-                continue
+                out.append(summary(load(d.name)))
+            except (SweepError, runs.RunError) as e:
+                out.append({"name": d.name, "damaged": str(e)})
     return out
 
 
 def read_state(name: str) -> dict:
     """state.json, with a driver that died mid-sweep turned into 'interrupted' (resume finishes it)."""
     path = folder(name) / "state.json"
-    state = runs.read_json(path) if path.exists() else {"state": "created"}
+    remedy = f"delete it: the sweep then reads as created, and `--resume {name}` runs its cells not done"
+    state = runs.read_json(path, remedy=remedy) if path.exists() else {"state": "created"}
     if state.get("state") == "running" and not jobs.alive(state.get("pid")):
         state = {**state, "state": "interrupted", "going": {}}
     return state

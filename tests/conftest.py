@@ -83,3 +83,14 @@ def tiny_sweep(tmp_path_factory):
                           cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
     assert done.returncode == 0, done.stdout
     return root, runs.read_json(root / "_sweeps" / "t" / "sweep.json"), done.stdout
+
+
+def fake_sweep(name: str, damage=lambda sw: None) -> dict:
+    """A created, never-run tiny sweep (k=12, seed 0) in PDIFF_RUNS_DIR, its sweep.json written directly
+    (create's checks import torch); damage(sw) edits it first. Returns the sweep.json written."""
+    from pdiff_core import runs, sweep
+    sw = {"name": name, "preset": "tiny", "grid": {"k": [12]}, "seeds": [0], "executor": "local", "workers": None,
+          "address": None, "created": time.time(), "cells": sweep.expand(name, "tiny", {"k": [12]}, [0])}
+    damage(sw)
+    runs.write_json(sweep.root() / name / "sweep.json", sw)
+    return sw

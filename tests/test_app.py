@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 from pdiff_core import jobs, runs
 from pdiff_core.config import DIGITS_QUICK_S, preset_config
 from studio import load
-from tests.conftest import ROOT
+from tests.conftest import ROOT, fake_sweep
 
 APP = str(ROOT / "app.py")
 TIMEOUT = 60           # AppTest's default of 3 s is too short for a first import of torch on a busy machine
@@ -625,6 +625,31 @@ def test_a_running_sweep_shows_its_cells_live_and_cancels(runs_dir):
     assert "3 pending · 1 running" in texts(at.caption)
     at.button(key="sw_cancel").click().run()
     assert (runs_dir / "_sweeps" / "live" / "CANCEL").is_file()
+
+
+def test_a_damaged_sweep_says_why_and_hides_none_of_the_others(runs_dir):
+    fake_sweep("good")
+    fake_sweep("bad", lambda sw: sw.pop("cells"))                          # the newest: once the default pick
+    at = app("sweeps")
+    assert_clean(at)
+    (warning,) = [w.value for w in at.warning]
+    assert warning.startswith("Sweep 'bad' cannot be shown: ") and "'cells' is missing or not a list" in warning
+    assert "\n" not in warning and at.query_params["sweep"] in (["good"], "good")
+    assert "**`good`**" in texts(at.markdown)
+
+
+def test_a_link_to_a_missing_sweep_says_so_and_keeps_the_link(runs_dir):
+    fake_sweep("good")
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.switch_page("pages/sweeps.py")
+    at.query_params["sweep"] = "nosuch"
+    at.run()
+    assert_clean(at)
+    assert "No sweep 'nosuch'" in texts(at.warning) and "not there" in texts(at.warning)
+    assert at.query_params["sweep"] in (["nosuch"], "nosuch") and "`good`" not in texts(at.markdown)
+    at.selectbox(key="sw_pick-nosuch").set_value("good").run()               # picking one shows it
+    assert_clean(at)
+    assert at.query_params["sweep"] in (["good"], "good") and "**`good`**" in texts(at.markdown)
 
 
 # ---- transfer runs (a task family) -------------------------------------------------------------------

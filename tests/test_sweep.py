@@ -13,7 +13,7 @@ import pytest
 
 from pdiff_core import executors, runs, sweep
 from pdiff_core.__main__ import main
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, fake_sweep, wait_for
 
 
 def cli(runs_dir: Path, *args: str, **kw) -> subprocess.Popen:
@@ -84,6 +84,48 @@ def test_a_name_in_use_is_refused_and_nothing_is_touched(runs_dir, capsys):
     assert (runs_dir / "_sweeps" / "taken" / "sweep.json").read_bytes() == before
     assert main(["sweep", "--resume", "nosuch"]) == 2
     assert "no sweep 'nosuch'" in capsys.readouterr().err
+
+
+# ---- a damaged or shared sweep folder ---------------------------------------------------------------
+
+@pytest.fixture
+def no_cells(monkeypatch):
+    """The local executor replaced by a recorder: a drive that gets that far runs nothing (and is quick)."""
+    drives = []
+    monkeypatch.setattr(executors, "run_local", lambda sw, cells, *a, **k: drives.append((sw, cells)))
+    return drives
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda sw: sw.pop("cells"), "'cells' is missing or not a list"),
+    (lambda sw: sw.pop("created"), "'created' is missing or not a number"),
+    (lambda sw: sw.pop("preset"), "'preset' is missing or not a string"),
+    (lambda sw: sw.update(cells="x"), "'cells' is missing or not a list"),
+    (lambda sw: sw.update(name="other"), "its name 'other' is not its folder's 'bad'"),
+    (lambda sw: sw["cells"][0].update(run=".."), "cell 0: '..' is not a valid run id"),
+])
+def test_a_damaged_sweep_is_listed_as_such_and_refused_in_one_line(runs_dir, capsys, no_cells, damage, why):
+    fake_sweep("good")
+    fake_sweep("bad", damage)
+    assert main(["sweep", "--list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("good ") and "1 pending" in line for line in out), out
+    (bad,) = [line for line in out if line.startswith("bad ")]
+    assert "damaged" in bad and why in bad and "delete the run" not in bad, bad
+    assert main(["sweep", "--resume", "bad"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert why in err and "remove the sweep's folder" in err and err.count("\n") == 0, err
+    assert not no_cells
+
+
+def test_a_cell_run_id_outside_the_runs_folder_moves_nothing(runs_dir, capsys, no_cells):
+    victim = runs_dir.parent / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    fake_sweep("evil", lambda sw: sw["cells"][0].update(run="../victim"))
+    assert main(["sweep", "--resume", "evil"]) == 2
+    assert "cell 0: '../victim' is not a valid run id" in capsys.readouterr().err
+    assert (victim / "keep.txt").read_text() == "mine" and not (runs_dir / "_sweeps" / "evil" / "attempts").exists()
 
 
 # ---- the local executor -------------------------------------------------------------------------
