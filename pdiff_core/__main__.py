@@ -203,7 +203,8 @@ def cmd_sweep(args) -> int:
         name = sweep.create(args.name or (args.from_ and f"{args.from_}-{time.strftime('%Y%m%d-%H%M%S')}"), preset,
                             grid, seeds, args.executor, args.workers, args.address)["name"]
         print(f"sweep {name} -> {sweep.folder(name)}", flush=True)
-    out = sweep.run(name, resume=bool(args.resume), log=lambda m: print(m, flush=True))
+    out = sweep.run(name, resume=bool(args.resume), log=lambda m: print(m, flush=True),
+                    workers=args.workers if args.resume else None)   # a new sweep keeps them in sweep.json
     return 0 if out["counts"].get("done", 0) == out["cells"] else 1
 
 
@@ -282,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--name", help="the sweep's name (default: preset and time)")
     sw.add_argument("--executor", default="local", help="local (worker processes here) or ray")
     sw.add_argument("--workers", type=int, help="local: runs at once (default cores / threads); ray without "
-                                                "--address: CPUs of the local cluster")
+                                                "--address: CPUs of the local cluster; with --resume: for this drive only")
     sw.add_argument("--address", help="ray: join this cluster (host:port) instead of starting a local one")
     sw.add_argument("--resume", metavar="NAME", help="run the cells of sweep NAME that are not done yet")
     sw.add_argument("--cancel", metavar="NAME", help="stop sweep NAME: no new cells; going ones are cancelled")

@@ -4,12 +4,14 @@ A sweep lives in RUNS_DIR/_sweeps/NAME/ (a folder no run id can name):
     sweep.json   the preset, the grid, the seeds, the executor and the cells (overrides, seed, run id)
     state.json   the driver's state: running / done / cancelled / interrupted, its pid, the cells going
     CANCEL       present once the sweep was cancelled: no new cell starts, going cells get their CANCEL
+    driver.lock  flock'ed by the driver for its life: a second driver of the sweep is refused
     stage/RID    a going cell's run directory (local executor); it moves to RUNS_DIR/RID in one rename
     attempts/    earlier attempts of retried cells (a killed worker, a resumed failure), kept, not lost
 Every cell is a normal run directory in RUNS_DIR once finished, tagged with the sweep's name, so
 every page works on it. A cell directory appears there only whole: done, failed or cancelled."""
 from __future__ import annotations
 
+import fcntl
 import io
 import itertools
 import os
@@ -137,17 +139,22 @@ def config_of(sweep: dict, cell: dict) -> RunConfig:
 # -----------------------------------------------------------------------------
 # the sweep folder
 
+def check_workers(workers: int | None) -> None:
+    if workers is not None and workers < 1:
+        raise SweepError(f"--workers must be at least 1, got {workers}")
+
+
 def create(name: str | None, preset: str, grid: dict[str, list], seeds: list[int], executor: str = "local",
            workers: int | None = None, address: str | None = None) -> dict:
     """Check everything, then write sweep.json; nothing runs yet. Returns the sweep."""
     if executor not in EXECUTORS:
         raise SweepError(f"--executor must be local or ray, got '{executor}'")
-    if workers is not None and workers < 1:
-        raise SweepError(f"--workers must be at least 1, got {workers}")
+    check_workers(workers)
     name = name or f"{runs.slug(preset)}-{time.strftime('%Y%m%d-%H%M%S')}"
     path = folder(name, must_exist=False)
+    in_use = SweepError(f"a sweep named '{name}' exists already; pick another --name, or --resume {name}")
     if path.exists():
-        raise SweepError(f"a sweep named '{name}' exists already; pick another --name, or --resume {name}")
+        raise in_use
     cells = expand(name, preset, grid, seeds)
     taken = [c["run"] for c in cells if (runs.runs_root() / c["run"]).exists()]
     if taken:
@@ -165,7 +172,10 @@ def create(name: str | None, preset: str, grid: dict[str, list], seeds: list[int
             raise SweepError(f"layers={cfg.layers} (arch {cfg.arch}): {error}")
     sweep = {"name": name, "preset": preset, "grid": grid, "seeds": seeds, "executor": executor,
              "workers": workers, "address": address, "created": time.time(), "cells": cells}
-    path.mkdir(parents=True)
+    try:
+        path.mkdir(parents=True)
+    except FileExistsError:                     # another create of this name got here first
+        raise in_use from None
     runs.write_json(path / "sweep.json", sweep)
     return sweep
 
@@ -279,8 +289,11 @@ def summary(sweep: dict) -> dict:
 def cancel(name: str) -> str:
     """Stop the remaining cells; the driver, seeing this sweep's CANCEL file, passes it on to the
     going cells' runs (a dead driver's cells died with it)."""
-    (folder(name) / "CANCEL").write_text("cancelled\n")
     state = read_state(name)
+    if state.get("state") == "done":        # nothing left to stop: it stays done
+        raise SweepError(f"sweep {name} has already finished (done); nothing to cancel")
+    (folder(name) / "CANCEL").write_text("cancelled\n")
+    state = read_state(name)                # again: the driver may have ended meanwhile
     if state.get("state") != "running":
         _write_state(name, state="cancelled", finished=time.time(), going={})
         return f"sweep {name} cancelled (no driver was running)"
@@ -382,11 +395,34 @@ def set_aside(path: Path, sweep_name: str) -> None:
 # -----------------------------------------------------------------------------
 # the driver
 
-def run(name: str, resume: bool = False, log=print) -> dict:
+def hold_lock(name: str) -> int:
+    """The driver's exclusive lock on its sweep (driver.lock), held for the driver's life and dropped by
+    the OS when it dies: two drivers passing the 'is running' check at once would run every cell twice."""
+    fd = os.open(folder(name) / "driver.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SweepError(f"sweep {name} is running (another driver holds it); wait for it, or --cancel {name}") from None
+    return fd
+
+
+def run(name: str, resume: bool = False, log=print, workers: int | None = None) -> dict:
     """Run every cell not yet done, on the sweep's executor; returns the final summary. With resume,
-    cells that failed or were cancelled run again (their old directories go to attempts/)."""
+    cells that failed or were cancelled run again (their old directories go to attempts/).
+    workers: this drive's workers instead of the sweep's own."""
+    check_workers(workers)
+    sweep = load(name)                      # checked before anything is moved
+    lock = hold_lock(name)
+    try:
+        return _drive({**sweep, "workers": workers or sweep.get("workers")}, resume, log)
+    finally:
+        os.close(lock)
+
+
+def _drive(sweep: dict, resume: bool, log) -> dict:
     from . import executors
-    sweep = load(name)
+    name = sweep["name"]
     path = folder(name)
     state = read_state(name)
     if state.get("state") == "running" and state.get("pid") != os.getpid():

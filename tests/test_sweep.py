@@ -128,6 +128,45 @@ def test_a_cell_run_id_outside_the_runs_folder_moves_nothing(runs_dir, capsys, n
     assert (victim / "keep.txt").read_text() == "mine" and not (runs_dir / "_sweeps" / "evil" / "attempts").exists()
 
 
+def test_a_second_driver_is_refused_while_one_holds_the_sweep(runs_dir, capsys, no_cells):
+    import fcntl
+    fake_sweep("two")
+    with open(runs_dir / "_sweeps" / "two" / "driver.lock", "w") as held:    # the first driver, as the OS sees it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert main(["sweep", "--resume", "two"]) == 2
+        assert "sweep two is running (another driver holds it)" in capsys.readouterr().err
+        assert not no_cells and not (runs_dir / "_sweeps" / "two" / "state.json").exists()
+    assert main(["sweep", "--resume", "two"]) == 1 and len(no_cells) == 1    # released: the next one drives (1: no cell ran)
+
+
+def test_two_creates_of_one_name_at_once_give_the_one_line_error(runs_dir, monkeypatch):
+    """The other create makes the folder between this one's 'exists' check and its mkdir."""
+    expand = sweep.expand
+    def racing(name, *a):
+        (runs_dir / "_sweeps" / name).mkdir(parents=True)
+        return expand(name, *a)
+    monkeypatch.setattr(sweep, "expand", racing)
+    with pytest.raises(sweep.SweepError, match="a sweep named 'race' exists already"):
+        sweep.create("race", "tiny", {"k": [12]}, [0])
+    assert not any((runs_dir / "_sweeps" / "race").iterdir())
+
+
+def test_cancel_leaves_a_finished_sweep_done(runs_dir, capsys):
+    fake_sweep("fin")
+    runs.write_json(runs_dir / "_sweeps" / "fin" / "state.json", {"state": "done"})
+    assert main(["sweep", "--cancel", "fin"]) == 2
+    assert "sweep fin has already finished (done); nothing to cancel" in capsys.readouterr().err
+    assert sweep.read_state("fin")["state"] == "done" and not (runs_dir / "_sweeps" / "fin" / "CANCEL").exists()
+
+
+def test_resume_checks_and_uses_its_workers(runs_dir, capsys, no_cells):
+    fake_sweep("w")
+    assert main(["sweep", "--resume", "w", "--workers", "0"]) == 2
+    assert "--workers must be at least 1, got 0" in capsys.readouterr().err and not no_cells
+    main(["sweep", "--resume", "w", "--workers", "3"])
+    assert no_cells[0][0]["workers"] == 3
+
+
 # ---- the local executor -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
