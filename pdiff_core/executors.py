@@ -67,6 +67,16 @@ def move_output(runs_dir: Path, run_id: str) -> None:
         os.replace(out, runs_dir / run_id / jobs.WORKER_OUT)
 
 
+def last_words(runs_dir: Path, run_id: str) -> str:
+    """The last non-empty line a cell's worker printed, wherever its output is now: the one line that
+    says why a worker refused to start (e.g. no CUDA GPU), else hidden in the stage's .RUN_ID.out."""
+    for path in (runs_dir / f".{run_id}.out", runs_dir / run_id / jobs.WORKER_OUT):
+        lines = [line.strip() for line in jobs.tail(path, 20).splitlines() if line.strip()]
+        if lines:
+            return lines[-1]
+    return ""
+
+
 # -----------------------------------------------------------------------------
 # local: a pool of worker processes on this machine
 
@@ -109,8 +119,11 @@ def run_local(sweep, cells, stage, going, landed, cancelled, log) -> None:
             if (stage / rid).is_dir():
                 sweeps.finish_cell_dir(stage / rid, sweep["name"], node,
                                        reason=f"the worker process {how_it_ended(code)} without finishing")
-            else:                                       # died before it made its folder
-                sweeps.failed_cell_dir(stage, sweep, cell, node, f"the worker process {how_it_ended(code)} before it started")
+            else:                                       # died before it made its folder: say what it said
+                said = last_words(stage, rid)
+                sweeps.failed_cell_dir(stage, sweep, cell, node, f"the worker process {how_it_ended(code)} before it "
+                                                                 f"started" + (f": {said}" if said else ""))
+                move_output(stage, rid)                 # its output goes with it, as worker.out
             landed(cell, stage / rid)
         time.sleep(POLL_S)
 
@@ -143,7 +156,7 @@ def ray_cell(cfg_dict: dict, run_id: str, sweep_name: str, board=None) -> bytes:
         move_output(tmp, run_id)
         if not (tmp / run_id / "config.json").exists():
             raise RuntimeError(f"the cell's worker process {how_it_ended(code)} before writing its run: "
-                               + jobs.tail(tmp / run_id / jobs.WORKER_OUT, 3))
+                               + last_words(tmp, run_id))
         node.update(peak_rss_mib=peak,
                     task_peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
         sweeps.finish_cell_dir(tmp / run_id, sweep_name, node, reason=f"the worker process {how_it_ended(code)}")

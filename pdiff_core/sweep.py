@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import jobs, runs
-from .config import PRESETS, ConfigError, RunConfig, parse_overrides, preset_config, validate
+from .config import PRESETS, ConfigError, RunConfig, parse_overrides, preset_config, resolve_device, validate
 
 SWEEPS = "_sweeps"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,59}$")
@@ -170,6 +170,12 @@ def create(name: str | None, preset: str, grid: dict[str, list], seeds: list[int
     for cfg in {(c.dataset, c.data_root, c.arch, c.width, c.layers): c for c in cfgs}.values():
         if error := layer_error(cfg):    # a bad name failed every cell's worker, and the sweep read 'done'
             raise SweepError(f"layers={cfg.layers} (arch {cfg.arch}): {error}")
+    if executor == "local" or not address:      # the cells run on this machine: the device check `run` makes
+        for device in {c.device for c in cfgs} - {"auto"}:      # auto never fails: no CUDA probe for it
+            try:
+                resolve_device(device)
+            except ConfigError as e:
+                raise SweepError(f"device={device}: {e}") from None
     sweep = {"name": name, "preset": preset, "grid": grid, "seeds": seeds, "executor": executor,
              "workers": workers, "address": address, "created": time.time(), "cells": cells}
     try:

@@ -151,6 +151,28 @@ def test_two_creates_of_one_name_at_once_give_the_one_line_error(runs_dir, monke
     assert not any((runs_dir / "_sweeps" / "race").iterdir())
 
 
+def test_a_device_this_machine_lacks_is_refused_at_creation(runs_dir, monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(sweep.SweepError, match="device=cuda: .*no CUDA GPU is visible; use --device cpu"):
+        sweep.create("gpu", "tiny", {"device": ["cpu", "cuda"]}, [0])
+    assert not (runs_dir / "_sweeps" / "gpu").exists()
+
+
+def test_a_cell_that_exits_before_starting_says_why(runs_dir, monkeypatch):
+    """Its worker's one line, not only its exit code (the line was left in the stage's hidden .RID.out)."""
+    from pdiff_core import jobs
+    monkeypatch.setattr(jobs, "worker_command", lambda cfg, rid: [
+        sys.executable, "-c", "import sys; print('error: no CUDA GPU is visible; use --device cpu'); print(); sys.exit(2)"])
+    sw = fake_sweep("early")
+    sweep.run("early", log=lambda m: None)
+    d = runs_dir / sw["cells"][0]["run"]
+    assert runs.read_status(d)["error"] == ("the worker process exited with code 2 before it started: "
+                                           "error: no CUDA GPU is visible; use --device cpu")
+    assert "no CUDA GPU" in (d / "worker.out").read_text()
+    assert not list((runs_dir / "_sweeps" / "early" / "stage").iterdir())
+
+
 def test_cancel_leaves_a_finished_sweep_done(runs_dir, capsys):
     fake_sweep("fin")
     runs.write_json(runs_dir / "_sweeps" / "fin" / "state.json", {"state": "done"})
