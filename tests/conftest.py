@@ -92,5 +92,6 @@ def fake_sweep(name: str, damage=lambda sw: None) -> dict:
     sw = {"name": name, "preset": "tiny", "grid": {"k": [12]}, "seeds": [0], "executor": "local", "workers": None,
           "address": None, "created": time.time(), "cells": sweep.expand(name, "tiny", {"k": [12]}, [0])}
     damage(sw)
+    (sweep.root() / name).mkdir(parents=True)
     runs.write_json(sweep.root() / name / "sweep.json", sw)
     return sw
