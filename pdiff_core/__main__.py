@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import signal
 import sys
 import time
@@ -295,7 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.fn(args)
+        code = args.fn(args)
+        sys.stdout.flush()          # a closed pipe fails here, inside the try, not at the interpreter's exit
+        return code
+    except BrokenPipeError:         # `show RUN | head`: the reader has what it wanted; as other Unix tools, quietly
+        sys.stdout = open(os.devnull, "w")          # the interpreter's final flush must not fail again
+        return 0
     except (ConfigError, runs.RunError, ValueError, OSError) as e:   # SweepError is a ValueError; OSError: a file
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -166,6 +166,17 @@ def test_presets_and_empty_list(capsys, runs_dir):
     assert code == 0 and "no runs" in out
 
 
+def test_output_into_a_closed_pipe_ends_quietly(runs_dir):
+    """`python -m pdiff_core presets | head -1`: the reader is gone before the output is written. It said
+    'error: [Errno 32] Broken pipe' and exited 2 (or 120 from the exit-time flush); as other tools, quietly 0."""
+    import os
+    p = subprocess.Popen([sys.executable, "-m", "pdiff_core", "presets"], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=dict(os.environ))
+    p.stdout.close()                        # before the process writes: its first write meets a closed pipe
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 0 and err == "", (p.returncode, err)
+
+
 def test_real_process_exit_code(runs_dir):
     """The same through `python -m pdiff_core`, as a user types it."""
     p = subprocess.run([sys.executable, "-m", "pdiff_core", "run", "--set", "layers=nope"],
