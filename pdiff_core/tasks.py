@@ -52,6 +52,9 @@ def make_tasks(family: str, n_classes: int, n_train: int, n_heldout: int, seed: 
     if family not in FAMILIES:
         raise TaskError(f"unknown task family '{family}'; choose one of: {', '.join(FAMILIES)}")
     pool = all_subsets(n_classes)
+    if not pool:        # 2 <= |S| <= C/2 needs C >= 4
+        raise TaskError(f"a {n_classes}-class dataset has no '{family}' task (a subset of 2 to C/2 classes needs "
+                        "at least 4 classes); use a dataset with more classes")
     if n_train + n_heldout > len(pool):
         raise TaskError(f"{n_train} training + {n_heldout} held-out tasks need more than the {len(pool)} distinct "
                         f"tasks of a {n_classes}-class dataset; ask for fewer")

@@ -26,6 +26,8 @@ def test_tasks_are_distinct_binary_subsets_split_disjoint_by_seed():
     assert len(tasks.all_subsets(10)) == 45 + 120 + 210 + 126
     with pytest.raises(tasks.TaskError, match="ask for fewer"):
         tasks.make_tasks("subsets", 4, 3, 2, seed=0)          # 4 classes: {0,1},{0,2},{0,3} only
+    with pytest.raises(tasks.TaskError, match="a 3-class dataset has no 'subsets' task .* at least 4 classes"):
+        tasks.make_tasks("subsets", 3, 1, 1, seed=0)          # said "need more than the 0 distinct tasks"
     with pytest.raises(tasks.TaskError, match="unknown task family"):
         tasks.make_tasks("pairs", 10, 4, 2, seed=0)
 
