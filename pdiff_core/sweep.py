@@ -520,7 +520,7 @@ def headline(analysis: dict | None) -> dict:
         v = analysis or {}
         for k in where:
             v = v.get(k) if isinstance(v, dict) else None
-        out[key] = None if v is None else float(v) * scale
+        out[key] = float(v) * scale if isinstance(v, (int, float)) and not isinstance(v, bool) else None
     return out
 
 
@@ -530,9 +530,12 @@ def results(sweep: dict) -> list[dict]:
     rows = []
     for cell in sweep["cells"]:
         d = runs.runs_root() / cell["run"]
-        a = runs.read_json(d / "analysis.json") if (d / "analysis.json").exists() else None
-        node = runs.read_json(d / "node.json") if (d / "node.json").exists() else {}
         s = cell_state(sweep, cell, state)
+        try:                # one cell's damaged file blanks that cell's figures, not the whole sweep
+            a = runs.read_json(d / "analysis.json") if (d / "analysis.json").exists() else None
+            node = runs.read_json(d / "node.json") if (d / "node.json").exists() else {}
+        except runs.RunError as e:
+            a, node, s = None, {}, {**s, "message": str(e)}
         rows.append({**cell["overrides"], "seed": cell["seed"], "run": cell["run"], "state": s["state"],
                      "progress": s["progress"], "message": s["message"],
                      "node": node.get("node_id") or node.get("hostname"), **headline(a)})

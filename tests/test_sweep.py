@@ -226,6 +226,19 @@ def test_local_sweep_makes_ordinary_tagged_runs(local_sweep):
     assert "4 of 4 cells to run" in out
 
 
+def test_a_cells_damaged_analysis_blanks_its_figures_not_the_sweep(runs_dir):
+    """A corrupt analysis.json in one cell raised out of sweep.results, and the Sweeps page lost the whole sweep."""
+    sw = fake_sweep("dmg")
+    d = runs_dir / sw["cells"][0]["run"]
+    d.mkdir(parents=True)
+    (d / "analysis.json").write_text("{not json")
+    (row,) = sweep.results(sw)
+    assert "analysis.json is corrupt" in row["message"] and row["gen_minus_orig"] is None, row
+    runs.write_json(d / "analysis.json", {"accuracy": {"median_difference": {"diff": "x"}}, "memorization": []})
+    (row,) = sweep.results(sw)
+    assert all(row[k] is None for k in sweep.HEADLINE), row
+
+
 def test_mean_ci_is_a_t_interval_over_seeds():
     m, lo, hi, n = sweep.mean_ci([1.0, 2.0, 3.0, None])
     assert (m, n) == (2.0, 3) and lo == pytest.approx(2 - 4.302653 / 3 ** 0.5) and hi == pytest.approx(2 + 4.302653 / 3 ** 0.5)
