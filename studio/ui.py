@@ -303,7 +303,7 @@ def watch() -> None:
         _live()
         return
     st.session_state["_going"] = None
-    land()      # a fast run can finish between _follow noticing a change and the rerun it asked for
+    land()      # the launched run is done: here, in the full run, never from the polling fragment
     rid = active_run()
     if rid:
         status = jobs.refresh(rid)
@@ -317,21 +317,20 @@ def watch() -> None:
 @st.fragment(run_every=POLL_S)
 def _follow() -> None:
     """Draws nothing: notices a run starting, finishing or changing state within POLL_S, then redraws
-    the whole page, or lands on the results of the run this session launched."""
+    the whole page; that full run lands on the results of the run this session launched (watch). Never
+    switch pages from here: a switch asked from a fragment sometimes showed the results page blank (its
+    title drawn, then the main area emptied; 3 of 70 demo tries in a browser)."""
     rows = [(r, s) for r, s in choices() if s in jobs.ACTIVE]
     before = st.session_state.get("_going")
     st.session_state["_going"] = rows
-    if before is None or before == rows:
-        return
-    if st.session_state.get("follow") not in dict(rows):
-        land()
-    st.rerun()
+    if before is not None and before != rows:
+        st.rerun()
 
 
 def land() -> None:
     """The run this session launched, once done: make it active and switch to its results. `follow` is
-    cleared on arrival (header), not here: a switch asked from a fragment can be overtaken by the browser's
-    next rerun of this page, and the demo then stayed on Home for good; now that rerun asks again."""
+    cleared on arrival (header), not here: should the switch be overtaken by the browser's next rerun of
+    this page, that rerun asks again (the demo once stayed on Home for good)."""
     follow = st.session_state.get("follow")
     if follow and jobs.refresh(follow).get("state") == "done":
         set_active(follow)

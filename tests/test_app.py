@@ -94,8 +94,8 @@ def test_a_launched_run_that_already_finished_lands_on_its_results(finished_run,
 
 
 def test_a_landing_overtaken_by_another_rerun_is_asked_again(finished_run, monkeypatch):
-    """The switch to the results, asked from the polling fragment, can be overtaken by the browser's next
-    rerun of Home. The launched run is forgotten only once its results page shows, so that rerun lands."""
+    """The switch to the results can be overtaken by the browser's next rerun of Home. The launched run is
+    forgotten only once its results page shows, so that rerun lands."""
     import streamlit as st
     root, rid = finished_run
     monkeypatch.setenv("PDIFF_RUNS_DIR", str(root))
