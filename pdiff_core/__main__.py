@@ -201,6 +201,9 @@ def cmd_sweep(args) -> int:
         grid = spec["grid"] if spec else sweep.parse_grid(args.grid or [])
         seeds = sweep.parse_seeds(args.seeds) if args.seeds is not None else spec["seeds"] if spec else [0]
         preset = args.preset or (spec["preset"] if spec else "digits-quick")
+        if args.executor == "ray" and args.address:     # before the sweep's folder exists: a dead one hung ray.init
+            from .executors import check_address
+            check_address(args.address)
         name = sweep.create(args.name or (args.from_ and f"{args.from_}-{time.strftime('%Y%m%d-%H%M%S')}"), preset,
                             grid, seeds, args.executor, args.workers, args.address)["name"]
         print(f"sweep {name} -> {sweep.folder(name)}", flush=True)

@@ -16,6 +16,7 @@ import os
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -131,30 +132,47 @@ def run_local(sweep, cells, stage, going, landed, cancelled, log) -> None:
 # -----------------------------------------------------------------------------
 # ray: one task per cell; the finished run directory comes back through Ray's object store
 
-def ray_cell(cfg_dict: dict, run_id: str, sweep_name: str, board=None) -> bytes:
+def cell_tmpdir() -> Path:
+    """A private folder for one Ray cell, named after this host and worker pid. A worker killed with
+    its driver cannot remove its own, so each new one first removes those of dead workers here."""
+    prefix = f"pdiff-cell-{socket.gethostname()}-"
+    for old in Path(tempfile.gettempdir()).glob(prefix + "*"):
+        pid = old.name[len(prefix):].split("-")[0]
+        if pid.isdigit() and not jobs.alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
+
+
+def ray_cell(cfg_dict: dict, run_id: str, sweep_name: str, board) -> bytes | None:
     """A Ray task: run one cell in a private temporary folder on whichever node Ray picked, report
-    its progress to the driver's Board, then return its run directory as tar bytes. Ray's cancel
-    (KeyboardInterrupt here) reaches the run through its CANCEL file, so it stops cleanly."""
+    its progress to the driver's Board, then return its run directory as tar bytes (None: the sweep
+    was cancelled before the cell started). On the Board's cancel it SIGTERMs the cell, which ends
+    it 'cancelled' and still ships it. Not ray.cancel: its KeyboardInterrupt did not always reach a
+    running task (QA saw both cells end 'done'), and the cell's directory was lost when it did."""
+    import ray
     from .config import RunConfig
-    tmp = Path(tempfile.mkdtemp(prefix="pdiff-cell-"))
+    if ray.get(board.start.remote(run_id)):
+        return None
+    tmp = cell_tmpdir()
     node = {**sweeps.node_info("ray"), "worker_pid": os.getpid()}
+    proc, stopped = None, False
     try:
         proc = start_cell(RunConfig.from_dict(cfg_dict), run_id, tmp)
-        try:
-            while (ended := reap(proc, block=False)) is None:
-                if board is not None and (tmp / run_id / "status.json").exists():
-                    s = runs.read_status(tmp / run_id)
-                    board.update.remote(run_id, {"progress": s.get("progress") or 0.0, "message": s.get("message", ""),
-                                                 "where": node.get("node_id", "")[:12] or node["hostname"]})
-                time.sleep(1.0)
-        except KeyboardInterrupt:
-            (tmp / run_id).mkdir(exist_ok=True)
-            (tmp / run_id / "CANCEL").write_text("cancelled with the sweep\n")
-            reap(proc, block=True)
-            raise
+        while (ended := reap(proc, block=False)) is None:
+            info = None
+            if (tmp / run_id / "status.json").exists():
+                s = runs.read_status(tmp / run_id)
+                info = {"progress": s.get("progress") or 0.0, "message": s.get("message", ""),
+                        "where": node.get("node_id", "")[:12] or node["hostname"]}
+            if ray.get(board.update.remote(run_id, info)) and not stopped:
+                proc.terminate()                # the run's SIGTERM handler ends it 'cancelled'
+                stopped = True
+            time.sleep(1.0)
         code, peak = ended
         move_output(tmp, run_id)
         if not (tmp / run_id / "config.json").exists():
+            if stopped:                         # stopped before it wrote its run
+                return None
             raise RuntimeError(f"the cell's worker process {how_it_ended(code)} before writing its run: "
                                + last_words(tmp, run_id))
         node.update(peak_rss_mib=peak,
@@ -162,18 +180,37 @@ def ray_cell(cfg_dict: dict, run_id: str, sweep_name: str, board=None) -> bytes:
         sweeps.finish_cell_dir(tmp / run_id, sweep_name, node, reason=f"the worker process {how_it_ended(code)}")
         return sweeps.pack(tmp / run_id)
     finally:
+        if proc is not None and proc.returncode is None:    # this task failed or was interrupted: no orphan cell
+            proc.terminate()
+            reap(proc, block=True)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 class Board:
     """A Ray actor on the driver's side: going cells post their progress here (there is no shared
-    filesystem to read it from), and the driver copies it into state.json for the app."""
+    filesystem to read it from), and the driver copies it into state.json for the app. It also
+    carries the sweep's cancel to the tasks, which ask at start and with every update."""
 
     def __init__(self):
         self.cells: dict[str, dict] = {}
+        self.started: set[str] = set()
+        self.stop = False
 
-    def update(self, run_id: str, info: dict) -> None:
-        self.cells[run_id] = {**info, "since": self.cells.get(run_id, {}).get("since", time.time())}
+    def start(self, run_id: str) -> bool:
+        """A task begins its cell; True: the sweep was cancelled, run nothing."""
+        self.started.add(run_id)
+        return self.stop
+
+    def update(self, run_id: str, info: dict | None) -> bool:
+        """A going cell's progress (None: none yet); True: the sweep was cancelled, stop the cell."""
+        if info is not None:
+            self.cells[run_id] = {**info, "since": self.cells.get(run_id, {}).get("since", time.time())}
+        return self.stop
+
+    def cancel(self) -> set[str]:
+        """Stop every cell; returns those already started (the others are the driver's to ray.cancel)."""
+        self.stop = True
+        return self.started
 
     def snapshot(self) -> dict:
         return self.cells
@@ -183,6 +220,32 @@ class Board:
 # and advertises that; another loopback address it keeps as given, so a cluster on this machine
 # stays on loopback. Set PDIFF_RAY_NODE_IP to override.
 LOOPBACK_IP = os.environ.get("PDIFF_RAY_NODE_IP", "127.0.0.2")
+ADDRESS_TIMEOUT_S = 3.0
+# The HTTP/2 client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS) answers with its SETTINGS.
+H2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def check_address(address: str) -> None:
+    """A SweepError, within seconds, for an --address where no Ray cluster answers: ray.init retried
+    a closed port for minutes and waited on a port that is not Ray's forever."""
+    host, sep, port = address.split("://")[-1].rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise sweeps.SweepError(f"--address must be HOST:PORT of a Ray cluster's head node, like 127.0.0.2:6379; got '{address}'")
+    answer = b""
+    try:
+        with socket.create_connection((host, int(port)), timeout=ADDRESS_TIMEOUT_S) as conn:
+            if os.environ.get("RAY_USE_TLS", "0").lower() in ("0", "false"):   # TLS: no plain HTTP/2 to check
+                conn.sendall(H2_HELLO)
+                answer = conn.recv(9)
+            else:
+                answer = b"\0\0\0\4"
+    except socket.gaierror:
+        raise sweeps.SweepError(f"--address {address}: no host '{host}' is known; give the Ray head node's IP or name") from None
+    except OSError:         # refused, unreachable, or silent past the timeout
+        pass
+    if answer[3:4] != b"\4":
+        raise sweeps.SweepError(f"no Ray cluster answers at {address}: start one with "
+                                f"`ray start --head --node-ip-address {host} --port {port}` or drop --address")
 
 
 def ray_init(address: str | None, cpus: int):
@@ -193,6 +256,8 @@ def ray_init(address: str | None, cpus: int):
     pkg = str(Path(__file__).resolve().parent)
     kwargs = dict(include_dashboard=False, log_to_driver=False, runtime_env={"py_modules": [pkg]})
     host = (address or "").split("://")[-1].rsplit(":", 1)[0]
+    if address:
+        check_address(address)
     if not address:
         ray.init(num_cpus=cpus, _node_ip_address=LOOPBACK_IP, **kwargs)
     elif host.startswith("127.") or host == "localhost":
@@ -220,8 +285,10 @@ def run_ray(sweep, cells, stage, going, landed, cancelled, log) -> None:
         sent_cancel, shown = False, {}
         while refs:
             if cancelled() and not sent_cancel:
-                for ref in refs:
-                    ray.cancel(ref)
+                started = ray.get(board.cancel.remote())   # these stop their cells and ship them back
+                for ref, cell in refs.items():
+                    if cell["run"] not in started:         # not started yet: never will
+                        ray.cancel(ref)
                 sent_cancel = True
             done, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
             still = {c["run"] for c in refs.values()} - {refs[ref]["run"] for ref in done}
@@ -232,11 +299,13 @@ def run_ray(sweep, cells, stage, going, landed, cancelled, log) -> None:
             for ref in done:
                 cell = refs.pop(ref)
                 going(cell["run"], None)
+                cancelled_cell = lambda: sweeps.failed_cell_dir(stage, sweep, cell, {"executor": "ray"},
+                                                                "cancelled with the sweep", state="cancelled")
                 try:
-                    staged = sweeps.unpack(ray.get(ref), stage, cell["run"])
+                    packed = ray.get(ref)       # None: cancelled before it started
+                    staged = cancelled_cell() if packed is None else sweeps.unpack(packed, stage, cell["run"])
                 except TaskCancelledError:
-                    staged = sweeps.failed_cell_dir(stage, sweep, cell, {"executor": "ray"},
-                                                    "cancelled with the sweep", state="cancelled")
+                    staged = cancelled_cell()
                 except RayError as e:
                     reason = str(e).strip().splitlines()[-1][:500] if str(e).strip() else type(e).__name__
                     staged = sweeps.failed_cell_dir(stage, sweep, cell, {"executor": "ray"},

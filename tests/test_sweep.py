@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -326,45 +327,109 @@ def test_cancel_stops_the_going_cell_and_the_remaining_ones(tmp_path, monkeypatc
 
 # ---- the Ray executor ---------------------------------------------------------------------------
 
-def test_ray_executor_matches_local_and_retries_a_killed_worker(local_sweep, tmp_path):
+@pytest.mark.parametrize("where", ["closed port", "silent port", "unknown host", "no port"])
+def test_a_ray_address_where_no_cluster_answers_is_refused_in_one_line_before_anything_exists(
+        runs_dir, capsys, monkeypatch, where):
+    """ray.init retried a closed port for minutes and waited on a port that is not Ray's for ever; an unknown
+    host failed only after the sweep's folder existed, left 'interrupted'."""
+    monkeypatch.setattr(executors, "ADDRESS_TIMEOUT_S", 0.5, raising=False)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    if where == "closed port":
+        sock.close()
+    else:
+        sock.listen()                     # connections are accepted (by the kernel) and never answered
+    address, needle = {"closed port": (f"127.0.0.1:{port}", f"no Ray cluster answers at 127.0.0.1:{port}: start one"),
+                       "silent port": (f"127.0.0.1:{port}", "no Ray cluster answers"),
+                       "unknown host": ("notahost:6379", "no host 'notahost' is known"),
+                       "no port": ("notahost", "--address must be HOST:PORT")}[where]
+    try:
+        t0 = time.time()
+        assert main(["sweep", "--preset", "tiny", "--grid", "k=12", "--name", "bad", "--executor", "ray",
+                     "--address", address]) == 2
+    finally:
+        sock.close()
+    err = capsys.readouterr().err.strip()
+    assert needle in err and err.count("\n") == 0 and time.time() - t0 < 10, err
+    assert not (runs_dir / "_sweeps" / "bad").exists()
+
+
+def test_ray_executor_matches_local_retries_a_killed_worker_and_cancels(local_sweep, tmp_path, monkeypatch):
     """Two of the local sweep's cells (k=12,24, seed 0) as Ray tasks on a real local cluster (token
-    authentication on, loopback address only): identical metrics.json; the Ray worker running the first cell
-    is SIGKILLed and Ray's retry finishes it."""
+    authentication on, loopback address only). The first lands with metrics.json identical to the local run's.
+    The Ray worker running the second is SIGKILLed: Ray retries it, and the retry removes the dead worker's
+    temporary folder (it was left). Then the sweep is cancelled: the retried cell stops at once and lands
+    'cancelled', with its log (ray.cancel left it running to 'done')."""
     pytest.importorskip("ray")
     local_dir, local_sweep_, _ = local_sweep
     local = {(c["overrides"]["k"], c["seed"]): c for c in local_sweep_["cells"]}
     cells = sweep.expand("loc", "tiny", {"k": [12, 24]}, [0])      # the ray sweep's cells, as it names them
     runs_dir = tmp_path / "runs"
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(runs_dir))
     proc = cli(runs_dir, "--preset", "tiny", "--grid", "k=12,24", "--seeds", "0", "--name", "loc",
                "--executor", "ray", "--workers", "2")
+
+    def parent(pid: int) -> int:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+    def processes():
+        """(pid, command line) of the driver's descendants: Ray's processes and the cells (not another test's)."""
+        for p in Path("/proc").iterdir():
+            try:
+                pid = up = int(p.name)
+                cmd = (p / "cmdline").read_bytes().split(b"\0")
+                while up > 1 and up != proc.pid:
+                    up = parent(up)
+            except (ValueError, OSError):
+                continue
+            if up == proc.pid:
+                yield pid, cmd
+
+    def cell_process(run_id: str):
+        """(pid, parent pid) of the cell's run process; its parent is the Ray worker running the task."""
+        for pid, cmd in processes():
+            if b"--run-id" in cmd and cmd[cmd.index(b"--run-id") + 1] == run_id.encode():
+                return pid, parent(pid)
+
+    def gcs_address():
+        for _, cmd in processes():
+            if cmd[0].endswith(b"gcs_server"):           # it writes the port it chose into the session folder
+                arg = dict(a.decode().split("=", 1) for a in cmd if b"=" in a)
+                port = Path(arg["--session-dir"]) / f"gcs_server_port_{arg['--node-id']}"
+                return port.exists() and f"{arg['--node-ip-address']}:{port.read_text().strip()}"
+
     killed = None
     try:
-        def ray_worker_of_first_cell():
-            for p in Path("/proc").iterdir():
-                try:
-                    cmd = (p / "cmdline").read_bytes().split(b"\0")
-                except OSError:
-                    continue
-                if b"--run-id" in cmd and cmd[cmd.index(b"--run-id") + 1] == cells[0]["run"].encode():
-                    stat = (p / "stat").read_text().rsplit(")", 1)[1].split()
-                    return int(stat[1])      # its parent: the Ray worker process running the task
-        killed = wait_for(ray_worker_of_first_cell, timeout=180)
+        cell_pid, killed = wait_for(lambda: cell_process(cells[1]["run"]), timeout=180)
+        env = dict(e.split(b"=", 1) for e in Path(f"/proc/{cell_pid}/environ").read_bytes().split(b"\0") if b"=" in e)
+        private = Path(env[b"PDIFF_RUNS_DIR"].decode())                 # the task's temporary folder
+        executors.check_address(wait_for(gcs_address))                  # a real Ray GCS passes the address check
         time.sleep(2)
         os.kill(killed, signal.SIGKILL)
+        wait_for(lambda: (cell_process(cells[1]["run"]) or (0, killed))[1] != killed, timeout=180)  # the retry runs
+        wait_for(lambda: (runs_dir / cells[0]["run"] / "status.json").exists(), timeout=300)  # the first cell landed
+        assert "cancel sent" in sweep.cancel("loc")
+        t0 = time.time()
         out, _ = proc.communicate(timeout=600)
+        stopped_in = time.time() - t0
     finally:
         if proc.poll() is None:            # the driver did not finish: stop it, and the cluster it started
             proc.kill()
             subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
-    assert proc.returncode == 0, out
+    assert proc.returncode == 1, out
     ray_cells = runs.read_json(runs_dir / "_sweeps" / "loc" / "sweep.json")["cells"]
     assert [c["run"] for c in ray_cells] == [c["run"] for c in cells], ray_cells
-    for cell in cells:
-        d = runs_dir / cell["run"]
-        assert runs.read_status(d)["state"] == "done", out
-        twin = local[(cell["overrides"]["k"], cell["seed"])]["run"]             # the same config, run locally
-        assert (d / "metrics.json").read_bytes() == (local_dir / twin / "metrics.json").read_bytes()
-        node = runs.read_json(d / "node.json")
-        assert node["executor"] == "ray" and len(node["node_id"]) > 20 and node["node_ip"] == executors.LOOPBACK_IP
-        assert node["worker_pid"] != killed, "the killed Ray worker cannot have shipped this run: it was retried"
+    first, second = (runs_dir / c["run"] for c in cells)
+    assert runs.read_status(first)["state"] == "done", out
+    twin = local[(cells[0]["overrides"]["k"], cells[0]["seed"])]["run"]       # the same config, run locally
+    assert (first / "metrics.json").read_bytes() == (local_dir / twin / "metrics.json").read_bytes()
+    node = runs.read_json(first / "node.json")
+    assert node["executor"] == "ray" and len(node["node_id"]) > 20 and node["node_ip"] == executors.LOOPBACK_IP
+    status = runs.read_status(second)
+    assert status["state"] == "cancelled" and status["progress"] < 1 and stopped_in < 30, (status, stopped_in, out)
+    assert (second / "log.txt").exists(), "the cancelled run's own directory came back"
+    assert runs.read_json(second / "node.json")["worker_pid"] not in (None, killed), "the retry ran it"
+    assert not private.exists(), "the killed worker's temporary folder was left"
+    assert sweep.read_state("loc")["state"] == "cancelled"
     assert "Token authentication is enabled" in out
