@@ -58,7 +58,7 @@ def reap(proc: subprocess.Popen, block: bool) -> tuple[int, float] | None:
 
 
 def how_it_ended(code: int) -> str:
-    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+    return f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
 
 
 def move_output(runs_dir: Path, run_id: str) -> None:
