@@ -22,7 +22,7 @@ t = load.transfer(r)
 names = t["heldout_tasks"]
 
 # ---- the answer, then the evidence ----
-st.info(t["verdict"], icon=":material/gavel:")
+st.info(t["verdict"], icon=":material/gavel:")     # it says so when there are too few tasks for 95 %
 methods, comps, wins = shape.transfer_evidence(t)
 if wins:
     st.markdown(f"**{wins}**")

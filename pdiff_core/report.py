@@ -21,13 +21,20 @@ def pp(d: dict) -> str:
 
 
 def interval_words(d: dict, fmt) -> str:
-    """'95 % interval a to b', or, over too few held-out tasks for a 95 % interval (transfer's `level`),
-    the range and how sure it is. A transfer.json written before `level` existed had 95 % intervals."""
+    """'95 % interval a to b'; over too few held-out tasks for any 95 % interval (transfer's `level` < 0.95),
+    'range a to b', with few_tasks_note said once beside. A transfer.json from before `level` had 95 %."""
     span = f"{fmt(d['lo'])} to {fmt(d['hi'])}"
+    return f"95 % interval {span}" if d.get("level", 0.95) >= 0.95 else f"range {span}"
+
+
+def few_tasks_note(d: dict) -> str | None:
+    """Why no difference is claimed over so few held-out tasks, or None when a 95 % interval exists."""
     level = d.get("level", 0.95)
     if level >= 0.95:
-        return f"95 % interval {span}"
-    return f"range of the {d['n']} tasks {span}; too few tasks for a 95 % interval, this one is {100 * level:.1f} %"
+        return None
+    return (f"With {d['n']} held-out task{'s' if d['n'] != 1 else ''} no 95 % interval exists: even their range "
+            f"covers the median only {100 * level:.1f} % of the time, so no difference is claimed; 6 tasks or more "
+            "give one (tasks_heldout).")
 
 
 def compared(d: dict, what: str) -> str:

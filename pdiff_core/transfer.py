@@ -34,7 +34,7 @@ from .metrics import error_sets, iou_matrix
 from .optim import Optimizer
 from .params import Codec
 from .prepare import Prepared, seed_everything, stage_timer
-from .report import interval_words
+from .report import few_tasks_note, interval_words
 
 EMB_DRAWS = 8                 # support sets drawn per training task: the generator sees how embeddings vary
 STARTS = ("generated", "nearest_task", "average_of_tasks", "random")
@@ -346,17 +346,18 @@ def verdict(s: dict) -> str:
         d = s["comparisons"].get(f"generated_best - {b}")
         if d:
             how = ("beats" if d["median"] > 0 else "loses to") if d["differs"] else \
-                "is no different from" if d["level"] >= 0.95 else "is not shown different (too few tasks) from"
+                "is no different from" if d["level"] >= 0.95 else "is not shown different from"
             parts.append(f"{how} {words}: {pp(d)}")
     z = s["zero_shot"]
     n = len(s["heldout_tasks"])
+    few = few_tasks_note(z["generated_best"])
     return (f"On {n} held-out task{'s' if n != 1 else ''}, the generated head chosen on the support set "
             + "; ".join(parts) + f". Median test accuracy: generated (chosen on the support set) "
             f"{100 * z['generated_best']['median']:.1f} %, median of all generated heads "
             f"{100 * z['generated_median']['median']:.1f} %, "
             f"oracle {100 * z['oracle']['median']:.1f} %. "
             f"{100 * s['memorization']['share_generated_matching_a_training_head']:.0f} % of generated heads make "
-            "a training task's errors (IoU >= 0.95).")
+            "a training task's errors (IoU >= 0.95)." + (f" {few}" if few else ""))
 
 
 def reanalyze(run_dir: Path) -> dict:

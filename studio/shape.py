@@ -275,7 +275,7 @@ def transfer_evidence(t: dict) -> tuple[list[str], list[str], str | None]:
         other = key.split(" - ", 1)[1]
         span = interval_words(d, pp)
         if d.get("level", 0.95) < 0.95:
-            how = f"not shown different: too few tasks ({pp(d['median'])}, {span})"
+            how = f"not shown different ({pp(d['median'])}, {span})"
         elif not d.get("differs"):
             how = f"no difference ({pp(d['median'])}, {span}, holds 0)"
         else:
