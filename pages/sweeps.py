@@ -55,6 +55,7 @@ def launch():
     st.query_params["sweep"] = sw["name"]
 
 
+BIG_SWEEP = 100   # cells above which Launch asks for a tick first
 DEFAULTS = {"sw_preset": ui.DEMO_PRESET, "sw_grid": "k=10,25\nzoo=trajectory,independent", "sw_seeds": "0,1,2",
             "sw_workers": 0, "sw_name": ""}
 
@@ -79,6 +80,10 @@ def new_sweep(expanded: bool) -> None:
             n, took = preview()
             problem = None
             st.caption(f"{n} cell{'' if n == 1 else 's'} (runs) · {took}.")
+            if n > BIG_SWEEP:       # a typo in a grid (k=10,...,1000 or 50 seeds) should not start thousands of runs
+                st.warning(f"{n} runs is a large sweep ({took} here); check the grid and seeds.", icon=":material/warning:")
+                if not st.checkbox(f"Start all {n} runs", key=f"sw_big_ok_{n}"):    # keyed by n: a bigger grid asks again
+                    problem = "confirm the large sweep"
         except sweep.SweepError as err:
             problem = str(err)
             st.error(problem, icon=":material/error:")

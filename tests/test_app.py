@@ -574,6 +574,20 @@ def test_a_bad_grid_is_one_line_and_creates_nothing(runs_dir):
     assert not (runs_dir / "_sweeps").exists() or not any((runs_dir / "_sweeps").iterdir())
 
 
+def test_a_large_sweep_asks_for_a_tick_before_launch(runs_dir):
+    """10,000 cells started at one click, with no word; now Launch waits for 'Start all N runs'."""
+    at = app("sweeps")
+    assert not at.button(key="sw_launch").disabled and not at.warning     # the default 12 cells: no question
+    at.text_area(key="sw_grid").set_value("k=" + ",".join(str(k) for k in range(10, 60))).run()   # 50 x 3 seeds
+    assert_clean(at)
+    assert "150 runs is a large sweep" in texts(at.warning) and at.button(key="sw_launch").disabled
+    at.checkbox(key="sw_big_ok_150").check().run()
+    assert not at.button(key="sw_launch").disabled
+    at.text_input(key="sw_seeds").set_value("0,1,2,3").run()               # 200 cells: asked again
+    assert at.button(key="sw_launch").disabled
+    assert not (runs_dir / "_sweeps").exists() or not any((runs_dir / "_sweeps").iterdir())
+
+
 def plotly_array(v):
     """A trace's array as plotly's JSON has it: a list, or base64 binary {"dtype", "bdata"}."""
     import base64
