@@ -91,6 +91,8 @@ def parse_grid(pairs: list[str]) -> dict[str, list]:
         if key in grid:
             raise SweepError(f"--grid {key} is given twice; list all its values once: {key}=V1,V2")
         values = [v.strip() for v in text.split(",") if v.strip()]
+        if key == "layers":     # a value naming several parameters joins them with '+': the comma separates values
+            values = [v.replace("+", ",") for v in values]
         if not values:
             raise SweepError(f"--grid {key}= has no values; give {key}=V1,V2,...")
         try:

@@ -240,6 +240,11 @@ def test_a_cells_damaged_analysis_blanks_its_figures_not_the_sweep(runs_dir):
     assert all(row[k] is None for k in sweep.HEADLINE), row
 
 
+def test_a_layers_value_of_several_parameters_joins_them_with_plus():
+    """--grid layers=bn2.weight,bn2.bias silently made two cells; '+' keeps one value of two names."""
+    assert sweep.parse_grid(["layers=bn2.weight+bn2.bias,head"]) == {"layers": ["bn2.weight,bn2.bias", "head"]}
+
+
 def test_mean_ci_is_a_t_interval_over_seeds():
     m, lo, hi, n = sweep.mean_ci([1.0, 2.0, 3.0, None])
     assert (m, n) == (2.0, 3) and lo == pytest.approx(2 - 4.302653 / 3 ** 0.5) and hi == pytest.approx(2 + 4.302653 / 3 ** 0.5)
