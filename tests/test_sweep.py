@@ -397,6 +397,11 @@ def test_ray_executor_matches_local_retries_a_killed_worker_and_cancels(local_sw
             if b"--run-id" in cmd and cmd[cmd.index(b"--run-id") + 1] == run_id.encode():
                 return pid, parent(pid)
 
+    def private_of(pid: int) -> Path:
+        """The cell process's PDIFF_RUNS_DIR: its Ray task's temporary folder."""
+        env = dict(e.split(b"=", 1) for e in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in e)
+        return Path(env[b"PDIFF_RUNS_DIR"].decode())
+
     def gcs_address():
         for _, cmd in processes():
             if cmd[0].endswith(b"gcs_server"):           # it writes the port it chose into the session folder
@@ -407,13 +412,15 @@ def test_ray_executor_matches_local_retries_a_killed_worker_and_cancels(local_sw
     killed = None
     try:
         cell_pid, killed = wait_for(lambda: cell_process(cells[1]["run"]), timeout=180)
-        env = dict(e.split(b"=", 1) for e in Path(f"/proc/{cell_pid}/environ").read_bytes().split(b"\0") if b"=" in e)
-        private = Path(env[b"PDIFF_RUNS_DIR"].decode())                 # the task's temporary folder
+        private = private_of(cell_pid)                                  # the task's temporary folder
         executors.check_address(wait_for(gcs_address))                  # a real Ray GCS passes the address check
         time.sleep(2)
         os.kill(killed, signal.SIGKILL)
         wait_for(lambda: (cell_process(cells[1]["run"]) or (0, killed))[1] != killed, timeout=180)  # the retry runs
         wait_for(lambda: (runs_dir / cells[0]["run"] / "status.json").exists(), timeout=300)  # the first cell landed
+        # the retry has written its run (config.json): a cell stopped before that has no directory to ship back
+        wait_for(lambda: (retry := cell_process(cells[1]["run"])) and
+                 (private_of(retry[0]) / cells[1]["run"] / "config.json").exists(), timeout=180)
         assert "cancel sent" in sweep.cancel("loc")
         t0 = time.time()
         out, _ = proc.communicate(timeout=600)
