@@ -10,7 +10,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-
 from . import jobs, runs
 from .config import PRESETS, ConfigError, parse_overrides, preset_config, validate
 
@@ -201,9 +200,6 @@ def cmd_sweep(args) -> int:
         grid = spec["grid"] if spec else sweep.parse_grid(args.grid or [])
         seeds = sweep.parse_seeds(args.seeds) if args.seeds is not None else spec["seeds"] if spec else [0]
         preset = args.preset or (spec["preset"] if spec else "digits-quick")
-        if args.executor == "ray" and args.address:     # before the sweep's folder exists: a dead one hung ray.init
-            from .executors import check_address
-            check_address(args.address)
         name = sweep.create(args.name or (args.from_ and f"{args.from_}-{time.strftime('%Y%m%d-%H%M%S')}"), preset,
                             grid, seeds, args.executor, args.workers, args.address)["name"]
         print(f"sweep {name} -> {sweep.folder(name)}", flush=True)

@@ -180,11 +180,14 @@ def execute(cfg: RunConfig, run_dir: Path, prep: Prepared | None = None, bars: b
     last = {"write": 0.0, "stage": None, "bar": None}
     t_start = time.time()
 
+    def deleted(stage) -> Cancelled:    # a deleted run directory is not made again (runs.write_bytes): the run stops
+        return Cancelled(f"{run_dir} was deleted while the run was going (during {stage}); the run stopped")
+
     def report(stage, fraction, message):
         if cancel_file.exists():
             raise Cancelled(f"cancelled by user during {stage}")
         if not run_dir.is_dir():
-            raise Cancelled(f"{run_dir} was deleted while the run was going (during {stage}); the run stopped")
+            raise deleted(stage)
         if stage != last["stage"]:
             runs.append_log(run_dir, f"[{stage}] {message}")
             if last["bar"] is not None:
@@ -217,7 +220,7 @@ def execute(cfg: RunConfig, run_dir: Path, prep: Prepared | None = None, bars: b
         raise
     except BaseException as e:
         if not run_dir.is_dir():        # deleted between two progress reports: a write failed on it
-            raise Cancelled(f"{run_dir} was deleted while the run was going; the run stopped") from None
+            raise deleted(last["stage"]) from None
         runs.append_log(run_dir, "FAILED\n" + traceback.format_exc())
         msg = f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__
         runs.update_status(run_dir, state="failed", message=msg, error=msg, finished=time.time(), losses=losses)

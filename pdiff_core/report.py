@@ -14,22 +14,32 @@ def num(v: float | None, fmt: str = ".2f") -> str:
     return "n/a" if v is None else format(v, fmt)
 
 
+def pp_figures(d: dict) -> tuple[float, float, float]:
+    """A difference's diff, lo and hi in pp, rounded to 0.1 as printed."""
+    return tuple(round(100 * d[k], 1) + 0.0 for k in ("diff", "lo", "hi"))   # + 0.0: no "-0.0"
+
+
 def pp(d: dict) -> str:
     """'+0.3 pp (95 % CI -0.2 to +0.8; one example = 0.28 pp)' from metrics.difference."""
-    diff, lo, hi = (round(100 * d[k], 1) + 0.0 for k in ("diff", "lo", "hi"))   # + 0.0: no "-0.0"
+    diff, lo, hi = pp_figures(d)
     return f"{diff:+.1f} pp (95 % interval {lo:+.1f} to {hi:+.1f}; one test example = {100 * d['resolution']:.2f} pp)"
+
+
+def interval_level(d: dict) -> float:
+    """A transfer interval's coverage; a transfer.json from before `level` had 95 % intervals."""
+    return d.get("level", 0.95)
 
 
 def interval_words(d: dict, fmt) -> str:
     """'95 % interval a to b'; over too few held-out tasks for any 95 % interval (transfer's `level` < 0.95),
-    'range a to b', with few_tasks_note said once beside. A transfer.json from before `level` had 95 %."""
+    'range a to b', with few_tasks_note said once beside."""
     span = f"{fmt(d['lo'])} to {fmt(d['hi'])}"
-    return f"95 % interval {span}" if d.get("level", 0.95) >= 0.95 else f"range {span}"
+    return f"95 % interval {span}" if interval_level(d) >= 0.95 else f"range {span}"
 
 
 def few_tasks_note(d: dict) -> str | None:
     """Why no difference is claimed over so few held-out tasks, or None when a 95 % interval exists."""
-    level = d.get("level", 0.95)
+    level = interval_level(d)
     if level >= 0.95:
         return None
     return (f"With {d['n']} held-out task{'s' if d['n'] != 1 else ''} no 95 % interval exists: even their range "

@@ -172,6 +172,9 @@ def create(name: str | None, preset: str, grid: dict[str, list], seeds: list[int
     for cfg in {(c.dataset, c.data_root, c.arch, c.width, c.layers): c for c in cfgs}.values():
         if error := layer_error(cfg):    # a bad name failed every cell's worker, and the sweep read 'done'
             raise SweepError(f"layers={cfg.layers} (arch {cfg.arch}): {error}")
+    if executor == "ray" and address:          # a dead address hung ray.init; refused before the folder exists
+        from .executors import check_address    # here, not at the top: executors imports this module
+        check_address(address)
     if executor == "local" or not address:      # the cells run on this machine: the device check `run` makes
         for device in {c.device for c in cfgs} - {"auto"}:      # auto never fails: no CUDA probe for it
             try:

@@ -15,6 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from pdiff_core import jobs, runs
+from pdiff_core.report import pp_figures
 from studio import shape
 
 RESULT_FILES = ("config.json", "metrics.json", "predictions.npz", "originals.safetensors",
@@ -116,7 +117,7 @@ def difference_cell(d: dict | None) -> str | None:
     whatever the sign of the point estimate (a table is read as fast as a verdict)."""
     if not d:
         return None
-    diff, lo, hi = (round(100 * d[k], 1) + 0.0 for k in ("diff", "lo", "hi"))    # + 0.0: no "-0.0"
+    diff, lo, hi = pp_figures(d)
     span = f"[{lo:+.1f}, {hi:+.1f}]"
     return f"{diff:+.1f} {span}" if d["differs"] else f"no difference {span}"
 
@@ -146,8 +147,7 @@ def runs_table(rows: list[dict]) -> pd.DataFrame:
             GEN_MINUS_ORIG: difference_cell((a.get("accuracy") or {}).get("median_difference")),
             "replica rate": mem.get("replica_rate"),
             # a trajectory's replica threshold is one step length: the distance to the path, in steps, beside it
-            "d_traj ÷ step": (((mem.get("trajectory") or {}).get("groups") or {}).get("generated") or {})
-            .get("ratio_to_step"),
+            "d_traj ÷ step": shape.traj_ratio(mem),
             "dominated": mem.get("dominated_share"), "o-g (max)": (a.get("similarity") or {}).get("og_max"),
             ENSEMBLE_GAIN: difference_cell(((a.get("ensembles") or {}).get("intervals") or {}).get("gain_generated"))})
     cols = ["run", "name", "tags", "state", "created", "duration s", "preset", "dataset", "arch", "layers", "zoo",

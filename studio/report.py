@@ -187,8 +187,7 @@ def build(run_dir: Path) -> str:
              numbers_table([("o-o IoU", sim["oo"], "{:.3f}"), ("g-g IoU", sim["gg"], "{:.3f}"),
                             ("o-g IoU", sim["og"], "{:.3f}"), ("o-g IoU (max)", sim["og_max"], "{:.3f}"),
                             ("replica rate", mem["replica_rate"], "{:.0%}"),
-                            ("d_traj ÷ step (median)", ((mem.get("trajectory") or {}).get("groups") or {})
-                             .get("generated", {}).get("ratio_to_step"), "{:.1f}"),
+                            ("d_traj ÷ step (median)", shape.traj_ratio(mem), "{:.1f}"),
                             ("within train median", mem["within_train_median"], "{:.0%}"),
                             ("dominated by a baseline", mem["dominated_share"], "{:.0%}"),
                             ("mean s_max (an IoU)", mem["groups"]["generated"].get("smax_mean"), "{:.3f}")]),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pdiff_core.report import interval_words
+from pdiff_core.report import interval_level, interval_words
 
 
 def model_label(group: str, index: int, acc: float | None = None) -> str:
@@ -170,12 +170,18 @@ def transfer_zero_shot(a: dict[str, np.ndarray], names: list[str]) -> pd.DataFra
     return pd.DataFrame(rows, columns=["task", "method", "label", "acc"])
 
 
+def traj_ratio(mem: dict) -> float | None:
+    """analysis.json's median distance of the generated models to the checkpoint path, in step lengths
+    (None for an independent zoo, which has no path): shown beside every replica rate."""
+    return (((mem.get("trajectory") or {}).get("groups") or {}).get("generated") or {}).get("ratio_to_step")
+
+
 def transfer_summary(t: dict) -> pd.DataFrame:
     """transfer.json's medians over held-out tasks, one row per method in TRANSFER_METHODS order:
     method, label, median, lo, hi, n, level (the interval's coverage; 95 % before transfer.json had it)."""
     z = t["zero_shot"]
     rows = [{"method": m, "label": transfer_label(m), **{k: z[m].get(k) for k in ("median", "lo", "hi", "n")},
-             "level": z[m].get("level", 0.95)} for m in TRANSFER_METHODS if m in z]
+             "level": interval_level(z[m])} for m in TRANSFER_METHODS if m in z]
     return pd.DataFrame(rows, columns=["method", "label", "median", "lo", "hi", "n", "level"])
 
 
@@ -274,7 +280,7 @@ def transfer_evidence(t: dict) -> tuple[list[str], list[str], str | None]:
     for key, d in (t.get("comparisons") or {}).items():
         other = key.split(" - ", 1)[1]
         span = interval_words(d, pp)
-        if d.get("level", 0.95) < 0.95:
+        if interval_level(d) < 0.95:
             how = f"not shown different ({pp(d['median'])}, {span})"
         elif not d.get("differs"):
             how = f"no difference ({pp(d['median'])}, {span}, holds 0)"
