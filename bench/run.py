@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.quick import run_once  # noqa: E402
-from pdiff_core import pipeline, runs  # noqa: E402
+from pdiff_core import generator, pipeline, runs  # noqa: E402
 from pdiff_core.prepare import Prepared, prepare  # noqa: E402
 from pdiff_core.config import RunConfig, preset_config  # noqa: E402
 from pdiff_core.diffusion import Schedule, sample_ddim, sample_ddpm  # noqa: E402
@@ -112,7 +112,7 @@ def flops(module: torch.nn.Module, x: torch.Tensor) -> int:
 def section_b(d, cfg, prep, loop_n):
     say("## (b) batched DDIM vs one-at-a-time 1000-step DDPM (the original code's approach)\n")
     model, codec, _ = load_models(d, prep)
-    ae, den, scale = pipeline.load_generator(d, cfg)
+    ae, den, scale = generator.load_generator(d, cfg)
     sched = Schedule(cfg.timesteps, cfg.beta_start, cfg.beta_end)
     ev = Evaluator(model, codec, chunk=cfg.eval_chunk)
 

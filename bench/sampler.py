@@ -48,7 +48,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pdiff_core import pipeline, runs  # noqa: E402
+from pdiff_core import generator, runs  # noqa: E402
 from pdiff_core.baselines import make_baselines  # noqa: E402
 from pdiff_core.config import RunConfig  # noqa: E402
 from pdiff_core import diffusion  # noqa: E402
@@ -135,7 +135,7 @@ def study_run(d: Path, n: int) -> list[dict]:
     tensors, meta = runs.read_safetensors(d / "originals.safetensors")
     theta, lat = tensors["params"], tensors["latents"].double()
     codec = Codec.from_metadata(meta)
-    ae, den, scale = pipeline.load_generator(d, cfg)
+    ae, den, scale = generator.load_generator(d, cfg)
     sched = Schedule(cfg.timesteps, cfg.beta_start, cfg.beta_end)
     ev = Evaluator(model, codec, chunk=cfg.eval_chunk)
     x, y = ev.features(prep.data.x_test), prep.data.y_test.numpy()

@@ -4,7 +4,7 @@ import time
 
 import streamlit as st
 
-from pdiff_core import sweep
+from pdiff_core import driver, sweep
 from pdiff_core.config import PRESETS
 from studio import charts, load, ui
 
@@ -47,7 +47,7 @@ def launch():
     try:
         name, preset, grid, seeds, executor, workers = form_values()
         sw = sweep.create(name, preset, grid, seeds, executor=executor, workers=workers)
-        sweep.launch(sw["name"])
+        driver.launch(sw["name"])
     except sweep.SweepError as e:
         st.session_state["sw_error"] = str(e)
         return
@@ -200,7 +200,7 @@ with head:
                   on_click=lambda: st.toast(sweep.cancel(sw["name"])))
     elif any(c["state"] != "done" for c in sweep.results(sw)):
         # the driver's resume: failed and cancelled cells run again, done ones are kept
-        st.button("Resume", icon=":material/play_arrow:", key="sw_resume", on_click=sweep.launch, args=(sw["name"],))
+        st.button("Resume", icon=":material/play_arrow:", key="sw_resume", on_click=driver.launch, args=(sw["name"],))
 if state == "running":
     cell_grid(sw, state, sum(c["state"] in LANDED for c in sweep.results(sw)))
 elif state == "interrupted":

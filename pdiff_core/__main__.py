@@ -177,7 +177,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from . import sweep
+    from . import driver, sweep
     if args.list:
         for s in sweep.list_sweeps():
             if s.get("damaged"):
@@ -203,8 +203,8 @@ def cmd_sweep(args) -> int:
         name = sweep.create(args.name or (args.from_ and f"{args.from_}-{time.strftime('%Y%m%d-%H%M%S')}"), preset,
                             grid, seeds, args.executor, args.workers, args.address)["name"]
         print(f"sweep {name} -> {sweep.folder(name)}", flush=True)
-    out = sweep.run(name, resume=bool(args.resume), log=lambda m: print(m, flush=True),
-                    workers=args.workers if args.resume else None)   # a new sweep keeps them in sweep.json
+    out = driver.run(name, resume=bool(args.resume), log=lambda m: print(m, flush=True),
+                     workers=args.workers if args.resume else None)   # a new sweep keeps them in sweep.json
     return 0 if out["counts"].get("done", 0) == out["cells"] else 1
 
 

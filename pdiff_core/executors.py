@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import child_env, jobs, runs, sweep as sweeps
+from . import child_env, jobs, landing, runs, sweep as sweeps
 
 LOCAL_RETRIES = 1
 RAY_RETRIES = 2
@@ -81,13 +81,8 @@ def last_words(runs_dir: Path, run_id: str) -> str:
 # -----------------------------------------------------------------------------
 # local: a pool of worker processes on this machine
 
-def default_workers(sweep: dict) -> int:
-    threads = max(sweeps.config_of(sweep, c).threads for c in sweep["cells"])
-    return max(1, (os.cpu_count() or 1) // threads)
-
-
 def run_local(sweep, cells, stage, going, landed, cancelled, log) -> None:
-    workers = sweep.get("workers") or default_workers(sweep)
+    workers = sweep.get("workers") or sweeps.default_workers(sweep)
     queue = [(c, 1) for c in cells]
     live: dict[str, tuple[dict, int, subprocess.Popen]] = {}
     while queue or live:
@@ -113,16 +108,16 @@ def run_local(sweep, cells, stage, going, landed, cancelled, log) -> None:
             if killed and attempt <= LOCAL_RETRIES:
                 log(f"  {rid}: worker {how_it_ended(code)}; retrying (attempt {attempt + 1})")
                 if (stage / rid).exists():
-                    sweeps.set_aside(stage / rid, sweep["name"])
+                    landing.set_aside(stage / rid, sweep["name"])
                 queue.insert(0, (cell, attempt + 1))
                 continue
-            node = {**sweeps.node_info("local"), "peak_rss_mib": peak, "attempt": attempt}
+            node = {**landing.node_info("local"), "peak_rss_mib": peak, "attempt": attempt}
             if (stage / rid).is_dir():
-                sweeps.finish_cell_dir(stage / rid, sweep["name"], node,
-                                       reason=f"the worker process {how_it_ended(code)} without finishing")
+                landing.finish_cell_dir(stage / rid, sweep["name"], node,
+                                         reason=f"the worker process {how_it_ended(code)} without finishing")
             else:                                       # died before it made its folder: say what it said
                 said = last_words(stage, rid)
-                sweeps.failed_cell_dir(stage, sweep, cell, node, f"the worker process {how_it_ended(code)} before it "
+                landing.failed_cell_dir(stage, sweep, cell, node, f"the worker process {how_it_ended(code)} before it "
                                                                  f"started" + (f": {said}" if said else ""))
                 move_output(stage, rid)                 # its output goes with it, as worker.out
             landed(cell, stage / rid)
@@ -154,7 +149,7 @@ def ray_cell(cfg_dict: dict, run_id: str, sweep_name: str, board) -> bytes | Non
     if ray.get(board.start.remote(run_id)):
         return None
     tmp = cell_tmpdir()
-    node = {**sweeps.node_info("ray"), "worker_pid": os.getpid()}
+    node = {**landing.node_info("ray"), "worker_pid": os.getpid()}
     proc, stopped = None, False
     try:
         proc = start_cell(RunConfig.from_dict(cfg_dict), run_id, tmp)
@@ -177,8 +172,8 @@ def ray_cell(cfg_dict: dict, run_id: str, sweep_name: str, board) -> bytes | Non
                                + last_words(tmp, run_id))
         node.update(peak_rss_mib=peak,
                     task_peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
-        sweeps.finish_cell_dir(tmp / run_id, sweep_name, node, reason=f"the worker process {how_it_ended(code)}")
-        return sweeps.pack(tmp / run_id)
+        landing.finish_cell_dir(tmp / run_id, sweep_name, node, reason=f"the worker process {how_it_ended(code)}")
+        return landing.pack(tmp / run_id)
     finally:
         if proc is not None and proc.returncode is None:    # this task failed or was interrupted: no orphan cell
             proc.terminate()
@@ -220,34 +215,6 @@ class Board:
 # and advertises that; another loopback address it keeps as given, so a cluster on this machine
 # stays on loopback. Set PDIFF_RAY_NODE_IP to override.
 LOOPBACK_IP = os.environ.get("PDIFF_RAY_NODE_IP", "127.0.0.2")
-ADDRESS_TIMEOUT_S = 3.0
-# The HTTP/2 client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS) answers with its SETTINGS.
-H2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
-
-
-def check_address(address: str) -> None:
-    """A SweepError, within seconds, for an --address where no Ray cluster answers: ray.init retried
-    a closed port for minutes and waited on a port that is not Ray's forever."""
-    host, sep, port = address.split("://")[-1].rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise sweeps.SweepError(f"--address must be HOST:PORT of a Ray cluster's head node, like 127.0.0.2:6379; got '{address}'")
-    answer = b""
-    try:
-        with socket.create_connection((host, int(port)), timeout=ADDRESS_TIMEOUT_S) as conn:
-            if os.environ.get("RAY_USE_TLS", "0").lower() in ("0", "false"):   # TLS: no plain HTTP/2 to check
-                conn.sendall(H2_HELLO)
-                answer = conn.recv(9)
-            else:
-                answer = b"\0\0\0\4"
-    except socket.gaierror:
-        raise sweeps.SweepError(f"--address {address}: no host '{host}' is known; give the Ray head node's IP or name") from None
-    except OSError:         # refused, unreachable, or silent past the timeout
-        pass
-    if answer[3:4] != b"\4":
-        raise sweeps.SweepError(f"no Ray cluster answers at {address}: start one with "
-                                f"`ray start --head --node-ip-address {host} --port {port}` or drop --address")
-
-
 def ray_init(address: str | None, cpus: int):
     """Join the cluster at `address`, or start a local one on LOOPBACK_IP. Token authentication
     stays Ray's default (on for local clusters; a cluster started with RAY_AUTH_MODE=token asks the
@@ -257,7 +224,7 @@ def ray_init(address: str | None, cpus: int):
     kwargs = dict(include_dashboard=False, log_to_driver=False, runtime_env={"py_modules": [pkg]})
     host = (address or "").split("://")[-1].rsplit(":", 1)[0]
     if address:
-        check_address(address)
+        sweeps.check_address(address)
     if not address:
         ray.init(num_cpus=cpus, _node_ip_address=LOOPBACK_IP, **kwargs)
     elif host.startswith("127.") or host == "localhost":
@@ -299,17 +266,17 @@ def run_ray(sweep, cells, stage, going, landed, cancelled, log) -> None:
             for ref in done:
                 cell = refs.pop(ref)
                 going(cell["run"], None)
-                cancelled_cell = lambda: sweeps.failed_cell_dir(stage, sweep, cell, {"executor": "ray"},
-                                                                "cancelled with the sweep", state="cancelled")
+                cancelled_cell = lambda: landing.failed_cell_dir(stage, sweep, cell, {"executor": "ray"},
+                                                                 "cancelled with the sweep", state="cancelled")
                 try:
                     packed = ray.get(ref)       # None: cancelled before it started
-                    staged = cancelled_cell() if packed is None else sweeps.unpack(packed, stage, cell["run"])
+                    staged = cancelled_cell() if packed is None else landing.unpack(packed, stage, cell["run"])
                 except TaskCancelledError:
                     staged = cancelled_cell()
                 except RayError as e:
                     reason = str(e).strip().splitlines()[-1][:500] if str(e).strip() else type(e).__name__
-                    staged = sweeps.failed_cell_dir(stage, sweep, cell, {"executor": "ray"},
-                                                    f"Ray task failed after {RAY_RETRIES} retries: {reason}")
+                    staged = landing.failed_cell_dir(stage, sweep, cell, {"executor": "ray"},
+                                                     f"Ray task failed after {RAY_RETRIES} retries: {reason}")
                 landed(cell, staged)
     finally:
         ray.shutdown()

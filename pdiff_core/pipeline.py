@@ -14,11 +14,12 @@ from typing import Callable
 import torch
 
 from . import runs, warmup
-from .autoencoder import ParamAutoencoder, latent_scale, train_autoencoder
+from .autoencoder import latent_scale, train_autoencoder
 from .collect import checkpoint_spread, collect_zoo, train_base
 from .config import RunConfig
-from .diffusion import Denoiser, Schedule, sample, train_ddpm
+from .diffusion import Schedule, sample, train_ddpm
 from .evaluate import Evaluator
+from .generator import save_generator
 from .health import reference_accuracy, run_warnings
 from .metrics import group_metrics, summarize
 from .params import Codec
@@ -121,10 +122,7 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, report: Callable[[str, float, st
     runs.write_safetensors(run_dir / "originals.safetensors", {"params": theta, "latents": lat,
                                                                  "trajectory": zoo.trajectory}, meta)
     runs.write_safetensors(run_dir / "generated.safetensors", {"params": generated, "latents": g_lat.cpu()}, meta)
-    runs.write_safetensors(run_dir / "ae.safetensors", ae.state_dict(),
-                           {"latent_mean": str(lat_mean), "latent_std": str(lat_std), "x0_clip": str(clip),
-                            "dim": str(codec.dim)})
-    runs.write_safetensors(run_dir / "denoiser.safetensors", denoiser.state_dict())
+    save_generator(run_dir, ae, denoiser, lat_mean, lat_std, clip, codec.dim)
     # the raw record every accuracy is computed from (metrics.json is a report of these)
     for split in ("val", "test"):
         runs.write_npz(run_dir / ("predictions.npz" if split == "test" else "predictions_val.npz"),
@@ -234,18 +232,3 @@ def execute(cfg: RunConfig, run_dir: Path, prep: Prepared | None = None, bars: b
                        timings=metrics["timings"], losses=losses, device=runs._machine_device(cfg.device),
                        **({"cuda_warmup": warm} if warm["started"] else {}))
     return metrics
-
-
-def load_generator(run_dir: Path, cfg: RunConfig, device: str = "cpu"):
-    """The trained AE and denoiser of a finished run, with the latent scaling and x0 clip the
-    run sampled with: everything needed to sample more models from it."""
-    ae_state, meta = runs.read_safetensors(Path(run_dir) / "ae.safetensors")
-    dim = int(meta["dim"])
-    ae = ParamAutoencoder(dim, cfg.latent_dim, cfg.ae_channels, cfg.in_noise, cfg.latent_noise)
-    ae.load_state_dict(ae_state)
-    state = runs.read_safetensors(Path(run_dir) / "denoiser.safetensors")[0]
-    cond_dim = len(state["null"]) if "null" in state else 0      # a task-conditioned denoiser (transfer runs)
-    denoiser = Denoiser(cfg.latent_dim, cfg.ddpm_channels, cond_dim=cond_dim)
-    denoiser.load_state_dict(state)
-    scale = {k: float(meta[k]) for k in ("latent_mean", "latent_std", "x0_clip")}
-    return ae.to(device).eval(), denoiser.to(device).eval(), scale

@@ -8,17 +8,16 @@ A sweep lives in RUNS_DIR/_sweeps/NAME/ (a folder no run id can name):
     stage/RID    a going cell's run directory (local executor); it moves to RUNS_DIR/RID in one rename
     attempts/    earlier attempts of retried cells (a killed worker, a resumed failure), kept, not lost
 Every cell is a normal run directory in RUNS_DIR once finished, tagged with the sweep's name, so
-every page works on it. A cell directory appears there only whole: done, failed or cancelled."""
+every page works on it. A cell directory appears there only whole: done, failed or cancelled.
+
+This module defines, checks and reads sweeps; driver.py runs one, on executors.py's local processes
+or Ray tasks; landing.py handles a cell's run directory on its way back."""
 from __future__ import annotations
 
-import fcntl
-import io
 import itertools
 import os
 import re
-import shutil
 import socket
-import tarfile
 import time
 from pathlib import Path
 
@@ -141,6 +140,40 @@ def config_of(sweep: dict, cell: dict) -> RunConfig:
 # -----------------------------------------------------------------------------
 # the sweep folder
 
+def default_workers(sweep: dict) -> int:
+    """As many cells at once as this machine has cores for their threads."""
+    threads = max(config_of(sweep, c).threads for c in sweep["cells"])
+    return max(1, (os.cpu_count() or 1) // threads)
+
+
+ADDRESS_TIMEOUT_S = 3.0
+# The HTTP/2 client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS) answers with its SETTINGS.
+H2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def check_address(address: str) -> None:
+    """A SweepError, within seconds, for an --address where no Ray cluster answers: ray.init retried
+    a closed port for minutes and waited on a port that is not Ray's forever."""
+    host, sep, port = address.split("://")[-1].rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise SweepError(f"--address must be HOST:PORT of a Ray cluster's head node, like 127.0.0.2:6379; got '{address}'")
+    answer = b""
+    try:
+        with socket.create_connection((host, int(port)), timeout=ADDRESS_TIMEOUT_S) as conn:
+            if os.environ.get("RAY_USE_TLS", "0").lower() in ("0", "false"):   # TLS: no plain HTTP/2 to check
+                conn.sendall(H2_HELLO)
+                answer = conn.recv(9)
+            else:
+                answer = b"\0\0\0\4"
+    except socket.gaierror:
+        raise SweepError(f"--address {address}: no host '{host}' is known; give the Ray head node's IP or name") from None
+    except OSError:         # refused, unreachable, or silent past the timeout
+        pass
+    if answer[3:4] != b"\4":
+        raise SweepError(f"no Ray cluster answers at {address}: start one with "
+                                f"`ray start --head --node-ip-address {host} --port {port}` or drop --address")
+
+
 def check_workers(workers: int | None) -> None:
     if workers is not None and workers < 1:
         raise SweepError(f"--workers must be at least 1, got {workers}")
@@ -173,7 +206,6 @@ def create(name: str | None, preset: str, grid: dict[str, list], seeds: list[int
         if error := layer_error(cfg):    # a bad name failed every cell's worker, and the sweep read 'done'
             raise SweepError(f"layers={cfg.layers} (arch {cfg.arch}): {error}")
     if executor == "ray" and address:          # a dead address hung ray.init; refused before the folder exists
-        from .executors import check_address    # here, not at the top: executors imports this module
         check_address(address)
     if executor == "local" or not address:      # the cells run on this machine: the device check `run` makes
         for device in {c.device for c in cfgs} - {"auto"}:      # auto never fails: no CUDA probe for it
@@ -306,202 +338,16 @@ def cancel(name: str) -> str:
     (folder(name) / "CANCEL").write_text("cancelled\n")
     state = read_state(name)                # again: the driver may have ended meanwhile
     if state.get("state") != "running":
-        _write_state(name, state="cancelled", finished=time.time(), going={})
+        write_state(name, state="cancelled", finished=time.time(), going={})
         return f"sweep {name} cancelled (no driver was running)"
     return f"sweep {name}: cancel sent; going cells stop at their next progress report"
 
 
-def _write_state(name: str, **fields) -> dict:
+def write_state(name: str, **fields) -> dict:
     path = folder(name) / "state.json"
     state = {**(runs.read_json(path) if path.exists() else {}), **fields, "updated": time.time()}
     runs.write_json(path, state)
     return state
-
-
-# -----------------------------------------------------------------------------
-# landing: a finished cell's directory moves into the runs folder whole
-
-def node_info(executor: str) -> dict:
-    info = {"executor": executor, "hostname": socket.gethostname()}
-    try:
-        import ray
-        if ray.is_initialized():
-            node_id = ray.get_runtime_context().get_node_id()
-            ip = next((n.get("NodeManagerAddress") for n in ray.nodes() if n.get("NodeID") == node_id), None)
-            info.update(node_id=node_id, node_ip=ip)
-    except Exception:
-        pass
-    return info
-
-
-def finish_cell_dir(run_dir: Path, sweep_name: str, node: dict, reason: str | None = None) -> None:
-    """Inside a cell's (staged) run directory: record the node, tag the run with the sweep, and turn
-    a run whose process died without finishing into 'failed' with the reason."""
-    runs.write_json(run_dir / "node.json", node)
-    notes = runs.read_notes(run_dir)
-    runs.write_notes(run_dir, notes.get("name", ""), [*notes.get("tags", []), sweep_name], notes.get("notes", ""))
-    status = runs.read_status(run_dir) if (run_dir / "status.json").exists() else {}
-    if status.get("state") not in ("done", "failed", "cancelled"):
-        why = reason or "the worker process ended without finishing"
-        runs.update_status(run_dir, state="failed", message=why, error=why, finished=time.time())
-
-
-def failed_cell_dir(stage: Path, sweep: dict, cell: dict, node: dict, reason: str, state: str = "failed") -> Path:
-    """A run directory for a cell that left none (its Ray task failed or was cancelled before shipping)."""
-    d = stage / cell["run"]
-    d.mkdir(parents=True, exist_ok=True)
-    runs.write_json(d / "config.json", config_of(sweep, cell).to_dict())
-    now = time.time()
-    runs.write_json(d / "status.json", {"state": state, "stage": state, "progress": 0.0, "message": reason,
-                                        "error": reason if state == "failed" else None, "queued": now,
-                                        "updated": now, "finished": now})
-    runs.append_log(d, f"{state}: {reason}")
-    finish_cell_dir(d, sweep["name"], node, reason)
-    return d
-
-
-def land(staged: Path, run_id: str) -> Path:
-    """One rename from the sweep's stage into the runs folder: a reader sees no cell half-written."""
-    dest = runs.run_path(run_id, must_exist=False)
-    if dest.exists():
-        raise SweepError(f"run directory {dest} exists already; not overwriting it")
-    os.replace(staged, dest)
-    return dest
-
-
-def pack(run_dir: Path) -> bytes:
-    """A run directory as tar bytes (how a Ray task ships its cell back: no shared filesystem)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.add(run_dir, arcname=run_dir.name)
-    return buf.getvalue()
-
-
-def unpack(data: bytes, stage: Path, run_id: str) -> Path:
-    """tar bytes from pack() into stage/run_id; only regular files and folders under run_id."""
-    stage.mkdir(parents=True, exist_ok=True)
-    tmp = stage / f".incoming-{run_id}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
-        for m in tar.getmembers():
-            if not (m.isfile() or m.isdir()) or not (m.name == run_id or m.name.startswith(run_id + "/")) \
-                    or ".." in Path(m.name).parts:
-                raise SweepError(f"refusing a cell archive with member '{m.name}'")
-        tar.extractall(tmp, filter="data")
-    os.replace(tmp / run_id, stage / run_id)
-    tmp.rmdir()
-    return stage / run_id
-
-
-def set_aside(path: Path, sweep_name: str) -> None:
-    """Move an earlier attempt of a cell to attempts/, numbered: retried cells lose nothing."""
-    attempts = folder(sweep_name) / "attempts"
-    attempts.mkdir(exist_ok=True)
-    i = 1
-    while (attempts / f"{path.name}.{i}").exists():
-        i += 1
-    os.replace(path, attempts / f"{path.name}.{i}")
-
-
-# -----------------------------------------------------------------------------
-# the driver
-
-def hold_lock(name: str) -> int:
-    """The driver's exclusive lock on its sweep (driver.lock), held for the driver's life and dropped by
-    the OS when it dies: two drivers passing the 'is running' check at once would run every cell twice."""
-    fd = os.open(folder(name) / "driver.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise SweepError(f"sweep {name} is running (another driver holds it); wait for it, or --cancel {name}") from None
-    return fd
-
-
-def run(name: str, resume: bool = False, log=print, workers: int | None = None) -> dict:
-    """Run every cell not yet done, on the sweep's executor; returns the final summary. With resume,
-    cells that failed or were cancelled run again (their old directories go to attempts/).
-    workers: this drive's workers instead of the sweep's own."""
-    check_workers(workers)
-    sweep = load(name)                      # checked before anything is moved
-    lock = hold_lock(name)
-    try:
-        return _drive({**sweep, "workers": workers or sweep.get("workers")}, resume, log)
-    finally:
-        os.close(lock)
-
-
-def _drive(sweep: dict, resume: bool, log) -> dict:
-    from . import executors
-    name = sweep["name"]
-    path = folder(name)
-    state = read_state(name)
-    if state.get("state") == "running" and state.get("pid") != os.getpid():
-        raise SweepError(f"sweep {name} is running (driver pid {state.get('pid')}); cancel it first")
-    if state.get("state") not in (None, "created") and not resume:
-        raise SweepError(f"sweep {name} has run before; use --resume {name} to finish it")
-    (path / "CANCEL").unlink(missing_ok=True)
-    stage = path / "stage"
-    for d in stage.iterdir() if stage.is_dir() else []:       # a killed driver's half-run cells
-        set_aside(d, name)
-    todo = []
-    for cell in sweep["cells"]:
-        landed = runs.runs_root() / cell["run"]
-        if (landed / "status.json").exists() and runs.read_status(landed).get("state") == "done":
-            continue
-        if landed.exists():
-            set_aside(landed, name)
-        todo.append(cell)
-    t0 = time.time()
-    _write_state(name, state="running", pid=os.getpid(), started=t0, going={}, host=socket.gethostname(),
-                 resumed=resume, todo=len(todo))
-    log(f"sweep {name}: {len(todo)} of {len(sweep['cells'])} cells to run on the {sweep['executor']} executor")
-    cancelled = lambda: (path / "CANCEL").exists()
-
-    going_now: dict[str, dict] = {}         # the driver is the only writer of state.json's "going"
-
-    def going(run_id: str, info: dict | None) -> None:
-        if info is None:
-            going_now.pop(run_id, None)
-        else:
-            going_now[run_id] = info
-        _write_state(name, going=dict(going_now))
-
-    def landed(cell: dict, staged: Path) -> None:
-        dest = land(staged, cell["run"])
-        s = runs.read_status(dest)
-        log(f"  {cell['run']}: {s.get('state')}" + (f" ({s.get('error')})" if s.get("error") else ""))
-
-    try:
-        run_cells = executors.run_ray if sweep["executor"] == "ray" else executors.run_local
-        run_cells(sweep, todo, stage, going=going, landed=landed, cancelled=cancelled, log=log)
-    except BaseException as e:
-        _write_state(name, state="interrupted", finished=time.time(), going={}, error=f"{type(e).__name__}: {e}")
-        raise
-    final = "cancelled" if cancelled() else "done"
-    import resource
-    peak = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)   # the driver's own, MiB
-    _write_state(name, state=final, finished=time.time(), going={}, wall_s=round(time.time() - t0, 2),
-                 driver_peak_rss_mib=peak)
-    out = summary(sweep)
-    log(f"sweep {name}: {final} in {time.time() - t0:.1f} s; cells: {out['counts']}")
-    return out
-
-
-def launch(name: str) -> int:
-    """Start the driver of a created sweep in the background (the app does this); returns its pid.
-    Its output goes to driver.out in the sweep folder; it outlives the app's server."""
-    import subprocess
-    import sys
-    from . import child_env
-    path = folder(name)
-    with open(path / "driver.out", "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "pdiff_core", "sweep", "--resume", name], stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=child_env(PDIFF_RUNS_DIR=str(runs.runs_root()), PYTHONUNBUFFERED="1"),
-                                start_new_session=True)
-    _write_state(name, state="running", pid=proc.pid, going={}, started=time.time())
-    return proc.pid
 
 
 def estimate(sweep: dict, workers: int | None = None) -> float | None:
@@ -510,7 +356,6 @@ def estimate(sweep: dict, workers: int | None = None) -> float | None:
     per = runs.estimate(sweep["preset"], config_of(sweep, sweep["cells"][0]).device)
     if per is None:
         return None
-    from .executors import default_workers
     w = workers or sweep.get("workers") or default_workers(sweep)
     return per[0] * int(np.ceil(len(sweep["cells"]) / w))
 

@@ -30,6 +30,7 @@ from .autoencoder import latent_scale, train_autoencoder
 from .collect import train_base
 from .config import RunConfig
 from .diffusion import Guided, Schedule, sample, train_ddpm
+from .generator import load_generator, save_generator
 from .metrics import error_sets, iou_matrix
 from .optim import Optimizer
 from .params import Codec
@@ -191,10 +192,7 @@ def run_transfer(cfg: RunConfig, run_dir: Path, report, prep: Prepared, log_loss
     meta = codec.to_metadata()
     runs.write_safetensors(run_dir / "originals.safetensors", {"params": theta, "latents": lat}, meta)
     runs.write_safetensors(run_dir / "generated.safetensors", {"params": generated.flatten(0, 1)}, meta)
-    runs.write_safetensors(run_dir / "ae.safetensors", ae.state_dict(),
-                           {"latent_mean": str(lat_mean), "latent_std": str(lat_std), "x0_clip": str(clip),
-                            "dim": str(codec.dim)})
-    runs.write_safetensors(run_dir / "denoiser.safetensors", net.state_dict())
+    save_generator(run_dir, ae, net, lat_mean, lat_std, clip, codec.dim)
     runs.write_npz(run_dir / "transfer.npz", arrays)
     summary = summarize(arrays, cfg)
     runs.write_json(run_dir / "transfer.json", summary)
@@ -418,7 +416,6 @@ def generate_for_task(run_dir: Path, x_raw: np.ndarray, y: np.ndarray, n: int | 
     and the nearest training task by embedding."""
     from .data import load_dataset
     from .models import build_model
-    from .pipeline import load_generator
     run_dir = Path(run_dir)
     cfg = RunConfig.from_dict(runs.read_json(run_dir / "config.json"))
     data = load_dataset(cfg.dataset, cfg.data_root or None, seed=cfg.seed)

@@ -8,7 +8,7 @@ from tests.conftest import ROOT
 def test_core_imports_without_streamlit_or_umap():
     """The GPU machine has neither (nor ray): pdiff_core must not import them at module level."""
     code = ("import sys, pdiff_core, pdiff_core.pipeline, pdiff_core.analysis, pdiff_core.jobs, pdiff_core.__main__,"
-            " pdiff_core.sweep, pdiff_core.executors;"
+            " pdiff_core.sweep, pdiff_core.driver, pdiff_core.landing, pdiff_core.executors, pdiff_core.generator;"
             "bad = [m for m in ('streamlit', 'umap', 'plotly', 'ray') if m in sys.modules];"
             "assert not bad, bad")
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
@@ -19,7 +19,7 @@ def test_what_trains_nothing_imports_no_torch(tmp_path):
     """torch costs about 1 s to import. A sweep's driver, a Ray worker's executor, the CLI's list and
     presets, a run refused for a bad value, and the app's Home page on a first visit (no runs yet) read JSON
     or check values only, so they must not pay it."""
-    code = ("import sys, pdiff_core.__main__, pdiff_core.sweep, pdiff_core.executors, pdiff_core.jobs;"
+    code = ("import sys, pdiff_core.__main__, pdiff_core.sweep, pdiff_core.driver, pdiff_core.executors, pdiff_core.jobs;"
             "from pdiff_core.__main__ import main; main(['presets']); main(['list']);"
             "assert main(['run', '--preset', 'tiny', '--set', 'k=-1']) == 2;"
             "from streamlit.testing.v1 import AppTest;"
@@ -29,3 +29,29 @@ def test_what_trains_nothing_imports_no_torch(tmp_path):
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                        env={**os.environ, "PDIFF_RUNS_DIR": str(tmp_path)})
     assert p.returncode == 0, p.stderr
+
+
+def test_no_module_of_pdiff_core_imports_itself_back():
+    """The stages layer one way (a sweep's definition, then its cells' landing, executors, driver; the
+    generator below both pipelines): a cycle, even through a lazy import inside a function, means
+    two modules hold one concern between them."""
+    import ast
+    core = ROOT / "pdiff_core"
+    names = {p.stem for p in core.glob("*.py")}
+    deps = {}
+    for p in core.glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                found |= {node.module} if node.module else {a.name for a in node.names if a.name in names}
+        deps[p.stem] = found & names - {p.stem}
+
+    def reach(start):
+        seen, todo = set(), [start]
+        while todo:
+            for d in deps[todo.pop()] - seen:
+                seen.add(d)
+                todo.append(d)
+        return seen
+    cycles = sorted(m for m in deps if m in reach(m))
+    assert not cycles, f"these modules import themselves back through others: {cycles}"

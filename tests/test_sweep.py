@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pdiff_core import executors, runs, sweep
+from pdiff_core import driver, executors, runs, sweep
 from pdiff_core.__main__ import main
 from tests.conftest import ROOT, fake_sweep, wait_for
 
@@ -166,7 +166,7 @@ def test_a_cell_that_exits_before_starting_says_why(runs_dir, monkeypatch):
     monkeypatch.setattr(jobs, "worker_command", lambda cfg, rid: [
         sys.executable, "-c", "import sys; print('error: no CUDA GPU is visible; use --device cpu'); print(); sys.exit(2)"])
     sw = fake_sweep("early")
-    sweep.run("early", log=lambda m: None)
+    driver.run("early", log=lambda m: None)
     d = runs_dir / sw["cells"][0]["run"]
     assert runs.read_status(d)["error"] == ("the worker process exited with code 2 before it started: "
                                            "error: no CUDA GPU is visible; use --device cpu")
@@ -337,7 +337,7 @@ def test_a_ray_address_where_no_cluster_answers_is_refused_in_one_line_before_an
         runs_dir, capsys, monkeypatch, where):
     """ray.init retried a closed port for minutes and waited on a port that is not Ray's for ever; an unknown
     host failed only after the sweep's folder existed, left 'interrupted'."""
-    monkeypatch.setattr(executors, "ADDRESS_TIMEOUT_S", 0.5, raising=False)
+    monkeypatch.setattr(sweep, "ADDRESS_TIMEOUT_S", 0.5)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -413,7 +413,7 @@ def test_ray_executor_matches_local_retries_a_killed_worker_and_cancels(local_sw
     try:
         cell_pid, killed = wait_for(lambda: cell_process(cells[1]["run"]), timeout=180)
         private = private_of(cell_pid)                                  # the task's temporary folder
-        executors.check_address(wait_for(gcs_address))                  # a real Ray GCS passes the address check
+        sweep.check_address(wait_for(gcs_address))                  # a real Ray GCS passes the address check
         time.sleep(2)
         os.kill(killed, signal.SIGKILL)
         wait_for(lambda: (cell_process(cells[1]["run"]) or (0, killed))[1] != killed, timeout=180)  # the retry runs
