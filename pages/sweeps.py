@@ -55,6 +55,14 @@ def launch():
     st.query_params["sweep"] = sw["name"]
 
 
+def resume(name: str):
+    """A callback: the driver's resume; another tab may have resumed it first."""
+    try:
+        driver.launch(name)
+    except sweep.SweepError as e:
+        st.toast(str(e), icon=":material/info:")
+
+
 BIG_SWEEP = 100   # cells above which Launch asks for a tick first
 DEFAULTS = {"sw_preset": ui.DEMO_PRESET, "sw_grid": "k=10,25\nzoo=trajectory,independent", "sw_seeds": "0,1,2",
             "sw_workers": 0, "sw_name": ""}
@@ -200,7 +208,7 @@ with head:
                   on_click=lambda: st.toast(sweep.cancel(sw["name"])))
     elif any(c["state"] != "done" for c in sweep.results(sw)):
         # the driver's resume: failed and cancelled cells run again, done ones are kept
-        st.button("Resume", icon=":material/play_arrow:", key="sw_resume", on_click=driver.launch, args=(sw["name"],))
+        st.button("Resume", icon=":material/play_arrow:", key="sw_resume", on_click=resume, args=(sw["name"],))
 if state == "running":
     cell_grid(sw, state, sum(c["state"] in LANDED for c in sweep.results(sw)))
 elif state == "interrupted":

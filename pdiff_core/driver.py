@@ -100,10 +100,15 @@ def launch(name: str) -> int:
     """Start the driver of a created sweep in the background (the app does this); returns its pid.
     Its output goes to driver.out in the sweep folder; it outlives the app's server."""
     path = sweeps.folder(name)
+    state = sweeps.read_state(name)
+    if state.get("state") == "running":     # a second Resume (another tab): its driver would be refused, and
+        raise sweeps.SweepError(           # its pid in state.json made the live sweep read 'interrupted'
+            f"sweep {name} is running (driver pid {state.get('pid')}); wait for it, or cancel it")
     with open(path / "driver.out", "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "pdiff_core", "sweep", "--resume", name], stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=child_env(PDIFF_RUNS_DIR=str(runs.runs_root()), PYTHONUNBUFFERED="1"),
                                 start_new_session=True)
-    sweeps.write_state(name, state="running", pid=proc.pid, going={}, started=time.time())
+    if sweeps.read_state(name).get("pid") != proc.pid:     # unless the driver has written its own state already
+        sweeps.write_state(name, state="running", pid=proc.pid, going={}, started=time.time())
     return proc.pid

@@ -140,6 +140,18 @@ def test_a_second_driver_is_refused_while_one_holds_the_sweep(runs_dir, capsys, 
     assert main(["sweep", "--resume", "two"]) == 1 and len(no_cells) == 1    # released: the next one drives (1: no cell ran)
 
 
+def test_launching_a_running_sweep_is_refused_and_keeps_its_driver(runs_dir):
+    """A second Resume (another tab) started a driver that the lock refused, and its pid replaced the live
+    driver's in state.json: the sweep read 'interrupted' while its cells ran."""
+    fake_sweep("busy")
+    sweep.write_state("busy", state="running", pid=os.getpid(), going={})     # a live driver: this process
+    with pytest.raises(sweep.SweepError, match=r"sweep busy is running \(driver pid \d+\); wait for it, or cancel it"):
+        driver.launch("busy")
+    s = sweep.read_state("busy")
+    assert s["state"] == "running" and s["pid"] == os.getpid()
+    assert not (runs_dir / "_sweeps" / "busy" / "driver.out").exists()
+
+
 def test_two_creates_of_one_name_at_once_give_the_one_line_error(runs_dir, monkeypatch):
     """The other create makes the folder between this one's 'exists' check and its mkdir."""
     expand = sweep.expand
