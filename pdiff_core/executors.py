@@ -27,6 +27,7 @@ from . import child_env, jobs, landing, runs, sweep as sweeps
 LOCAL_RETRIES = 1
 RAY_RETRIES = 2
 POLL_S = 0.5
+STOP_GRACE_S = 30.0     # a Ray cell asked to stop gets a SIGTERM after this long
 
 
 def die_with_parent() -> None:
@@ -61,6 +62,17 @@ def how_it_ended(code: int) -> str:
     return f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
 
 
+def ask_to_stop(run_dir: Path) -> bool:
+    """A going cell's CANCEL file, read by its run at the next progress report, which then ends
+    'cancelled with the sweep during STAGE' as a run cancelled from the app does. False while the
+    run has not started reporting (no status.json yet): only a signal stops it then."""
+    if not (run_dir / "status.json").exists():
+        return False
+    if not (run_dir / "CANCEL").exists():
+        (run_dir / "CANCEL").write_text("cancelled with the sweep\n")
+    return True
+
+
 def move_output(runs_dir: Path, run_id: str) -> None:
     """The worker's stdout/stderr, kept beside its run as worker.out."""
     out = runs_dir / f".{run_id}.out"
@@ -88,9 +100,8 @@ def run_local(sweep, cells, stage, going, landed, cancelled, log) -> None:
     while queue or live:
         if cancelled():
             queue.clear()
-            for rid in live:                        # its worker reads this at its next progress report
-                if (stage / rid / "status.json").exists() and not (stage / rid / "CANCEL").exists():
-                    (stage / rid / "CANCEL").write_text("cancelled with the sweep\n")
+            for rid in live:
+                ask_to_stop(stage / rid)
         while queue and len(live) < workers:
             cell, attempt = queue.pop(0)
             proc = start_cell(sweeps.config_of(sweep, cell), cell["run"], stage)
@@ -141,8 +152,9 @@ def cell_tmpdir() -> Path:
 def ray_cell(cfg_dict: dict, run_id: str, sweep_name: str, board) -> bytes | None:
     """A Ray task: run one cell in a private temporary folder on whichever node Ray picked, report
     its progress to the driver's Board, then return its run directory as tar bytes (None: the sweep
-    was cancelled before the cell started). On the Board's cancel it SIGTERMs the cell, which ends
-    it 'cancelled' and still ships it. Not ray.cancel: its KeyboardInterrupt did not always reach a
+    was cancelled before the cell started). On the Board's cancel it asks the cell to stop as the
+    local pool does (ask_to_stop; SIGTERM before the run reports, or past STOP_GRACE_S), and the cell
+    ends 'cancelled' and still ships. Not ray.cancel: its KeyboardInterrupt did not always reach a
     running task (QA saw both cells end 'done'), and the cell's directory was lost when it did."""
     import ray
     from .config import RunConfig
@@ -150,7 +162,7 @@ def ray_cell(cfg_dict: dict, run_id: str, sweep_name: str, board) -> bytes | Non
         return None
     tmp = cell_tmpdir()
     node = {**landing.node_info("ray"), "worker_pid": os.getpid()}
-    proc, stopped = None, False
+    proc, stopped = None, None
     try:
         proc = start_cell(RunConfig.from_dict(cfg_dict), run_id, tmp)
         while (ended := reap(proc, block=False)) is None:
@@ -159,14 +171,17 @@ def ray_cell(cfg_dict: dict, run_id: str, sweep_name: str, board) -> bytes | Non
                 s = runs.read_status(tmp / run_id)
                 info = {"progress": s.get("progress") or 0.0, "message": s.get("message", ""),
                         "where": node.get("node_id", "")[:12] or node["hostname"]}
-            if ray.get(board.update.remote(run_id, info)) and not stopped:
-                proc.terminate()                # the run's SIGTERM handler ends it 'cancelled'
-                stopped = True
+            if ray.get(board.update.remote(run_id, info)) and stopped is None:
+                stopped = time.time()
+                if not ask_to_stop(tmp / run_id):
+                    proc.terminate()            # not reporting yet: its SIGTERM handler ends it 'cancelled'
+            elif stopped is not None and time.time() - stopped > STOP_GRACE_S:
+                proc.terminate()                # a run that does not read its CANCEL in time
             time.sleep(1.0)
         code, peak = ended
         move_output(tmp, run_id)
         if not (tmp / run_id / "config.json").exists():
-            if stopped:                         # stopped before it wrote its run
+            if stopped is not None:             # stopped before it wrote its run
                 return None
             raise RuntimeError(f"the cell's worker process {how_it_ended(code)} before writing its run: "
                                + last_words(tmp, run_id))

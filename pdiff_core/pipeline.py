@@ -169,6 +169,13 @@ def overall_progress(stage: str, fraction: float, analysis: bool = True) -> floa
     return 0.0
 
 
+def cancelled_by(cancel_file: Path) -> str:
+    try:
+        return cancel_file.read_text().strip().splitlines()[0][:80] or "cancelled by user"
+    except (OSError, IndexError, UnicodeDecodeError):
+        return "cancelled by user"
+
+
 def execute(cfg: RunConfig, run_dir: Path, prep: Prepared | None = None, bars: bool = False) -> dict:
     """Run with status.json, log.txt, CANCEL-file checks and (optionally) tqdm bars.
     Ends in state done, failed or cancelled; never leaves 'running' behind."""
@@ -182,8 +189,8 @@ def execute(cfg: RunConfig, run_dir: Path, prep: Prepared | None = None, bars: b
         return Cancelled(f"{run_dir} was deleted while the run was going (during {stage}); the run stopped")
 
     def report(stage, fraction, message):
-        if cancel_file.exists():
-            raise Cancelled(f"cancelled by user during {stage}")
+        if cancel_file.exists():        # its first line says who: the app, the sweep
+            raise Cancelled(f"{cancelled_by(cancel_file)} during {stage}")
         if not run_dir.is_dir():
             raise deleted(stage)
         if stage != last["stage"]:

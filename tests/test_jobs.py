@@ -1,6 +1,7 @@
 """Background workers: start, several at once, cancel, a killed worker reported as failed, uploads, delete."""
 import io
 import os
+import re
 import signal
 import time
 
@@ -58,6 +59,8 @@ def test_cancel_stops_the_worker(runs_dir):
     jobs.cancel(rid)
     status = wait(rid)
     assert status["state"] == "cancelled", status
+    assert re.fullmatch(r"cancelled from the app during (collect|autoencoder|diffusion|generate|evaluate|analysis)",
+                        status["message"]), status      # who, and where
 
 
 def test_killed_worker_is_reported_failed_on_disk(runs_dir):

@@ -339,6 +339,7 @@ def test_cancel_stops_the_going_cell_and_the_remaining_ones(tmp_path, monkeypatc
     assert proc.returncode == 1, out
     rows = sweep.results(sweep.load("can"))
     assert [r["state"] for r in rows] == ["cancelled", "pending"], rows
+    assert rows[0]["message"].startswith("cancelled with the sweep during "), rows
     assert sweep.read_state("can")["state"] == "cancelled"
 
 
@@ -452,6 +453,7 @@ def test_ray_executor_matches_local_retries_a_killed_worker_and_cancels(local_sw
     assert node["executor"] == "ray" and len(node["node_id"]) > 20 and node["node_ip"] == executors.LOOPBACK_IP
     status = runs.read_status(second)
     assert status["state"] == "cancelled" and status["progress"] < 1 and stopped_in < 30, (status, stopped_in, out)
+    assert status["message"].startswith("cancelled with the sweep during "), status    # as a local cell says it
     assert (second / "log.txt").exists(), "the cancelled run's own directory came back"
     assert runs.read_json(second / "node.json")["worker_pid"] not in (None, killed), "the retry ran it"
     assert not private.exists(), "the killed worker's temporary folder was left"
