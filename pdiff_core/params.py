@@ -41,6 +41,10 @@ def select_names(model: nn.Module, spec: str) -> list[str]:
     if unknown or not names:
         raise LayerError(f"unknown layer name(s) {', '.join(unknown) or repr(spec)}; use one of the subsets "
                          f"{', '.join(SUBSETS)} or these names: {', '.join(valid)}")
+    trainable = dict(model.named_parameters())
+    if not any(n in trainable for n in names):   # collection trains by gradient; BatchNorm's running stats stay fixed
+        raise LayerError(f"layers={spec} names only running statistics, which stay fixed while checkpoints are "
+                         f"collected; add a parameter, e.g. {names[0].rsplit('.', 1)[0]}.weight")
     return [n for n in valid if n in set(names)]
 
 

@@ -21,6 +21,16 @@ def test_resnet18_last_bn_is_2048_params():
     assert all(n.startswith("layer4_1.bn") for n in names)
 
 
+def test_running_stats_alone_are_refused_before_any_run():
+    # collection trains by gradient and keeps BatchNorm's statistics fixed: buffers alone once failed mid-run
+    from pdiff_core.config import preset_config
+    from pdiff_core.prepare import layer_error
+    m = build_model("mlp", (1, 8, 8), 10, 16)
+    with pytest.raises(LayerError, match="running statistics.*bn2.weight"):
+        select_names(m, "bn2.running_mean, bn2.running_var")
+    assert "running statistics" in layer_error(preset_config("tiny", layers="bn2.running_mean,bn2.running_var"))
+
+
 def test_unknown_layer_lists_valid_names():
     m = build_model("mlp", (1, 8, 8), 10, 16)
     with pytest.raises(LayerError) as e:
