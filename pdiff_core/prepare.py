@@ -3,6 +3,7 @@ dataset files, layer names. The pipeline and the analysis both start from a Prep
 from __future__ import annotations
 
 import functools
+import math
 import os
 from dataclasses import dataclass
 
@@ -35,18 +36,25 @@ def prepare(cfg: RunConfig, warm: bool = False) -> Prepared:
         warmup.start(device)
     check_dataset(cfg.dataset, cfg.data_root or None)
     data = load_dataset(cfg.dataset, cfg.data_root or None, seed=cfg.seed)
+    with torch.device("meta"):   # shapes only: sizes are checked before anything large is allocated
+        shaped = _build(cfg, data)
+    names = select_names(shaped, cfg.layers)
+    check_memory(cfg, shaped, names, len(data.y_val), len(data.y_test), data.n_classes)
     torch.manual_seed(cfg.seed)
-    try:
-        model = build_model(cfg.arch, data.input_shape, data.n_classes, cfg.width)
-    except (RuntimeError, MemoryError) as e:    # width=10**9: the allocation fails before anything else
-        raise ConfigError(f"the {cfg.arch} of width {cfg.width} does not fit in memory "
-                          f"({type(e).__name__}); lower width") from None
-    names = select_names(model, cfg.layers)
+    model = _build(cfg, data)
     check_sizes(cfg, data, model)
     if cfg.family:      # enough distinct tasks, and enough examples for every task's support sets
         from .tasks import check
         check(cfg.family, data.y_train, data.n_classes, cfg.tasks_train, cfg.tasks_heldout, cfg.seed, cfg.shots)
     return Prepared(cfg, device, data, model, names)
+
+
+def _build(cfg: RunConfig, data: Splits) -> torch.nn.Sequential:
+    try:
+        return build_model(cfg.arch, data.input_shape, data.n_classes, cfg.width)
+    except (*TOO_BIG, MemoryError) as e:    # width=10**12: its size overflows, or the allocation fails
+        raise ConfigError(f"the {cfg.arch} of width {cfg.width} does not fit in memory "
+                          f"({type(e).__name__}); lower width") from None
 
 
 def check_sizes(cfg: RunConfig, data: Splits, model: torch.nn.Module) -> None:
@@ -56,6 +64,65 @@ def check_sizes(cfg: RunConfig, data: Splits, model: torch.nn.Module) -> None:
     if batch < 2 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         raise ConfigError(f"batch_size must be at least 2 here (now {cfg.batch_size}, {len(data.y_train)} training "
                           f"examples): BatchNorm layers need two examples per batch in training")
+
+
+GIB = 2 ** 30
+TOO_BIG = (RuntimeError, OverflowError, TypeError)   # what torch raises for a size beyond 64 bits
+
+
+def memory_need(cfg: RunConfig, model: torch.nn.Module, names: list[str], n_val: int, n_test: int,
+                n_classes: int) -> dict[str, int]:
+    """Bytes held by the run's largest tensors, keyed by the options that size them. A lower bound
+    (activations and temporary copies left out), from shapes alone: `model` may be on the meta device."""
+    from .autoencoder import ParamAutoencoder
+    from .baselines import NOISE_SIGMAS
+    from .diffusion import Denoiser
+    dim = sum(t.numel() for n, t in model.state_dict().items() if n in names)
+    k = cfg.k * (cfg.tasks_train if cfg.family else 1)
+    n = cfg.n_generate * (cfg.tasks_heldout if cfg.family else 1)
+    n_rows = n * (len(NOISE_SIGMAS) + 4 if cfg.analysis and not cfg.family else 1)   # with the baselines' families
+    row = 4 * dim + 8 * (n_val + n_test) + 4 * n_test * n_classes    # a vector, its predictions, its test logits
+    return {"width": _trained_bytes(lambda: model),
+            "k": k * (row + 2 * 4 * dim),                        # + the normalized and reconstructed checkpoints
+            "latent_dim or ae_channels": _trained_bytes(lambda: ParamAutoencoder(dim, cfg.latent_dim, cfg.ae_channels)),
+            "ddpm_channels or latent_dim": _trained_bytes(lambda: Denoiser(cfg.latent_dim, cfg.ddpm_channels)),
+            "n_generate": n_rows * row + 2 * 4 * n * (cfg.ddpm_channels * Denoiser.LENGTH + cfg.latent_dim)}  # sampling
+
+
+def _trained_bytes(make) -> int:
+    """float32 weights, gradients and Adam's two moments of the module make() builds on the meta device;
+    a size past torch's 64-bit sizes counts as infinite."""
+    try:
+        with torch.device("meta"):
+            return 16 * sum(p.numel() for p in make().parameters())
+    except TOO_BIG:
+        return math.inf
+
+
+def total_memory() -> int | None:
+    """This machine's physical memory in bytes; None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(cfg: RunConfig, model: torch.nn.Module, names: list[str], n_val: int, n_test: int,
+                 n_classes: int) -> None:
+    """Refuse a run that cannot fit in this machine's memory, whatever else runs: it would fail (or be
+    killed) mid-run, after its run directory exists."""
+    need, ram = memory_need(cfg, model, names, n_val, n_test, n_classes), total_memory()
+    if ram and sum(need.values()) > ram:
+        most = max(need, key=need.get)
+        needs, share = ((f"at least {_gib(sum(need.values()))}", f"{_gib(need[most])} of it") if need[most] < math.inf
+                        else ("tensors too large for 64-bit sizes", "most of it"))
+        raise ConfigError(f"this run does not fit in memory: it needs {needs}, more than this machine's {_gib(ram)} "
+                          f"({share} from {most}); lower {most.split(' or ')[0]}")
+
+
+def _gib(size: int) -> str:
+    gib = size / GIB
+    return f"{gib:,.1f} GiB" if gib < 1e6 else f"{gib:.1e} GiB"
 
 
 # One example's shape and the class count of each dataset, fixed by its format: enough to build the

@@ -192,6 +192,14 @@ def test_launch_form_rejects_bad_values(runs_dir):
     assert not runs_dir.exists() or not [p for p in runs_dir.iterdir() if p.name != jobs.UPLOADS]
 
 
+def test_launch_refuses_a_run_that_cannot_fit_in_memory(runs_dir):
+    """latent_dim=10**9 once passed every check and started a worker that failed on its first allocation."""
+    at = set_number(app("launch"), "opt_latent_dim", 10 ** 9)
+    at.button(key="launch_button").click().run()
+    assert "does not fit in memory" in texts(at.error) and "lower latent_dim" in texts(at.error)
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())           # nothing was started
+
+
 def test_launch_starts_a_worker_and_shows_it(runs_dir):
     at = app("launch")
     at.selectbox(key="preset").set_value("tiny").run()

@@ -50,6 +50,14 @@ def no_running_runs(runs_dir):
     (["run", "--device", "tpu"], ["invalid choice", "(see python -m pdiff_core run --help)"]),
     (["frobnicate"], ["invalid choice", "(see python -m pdiff_core --help)"]),
     (["run", "--preset", "tiny", "--set", "width=1000000000000"], ["does not fit in memory", "lower width"]),
+    # sizes the machine cannot hold: refused from shapes before a run directory exists (they failed mid-run)
+    (["run", "--preset", "tiny", "--set", "latent_dim=1000000000"], ["does not fit in memory", "lower latent_dim"]),
+    (["run", "--preset", "tiny", "--set", "n_generate=100000000"], ["does not fit in memory", "lower n_generate"]),
+    (["run", "--preset", "tiny", "--set", "k=100000000"], ["does not fit in memory", "lower k"]),
+    (["run", "--preset", "tiny", "--set", "ddpm_channels=100000000"], ["does not fit in memory", "lower ddpm_channels"]),
+    (["run", "--preset", "tiny", "--set", f"latent_dim={2 ** 62}"], ["does not fit in memory", "lower latent_dim"]),
+    (["run", "--preset", "tiny", "--set", f"ddpm_channels={2 ** 62}"], ["does not fit in memory", "lower ddpm_channels"]),
+    (["run", "--preset", "tiny", "--set", "arch=cnn", "--set", f"width={2 ** 62}"], ["does not fit in memory", "lower width"]),
     (["show", "no-such-run"], ["no run 'no-such-run'"]),
     (["show", "../etc"], ["not a valid run id"]),
     (["analyze", ".."], ["not a valid run id"]),
@@ -58,6 +66,22 @@ def test_bad_arguments_exit_2_with_one_line(capsys, runs_dir, argv, needles):
     code, out, err = run_cli(capsys, *argv)
     assert_one_line_error(code, err, *needles)
     assert not runs_dir.exists() or not any(runs_dir.iterdir())     # nothing was created
+
+
+def test_the_memory_check_refuses_no_preset():
+    """Every preset's lower bound, at 10,000 validation and test examples (more than any built-in set), stays far
+    below a small machine's memory: the check only stops sizes nothing could run."""
+    import torch
+    from pdiff_core.config import PRESETS, preset_config
+    from pdiff_core.models import build_model
+    from pdiff_core.params import select_names
+    from pdiff_core.prepare import GIB, SHAPES, memory_need
+    for name in PRESETS:
+        cfg = preset_config(name)
+        shape, n_classes = SHAPES[cfg.dataset]
+        with torch.device("meta"):
+            model = build_model(cfg.arch, shape, n_classes, cfg.width)
+        assert sum(memory_need(cfg, model, select_names(model, cfg.layers), 10_000, 10_000, n_classes).values()) < 2 * GIB
 
 
 def test_cuda_requested_without_gpu(capsys, runs_dir):
