@@ -77,6 +77,9 @@ def _finish(name, train, val, test, n_classes, scale=1.0):
     x0 = xs[0]
     dims = [0, *range(2, x0.dim())] if x0.dim() > 2 else [0, 1]  # per channel; flat features share one
     var, mean = torch.var_mean(x0, dim=dims, keepdim=True, correction=0)
+    if not (torch.isfinite(var).all() and torch.isfinite(mean).all()):  # float32 squares overflow beyond ~1e19
+        raise DataError(f"{name}: the train split's values are too large to standardize in float32 (their variance "
+                        f"overflows); rescale them first, e.g. X / np.abs(X).max()")
     std = torch.where(var > 0, var.sqrt(), torch.ones_like(var))  # a constant channel must not become NaN
     for x in xs:
         x.sub_(mean).div_(std)
