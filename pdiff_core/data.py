@@ -205,6 +205,9 @@ def _npz_layout(path):
         xs, ys = meta[xk][0], meta[yk][0]
         if len(xs) not in (2, 3, 4):
             raise DataError(f"{path}: {xk} has shape {xs}; expected N×features, N×C×L or N×C×H×W")
+        if 0 in xs[1:]:
+            raise DataError(f"{path}: {xk} has shape {xs}, so its examples hold no values; save at least one "
+                            f"feature per example")
         if len(ys) != 1:
             raise DataError(f"{path}: {yk} has shape {ys}; expected one label per example, shape (N,) "
                             f"(try y.ravel())")
