@@ -246,6 +246,11 @@ def _npz_labels(path, ys):
                         f"{n_classes - 1} and {gaps} never occur; {remap}")
     if n_classes < 2:
         raise DataError(f"{path}: every label is 0; a classifier needs at least 2 classes")
+    if "y_test" in out:   # a class only the test part has is always wrong, which reads as a failed run
+        unseen = np.setdiff1d(out["y_test"], out["y_train"])
+        if len(unseen):
+            raise DataError(f"{path}: y_test has classes {unseen[:10].tolist()} that y_train never has, so no model "
+                            f"can predict them; put examples of them in the train part (do both use the same ids?)")
     return out, n_classes
 
 

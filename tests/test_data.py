@@ -319,6 +319,8 @@ def npz_cases():
         ("rank-2-y", dict(X=X, y=y[:, None]), r"y has shape \(60, 1\)", True),
         ("no-features", dict(X=X[:, :0], y=y), r"X has shape \(60, 0\), so its examples hold no values", True),
         ("no-channels", dict(X=X[:, :0].reshape(60, 0, 2, 2), y=y), "hold no values", True),
+        ("test-only-class", dict(X_train=X, y_train=y % 2, X_test=X[:20], y_test=y[:20]),
+         r"y_test has classes \[2\] that y_train never has", True),
         ("feature-mismatch", dict(X_train=X, y_train=y, X_test=X[:20, :3], y_test=y[:20]), "must match", True),
         ("test-lengths", dict(X_train=X, y_train=y, X_test=X[:20], y_test=y[:19]), "X_test has 20 examples", True),
         ("too-few", dict(X=X[:20], y=y[:20]), "too few", True),
