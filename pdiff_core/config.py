@@ -179,6 +179,8 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise ConfigError(f"{f.name} must be {KIND_WORDS[name]}, got {v!r}")
         if want and f.type == "float" and not math.isfinite(v):
             raise ConfigError(f"{f.name} must be a finite number, got {v!r}")
+        if want and f.type == "int" and abs(v) > MAX_INT:   # torch takes sizes and seeds as 64-bit integers
+            raise ConfigError(f"{f.name} must be at most {MAX_INT:,}, got a {len(str(abs(v)))}-digit number")
     positive = ["threads", "width", "base_epochs", "batch_size", "k", "latent_dim", "ae_channels", "ae_steps",
                 "ae_batch", "ddpm_steps", "ddpm_batch", "ddpm_channels", "timesteps", "n_generate",
                 "ddim_steps", "eval_chunk"]
@@ -250,6 +252,7 @@ def _validate_transfer(cfg: RunConfig) -> None:
 
 
 MAX_SEED = 2 ** 31 - 1
+MAX_INT = 2 ** 63 - 1
 MAX_ADAM_LR = 1.0
 MAX_COLLECT_LR = 10.0
 MIN_BETA = 1e-6            # 1 - beta must differ from 1 in float32 (its resolution is 6e-8)

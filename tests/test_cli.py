@@ -46,6 +46,9 @@ def no_running_runs(runs_dir):
     (["run", "--set", "dataset=mnist", "--set", "data_root=/nonexistent/mnist"], ["/nonexistent/mnist", "train-images-idx3-ubyte"]),
     (["run", "--set", "dataset=cifar10", "--set", "data_root=/nonexistent/c10"], ["/nonexistent/c10", "cifar-10"]),
     (["run", "--seed", "-1"], ["seed must be >= 0"]),
+    # Python's integers are unbounded, torch's are 64-bit: a 400-digit latent_dim failed mid-run with a TypeError
+    (["run", "--preset", "tiny", "--set", "latent_dim=" + "1" * 400], ["latent_dim must be at most", "400-digit"]),
+    (["run", "--preset", "tiny", "--set", "k=" + "9" * 30], ["k must be at most 9,223,372,036,854,775,807"]),
     (["run", "--bogus"], ["unrecognized arguments", "(see python -m pdiff_core --help)"]),
     (["run", "--device", "tpu"], ["invalid choice", "(see python -m pdiff_core run --help)"]),
     (["frobnicate"], ["invalid choice", "(see python -m pdiff_core --help)"]),
