@@ -118,7 +118,7 @@ def section_b(d, cfg, prep, loop_n):
 
     def decode(lat):
         with torch.no_grad():
-            return codec.denormalize(ae.decode(lat * scale["latent_std"] + scale["latent_mean"]))
+            return generator.decode(ae, codec, lat, scale["latent_mean"], scale["latent_std"])[1]
 
     n = cfg.n_generate
     t_batch, lat_b = timed(lambda: sample_ddim(den, sched, n, cfg.ddim_steps, torch.Generator().manual_seed(0),

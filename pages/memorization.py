@@ -2,7 +2,7 @@
 import streamlit as st
 
 from pdiff_core.report import ZOO_MEANING
-from studio import charts, load, ui
+from studio import charts, load, shape, ui
 
 ui.header("Memorization")
 r = ui.need_results()
@@ -52,7 +52,7 @@ gen = m[m["group"] == "generated"].reset_index(drop=True)
 picked = ui.model_table(gen, key="mem_table", select=True, group=False)
 st.caption("Sort by clicking a column header; select a row to compare its parameters with its nearest checkpoint.")
 sel = picked.selection.rows
-i = sel[0] if sel else int(gen["nn_dist"].idxmin()) if gen["nn_dist"].notna().any() else None
+i = sel[0] if sel else shape.closest_pair(gen)
 if i is not None and gen.at[i, "nn_idx"] >= 0:
     g, o = int(gen.at[i, "index"]), int(gen.at[i, "nn_idx"])
     st.markdown(f"**{gen.at[i, 'label']}** against its nearest checkpoint **original #{o}** "

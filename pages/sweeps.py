@@ -6,7 +6,7 @@ import streamlit as st
 
 from pdiff_core import driver, sweep
 from pdiff_core.config import PRESETS
-from studio import charts, load, ui
+from studio import charts, load, shape, ui
 
 CELL_COLORS = {"pending": "gray", "running": "blue", "done": "green", "failed": "red", "cancelled": "orange"}
 TILES_PER_ROW = 4
@@ -39,7 +39,7 @@ def preview() -> tuple[int, str]:
     seconds = sweep.estimate({"preset": preset, "cells": cells, "workers": workers})
     if seconds is None:
         return len(cells), f"no past runs of {preset} here, so no time estimate"
-    return len(cells), f"about {seconds:.0f} s" if seconds < 120 else f"about {seconds / 60:.1f} min"
+    return len(cells), f"about {shape.duration_words(seconds)}"
 
 
 def launch():

@@ -87,9 +87,7 @@ st.caption(f"Over all held-out tasks, {shape.pct(mem['share_generated_matching_a
 st.subheader("Tasks by embedding")
 pts, ratio = load.transfer_map(r)
 nearest, counts = shape.transfer_links(load.transfer_arrays(r), j)
-axes = tuple(f"PC {i + 1} ({100 * v:.1f} % of variance)" for i, v in enumerate(ratio[:2]))
-axes = axes + ("PC 2",) * (2 - len(axes))
-st.plotly_chart(charts.transfer_map(pts, j, nearest, counts, axes), key="tr_map")
+st.plotly_chart(charts.transfer_map(pts, j, nearest, counts, shape.axes_with_variance("PC", ratio)), key="tr_map")
 st.caption("PCA fit on the training tasks' embeddings (per-class mean trunk features of a support set, averaged "
            "over support draws), applied to the held-out tasks. Red lines: the training tasks whose heads the "
            "selected task's generated heads sit closest to in parameter space, wider for more heads.")

@@ -23,6 +23,7 @@ from torch.func import functional_call, vmap
 from .config import RunConfig
 from .data import Splits
 from .evaluate import split_at_first_generated
+from .metrics import step_lengths
 from .optim import CosineAnnealing, Optimizer
 
 MAX_HALVINGS = 8          # a diverged collection retries from the base state at lr/2, lr/4, ... lr/256
@@ -164,12 +165,6 @@ def collect_zoo(model: nn.Module, names: list[str], data: Splits, cfg: RunConfig
     return Zoo(theta, trajectory_ids(cfg), info)
 
 
-def collect_checkpoints(model: nn.Module, names: list[str], data: Splits, cfg: RunConfig, device: str,
-                        gen: torch.Generator, tick: Tick) -> torch.Tensor:
-    """K x D matrix of the selected parameters (collect_zoo's theta)."""
-    return collect_zoo(model, names, data, cfg, device, gen, tick).theta
-
-
 def _trajectory(model, names, data, cfg, lr, device, gen, tick) -> torch.Tensor | None:
     """K x D, one row per optimizer step of one continuation; None when it diverged.
 
@@ -298,8 +293,7 @@ def _batched(model, names, data, cfg, lr, device, gen, tick) -> torch.Tensor | N
 def checkpoint_spread(theta: torch.Tensor, trajectory: torch.Tensor) -> dict:
     """How much the checkpoints differ: if this is ~0, p-diff has nothing to learn but a point.
     A step is between consecutive rows of one trajectory: an independent zoo has none (mean_step_l2 None)."""
-    same = trajectory[1:] == trajectory[:-1]
-    steps = (theta[1:] - theta[:-1]).norm(dim=1)[same]
+    steps = step_lengths(theta, trajectory.numpy())
     dists = torch.cdist(theta.double(), theta.double())
     k = len(theta)
     return {

@@ -150,6 +150,11 @@ def _coerce(field_type: type, key: str, text: str):
         raise ConfigError(f"--set {key}={text}: expected {KIND_WORDS[field_type.__name__]}") from None
 
 
+def override_text(v) -> str:
+    """A value as --set writes it, and parse_overrides reads it back: true/false, a float's repr."""
+    return str(v).lower() if isinstance(v, bool) else repr(v) if isinstance(v, float) else str(v)
+
+
 def parse_overrides(pairs: list[str]) -> dict:
     """Turn ['k=200', 'layers=head'] into typed values, with one-line errors."""
     types = {f.name: f.type for f in dataclasses.fields(RunConfig)}
@@ -218,7 +223,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     if cfg.k < 2:
         raise ConfigError(f"k must be at least 2 checkpoints, got {cfg.k}")
     _validate_zoo(cfg)
-    if cfg.sampler not in ("dpm2m", "ddim", "ddpm"):
+    if cfg.sampler not in SAMPLERS:
         raise ConfigError(f"sampler must be dpm2m, ddim or ddpm, got '{cfg.sampler}'")
     if not (isinstance(cfg.ddim_eta, (int, float)) and not isinstance(cfg.ddim_eta, bool)
             and math.isfinite(cfg.ddim_eta) and cfg.ddim_eta >= 0):
@@ -260,6 +265,7 @@ MIN_ALPHA_BAR = 1e-30      # the schedule's last alpha_bar, in float64; float32 
 MAX_TIMESTEPS = 100_000
 MAX_THREADS = 256
 ZOO_KINDS = ("trajectory", "independent", "mixed")
+SAMPLERS = ("dpm2m", "ddim", "ddpm")        # diffusion.sample's
 
 
 def _validate_zoo(cfg: RunConfig) -> None:

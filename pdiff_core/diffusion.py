@@ -263,9 +263,6 @@ def sample_dpm2m(net: Denoiser, sched: Schedule, n: int, steps: int, gen: torch.
     return x
 
 
-SAMPLERS = ("dpm2m", "ddim", "ddpm")
-
-
 def sample(net: Denoiser, sched: Schedule, n: int, sampler: str, steps: int, gen: torch.Generator,
            device: str = "cpu", eta: float = 0.0, clip: float | None = None, tick=None) -> torch.Tensor:
     """The config's sampler: dpm2m and ddim take `steps`, ddim also `eta`; ddpm walks all T steps."""

@@ -58,10 +58,6 @@ def reap(proc: subprocess.Popen, block: bool) -> tuple[int, float] | None:
     return proc.returncode, round(usage.ru_maxrss / 1024, 1)
 
 
-def how_it_ended(code: int) -> str:
-    return f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-
-
 def ask_to_stop(run_dir: Path) -> bool:
     """A going cell's CANCEL file, read by its run at the next progress report, which then ends
     'cancelled with the sweep during STAGE' as a run cancelled from the app does. False while the
@@ -112,24 +108,24 @@ def run_local(sweep, cells, stage, going, landed, cancelled, log) -> None:
             if ended is None:
                 continue
             code, peak = ended
+            how = jobs.how_it_ended(code)
             del live[rid]
             going(rid, None)
             move_output(stage, rid)
             killed = code < 0 and code != -signal.SIGTERM and not cancelled()
             if killed and attempt <= LOCAL_RETRIES:
-                log(f"  {rid}: worker {how_it_ended(code)}; retrying (attempt {attempt + 1})")
+                log(f"  {rid}: worker {how}; retrying (attempt {attempt + 1})")
                 if (stage / rid).exists():
                     landing.set_aside(stage / rid, sweep["name"])
                 queue.insert(0, (cell, attempt + 1))
                 continue
             node = {**landing.node_info("local"), "peak_rss_mib": peak, "attempt": attempt}
             if (stage / rid).is_dir():
-                landing.finish_cell_dir(stage / rid, sweep["name"], node,
-                                         reason=f"the worker process {how_it_ended(code)} without finishing")
+                landing.finish_cell_dir(stage / rid, sweep["name"], node, reason=f"the worker process {how} without finishing")
             else:                                       # died before it made its folder: say what it said
                 said = last_words(stage, rid)
-                landing.failed_cell_dir(stage, sweep, cell, node, f"the worker process {how_it_ended(code)} before it "
-                                                                 f"started" + (f": {said}" if said else ""))
+                landing.failed_cell_dir(stage, sweep, cell, node,
+                                        f"the worker process {how} before it started" + (f": {said}" if said else ""))
                 move_output(stage, rid)                 # its output goes with it, as worker.out
             landed(cell, stage / rid)
         time.sleep(POLL_S)
@@ -183,11 +179,11 @@ def ray_cell(cfg_dict: dict, run_id: str, sweep_name: str, board) -> bytes | Non
         if not (tmp / run_id / "config.json").exists():
             if stopped is not None:             # stopped before it wrote its run
                 return None
-            raise RuntimeError(f"the cell's worker process {how_it_ended(code)} before writing its run: "
+            raise RuntimeError(f"the cell's worker process {jobs.how_it_ended(code)} before writing its run: "
                                + last_words(tmp, run_id))
         node.update(peak_rss_mib=peak,
                     task_peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
-        landing.finish_cell_dir(tmp / run_id, sweep_name, node, reason=f"the worker process {how_it_ended(code)}")
+        landing.finish_cell_dir(tmp / run_id, sweep_name, node, reason=f"the worker process {jobs.how_it_ended(code)}")
         return landing.pack(tmp / run_id)
     finally:
         if proc is not None and proc.returncode is None:    # this task failed or was interrupted: no orphan cell

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from . import runs
 from .autoencoder import ParamAutoencoder
 from .config import RunConfig
@@ -16,6 +18,12 @@ def save_generator(run_dir: Path, ae, denoiser, lat_mean: float, lat_std: float,
                            {"latent_mean": str(lat_mean), "latent_std": str(lat_std), "x0_clip": str(clip),
                             "dim": str(dim)})
     runs.write_safetensors(Path(run_dir) / "denoiser.safetensors", denoiser.state_dict())
+
+
+def decode(ae, codec, g: torch.Tensor, lat_mean: float, lat_std: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sampled latents, in the unit scale the DDPM was trained on, to (AE latents, raw parameters)."""
+    lat = g.float() * lat_std + lat_mean
+    return lat, codec.denormalize(ae.decode(lat).float())
 
 
 def load_generator(run_dir: Path, cfg: RunConfig, device: str = "cpu"):

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from . import child_env, runs
-from .config import PRESETS, RunConfig
+from .config import PRESETS, RunConfig, override_text
 
 WORKER_OUT = "worker.out"
 UPLOADS = "_uploads"          # inside the runs root; not a valid run id, so never listed as a run
@@ -35,7 +35,7 @@ def _overrides(cfg: RunConfig) -> list[str]:
     for f in dataclasses.fields(RunConfig):
         v = getattr(cfg, f.name)
         if f.name != "preset" and v != getattr(preset, f.name):
-            pairs += ["--set", f"{f.name}={str(v).lower() if isinstance(v, bool) else repr(v) if isinstance(v, float) else v}"]
+            pairs += ["--set", f"{f.name}={override_text(v)}"]
     return pairs
 
 
@@ -113,11 +113,15 @@ def tail(path: Path, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def how_it_ended(code: int) -> str:
+    """A finished process's exit, as the run's and the sweep cell's errors say it."""
+    return f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+
+
 def _death_note(run_dir: Path, pid) -> str:
     proc = _children.pop(pid, None) if pid else None
     code = proc.returncode if proc is not None else None
-    how = (f"was killed by signal {-code}" if code is not None and code < 0 else
-           f"exited with code {code}" if code is not None else "is gone")
+    how = how_it_ended(code) if code is not None else "is gone"
     out, log = ([l for l in tail(run_dir / name, 40).splitlines() if l.strip()] for name in (WORKER_OUT, "log.txt"))
     errors = [l for l in out if l.startswith(("error:", "run failed:"))]
     crashed = any(l.startswith("Traceback") for l in out)   # then its last line names the exception

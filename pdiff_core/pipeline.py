@@ -1,7 +1,8 @@
 """Wires the stages into one run and reports stage and progress through a callback.
 
-prepare() does every check that can fail on bad input (config values, dataset files, layer
-names) before a run directory exists; run_pipeline() then writes the run directory."""
+prepare() (prepare.py) does every check that can fail on bad input (config values, dataset files,
+layer names, memory) before a run directory exists; run_pipeline() then writes the run directory,
+and execute() keeps status.json, log.txt and the CANCEL file around it."""
 from __future__ import annotations
 
 import copy
@@ -19,7 +20,7 @@ from .collect import checkpoint_spread, collect_zoo, train_base
 from .config import RunConfig
 from .diffusion import Schedule, sample, train_ddpm
 from .evaluate import Evaluator
-from .generator import save_generator
+from .generator import decode, save_generator
 from .health import reference_accuracy, run_warnings
 from .metrics import group_metrics, summarize
 from .params import Codec
@@ -37,7 +38,8 @@ class Cancelled(Exception):
 def run_pipeline(cfg: RunConfig, run_dir: Path, report: Callable[[str, float, str], None] = lambda *a: None,
                  prep: Prepared | None = None, log_loss: Callable[[str, int, float], None] = lambda *a: None) -> dict:
     """Run every stage and write the run directory. `report(stage, fraction, message)` is called
-    often; it may raise Cancelled to stop. Returns metrics.json's content."""
+    often; it may raise Cancelled to stop. Returns metrics.json's content (a task-family run: its
+    stage timings and base training, transfer.json being its record)."""
     prep = prep or prepare(cfg, warm=True)
     device, data, names = prep.device, prep.data, prep.names
     if device == "cpu":
@@ -96,8 +98,8 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, report: Callable[[str, float, st
     with torch.no_grad():
         g_lat = sample(denoiser, sched, cfg.n_generate, cfg.sampler, cfg.ddim_steps, sgen, device, eta=cfg.ddim_eta,
                        clip=clip, tick=tick)
-        g_lat = g_lat.float() * lat_std + lat_mean
-        generated = codec.denormalize(ae.decode(g_lat).float()).cpu()
+        g_lat, generated = decode(ae, codec, g_lat, lat_mean, lat_std)
+        generated = generated.cpu()
     finite = torch.isfinite(generated).all(dim=1)
     done()
 
@@ -236,6 +238,6 @@ def execute(cfg: RunConfig, run_dir: Path, prep: Prepared | None = None, bars: b
     runs.append_log(run_dir, f"run done in {time.time() - t_start:.1f}s; stage timings {metrics['timings']}")
     warm = warmup.result(wait=False)      # CUDA runs: how long the background warm-up took, or why it failed
     runs.update_status(run_dir, state="done", stage="done", progress=1.0, message="done", finished=time.time(),
-                       timings=metrics["timings"], losses=losses, device=runs._machine_device(cfg.device),
+                       timings=metrics["timings"], losses=losses, device=runs.machine_device(cfg.device),
                        **({"cuda_warmup": warm} if warm["started"] else {}))
     return metrics

@@ -235,7 +235,7 @@ def list_runs() -> list[dict]:
     return out
 
 
-def _machine_device(name: str | None) -> str:
+def machine_device(name: str | None) -> str:
     """'auto' | 'cpu' | 'cuda' -> the device such a run gets on this machine (never raises)."""
     if name in ("cpu", "cuda"):
         return name
@@ -266,6 +266,6 @@ def estimate(preset: str, device: str | None = "auto") -> tuple[float, int] | No
         found.append((status.get("device") or cfg.get("device"), finished - started))
     if not found:          # a first visit: no torch import (about 1 s) to find this machine's device
         return None
-    want = _machine_device(device)
-    seconds = [s for dev, s in found if _machine_device(dev) == want]
+    want = machine_device(device)
+    seconds = [s for dev, s in found if machine_device(dev) == want]
     return (float(np.median(seconds)), len(seconds)) if seconds else None

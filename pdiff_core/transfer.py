@@ -30,7 +30,7 @@ from .autoencoder import latent_scale, train_autoencoder
 from .collect import train_base
 from .config import RunConfig
 from .diffusion import Guided, Schedule, sample, train_ddpm
-from .generator import load_generator, save_generator
+from .generator import decode, load_generator, save_generator
 from .metrics import error_sets, iou_matrix
 from .optim import Optimizer
 from .params import Codec
@@ -178,7 +178,7 @@ def run_transfer(cfg: RunConfig, run_dir: Path, report, prep: Prepared, log_loss
             sgen = torch.Generator(device).manual_seed(cfg.seed * 7919 + SALT_GEN + j)
             g_lat = sample(Guided(net, z_held[j].to(device), cfg.guidance), sched, cfg.n_generate, cfg.sampler,
                            cfg.ddim_steps, sgen, device, eta=cfg.ddim_eta, clip=clip)
-            generated.append(codec.denormalize(ae.decode(g_lat.float() * lat_std + lat_mean).float()).cpu())
+            generated.append(decode(ae, codec, g_lat, lat_mean, lat_std)[1].cpu())
             report("generate", (j + 1) / len(ts.heldout), f"held-out task {j + 1}/{len(ts.heldout)}")
     generated = torch.stack(generated)                                                   # (n_h, M, D)
     done()
@@ -435,7 +435,7 @@ def generate_for_task(run_dir: Path, x_raw: np.ndarray, y: np.ndarray, n: int | 
     with torch.no_grad():
         g = sample(Guided(net, e, cfg.guidance), sched, n or cfg.n_generate, cfg.sampler, cfg.ddim_steps,
                    torch.Generator().manual_seed(seed), eta=cfg.ddim_eta, clip=scale["x0_clip"])
-        heads = codec.denormalize(ae.decode(g.float() * scale["latent_std"] + scale["latent_mean"]).float())
+        heads = decode(ae, codec, g, scale["latent_mean"], scale["latent_std"])[1]
     correct = (predict(heads, h) == y[None]).mean(1)
     nearest = int(torch.cdist(e[None], torch.from_numpy(arrays["emb_train"]).mean(1)).argmin())
     return {"heads": heads, "accuracy_on_examples": correct, "embedding": e,

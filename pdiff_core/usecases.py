@@ -14,14 +14,13 @@ from .collect import minibatches
 from .evaluate import Evaluator
 from .optim import Optimizer
 from .metrics import boot_accuracy, bootstrap_weights, correct, difference
-from .params import Codec
+from .params import NORM_LAYERS, Codec
 from .prepare import Prepared
 
 ENSEMBLE_KS = (1, 2, 5, 10, 20, 50)
 ENSEMBLE_DRAWS = 50
 INIT_STARTS = 4          # fine-tuning runs per kind of start
 INIT_STEPS = 60
-NORMS = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm)   # deterministic init
 
 
 # -----------------------------------------------------------------------------
@@ -92,7 +91,7 @@ def fresh_init(model: torch.nn.Module, codec: Codec, seed: int) -> torch.Tensor:
             if name not in owners or not hasattr(m, "reset_parameters"):
                 continue
             m.reset_parameters()
-            if isinstance(m, NORMS):
+            if isinstance(m, NORM_LAYERS):
                 with torch.no_grad():
                     for pname, centre in (("weight", 1.0), ("bias", 0.0)):
                         p, full = getattr(m, pname, None), f"{name}.{pname}"

@@ -4,8 +4,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from pdiff_core.config import (KIND_WORDS, PRESETS, ZOO_KINDS, ConfigError, RunConfig, parse_overrides, preset_config,
-                               validate)
+from pdiff_core.config import (KIND_WORDS, PRESETS, SAMPLERS, ZOO_KINDS, ConfigError, RunConfig, override_text,
+                               parse_overrides, preset_config, validate)
 from pdiff_core.data import dataset_names
 from pdiff_core.models import MODELS
 from pdiff_core.params import SUBSETS
@@ -22,7 +22,7 @@ MORE = {
     "Evaluation and analysis": ["analysis", "eval_chunk"],
 }
 BUILTIN_DATA = ("digits", "mnist1d")     # every other dataset needs data_root
-CHOICES = {"dataset": dataset_names(), "arch": list(MODELS), "sampler": ["dpm2m", "ddim", "ddpm"], "device": ["auto", "cpu", "cuda"],
+CHOICES = {"dataset": dataset_names(), "arch": list(MODELS), "sampler": list(SAMPLERS), "device": ["auto", "cpu", "cuda"],
            "zoo": list(ZOO_KINDS)}
 LABELS = {
     "dataset": "dataset", "arch": "architecture", "layers": "layers to generate", "k": "K checkpoints",
@@ -105,7 +105,7 @@ def to_query(preset: str, values: dict) -> list[str]:
             continue
         if k not in TYPES or k == "preset" or v == base.get(k):
             continue
-        out.append(f"{k}={str(v).lower() if isinstance(v, bool) else repr(v) if isinstance(v, float) else v}")
+        out.append(f"{k}={override_text(v)}")
     return out
 
 

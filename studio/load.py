@@ -232,7 +232,6 @@ def arrays(r: RunRef) -> dict[str, np.ndarray]:
     return runs.read_analysis_arrays(r.path)
 
 
-model_label = shape.model_label
 
 
 @st.cache_data(**CACHE)

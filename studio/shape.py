@@ -1,13 +1,17 @@
 """Pure data shaping for the result pages and the HTML report: no streamlit, no file reads.
 
-`studio/load.py` wraps each function in `st.cache_data` over a run's files; `studio/report.py`
-calls them directly, so the app and the report draw the same numbers."""
+`studio/load.py` reads a run's files (cached with `st.cache_data`) and hands them to these functions;
+`studio/report.py` calls them too, so the app and the report draw the same numbers."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
 from pdiff_core.report import interval_level, interval_words
+
+
+def duration_words(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def model_label(group: str, index: int, acc: float | None = None) -> str:
@@ -101,10 +105,13 @@ def embedding_axes(a: dict[str, np.ndarray], space: str, method: str) -> tuple[s
     """Axis titles of a map: PCA's say how much of the variance each axis holds (runs analysed
     before that was stored say only "PC 1"); t-SNE and UMAP axes have no units to show."""
     name = {"pca": "PC", "tsne": "t-SNE", "umap": "UMAP"}[method]
-    ratio = a.get(f"emb_{space}_{method}_explained")
-    if ratio is None:
-        return f"{name} 1", f"{name} 2"
-    return tuple(f"{name} {i + 1} ({100 * r:.1f} % of variance)" for i, r in enumerate(ratio[:2]))
+    return axes_with_variance(name, a.get(f"emb_{space}_{method}_explained"))
+
+
+def axes_with_variance(name: str, ratio) -> tuple[str, str]:
+    """'PC 1 (41.2 % of variance)', 'PC 2 (…)'; a bare 'PC 2' where the share is not known."""
+    known = [] if ratio is None else [f"{name} {i + 1} ({100 * r:.1f} % of variance)" for i, r in enumerate(ratio[:2])]
+    return tuple(known + [f"{name} {i + 1}" for i in range(len(known), 2)])
 
 
 def embedding_methods(a: dict[str, np.ndarray], space: str) -> list[str]:

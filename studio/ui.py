@@ -11,7 +11,7 @@ import streamlit as st
 from pdiff_core import jobs, runs
 from pdiff_core.config import DIGITS_QUICK_S, ConfigError, preset_config
 
-from . import charts, load
+from . import charts, load, shape
 
 PAGES = {  # name -> (file, title, icon); app.py builds the navigation from this
     "home": ("pages/home.py", "Home", ":material/home:"),
@@ -276,8 +276,7 @@ def estimate_note(preset: str, device: str = "auto") -> str:
     if est is None:
         return "No past runs of this preset here yet, so no time estimate."
     seconds, n = est
-    took = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
-    return f"About {took} (median of {n} past run{'s' if n != 1 else ''} of this preset here)."
+    return f"About {shape.duration_words(seconds)} (median of {n} past run{'s' if n != 1 else ''} of this preset here)."
 
 
 def quick_demo_button() -> None:
@@ -396,7 +395,7 @@ def need_run() -> str:
 
 
 def run_record(rid: str) -> None:
-    """Everything about one run, finished or not; live (redrawn every second) while it is going."""
+    """Everything about one run, finished or not; live (redrawn every LIVE_EVERY_S) while it is going."""
     status = jobs.refresh(rid)
     state = status.get("state", "failed")
     if state in jobs.ACTIVE:
