@@ -41,7 +41,8 @@ def run_once(preset: str, seed: int, sets: list[str], runs_dir: str, env: dict |
 
 
 def quality(m: dict) -> dict:
-    """Issue 2's checks on test accuracy, with 'best' both as the max and as chosen on validation."""
+    """Issue 2's checks on test accuracy. 'Best' is the model chosen on validation, its test accuracy
+    reported (the only 'best' the app shows); the test-set maximum is printed beside it, not checked."""
     o = np.array(m["groups"]["originals"]["test_acc"], float)
     g = np.array([np.nan if v is None else v for v in m["groups"]["generated"]["test_acc"]], float)
     gm, om = m["groups"]["generated"], m["groups"]["originals"]
@@ -51,7 +52,8 @@ def quality(m: dict) -> dict:
         "orig_bestval": om["best_by_val"]["test_acc"], "gen_bestval": gm["best_by_val"]["test_acc"],
         "orig_median": np.median(o), "gen_median": np.nanmedian(g), "orig_min": o.min(),
         "low_share": low,
-        "ok_best": np.nanmax(g) >= o.max() - 0.005, "ok_median": np.nanmedian(g) >= np.median(o) - 0.01,
+        "ok_best": (gm["best_by_val"]["test_acc"] or 0.0) >= om["best_by_val"]["test_acc"] - 0.005,
+        "ok_median": np.nanmedian(g) >= np.median(o) - 0.01,
         "ok_low": low <= 0.05,
     }
 
