@@ -2,6 +2,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -31,19 +33,24 @@ def test_what_trains_nothing_imports_no_torch(tmp_path):
     assert p.returncode == 0, p.stderr
 
 
-def test_no_module_of_pdiff_core_imports_itself_back():
+@pytest.mark.parametrize("package", ["pdiff_core", "studio"])
+def test_no_module_imports_itself_back(package):
     """The stages layer one way (a sweep's definition, then its cells' landing, executors, driver; the
-    generator below both pipelines): a cycle, even through a lazy import inside a function, means
-    two modules hold one concern between them."""
+    generator below both pipelines; the app's shaping below its charts and views): a cycle, even
+    through a lazy import inside a function, means two modules hold one concern between them."""
     import ast
-    core = ROOT / "pdiff_core"
+    core = ROOT / package
     names = {p.stem for p in core.glob("*.py")}
     deps = {}
     for p in core.glob("*.py"):
         found = set()
         for node in ast.walk(ast.parse(p.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                found |= {node.module} if node.module else {a.name for a in node.names if a.name in names}
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level == 1 or node.module == package:       # from . import x, from .x import, from studio import x
+                found |= {node.module} if node.level and node.module else {a.name for a in node.names}
+            elif node.level == 0 and (node.module or "").startswith(package + "."):   # from studio.x import y
+                found.add(node.module.split(".")[1])
         deps[p.stem] = found & names - {p.stem}
 
     def reach(start):
