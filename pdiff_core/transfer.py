@@ -279,30 +279,59 @@ def median_steps(reach: list[int | None]) -> float | None:
     return float(np.median([np.inf if r is None else r for r in reach]))
 
 
-def summarize(a: dict, cfg: RunConfig) -> dict:
-    y = a["y_test"].astype(np.int64)                                                    # (n_h, N)
-    n_test = y.shape[1]
-    acc = lambda p: (p == y).mean(-1)                                                   # per task
-    gen_acc = (a["pred_generated"] == y[:, None]).mean(-1)                              # (n_h, M)
-    best = a["support_correct_generated"].argmax(1)
-    methods = {"generated_median": np.median(gen_acc, 1), "generated_best": gen_acc[np.arange(len(y)), best],
-               "average_of_tasks": acc(a["pred_average_of_tasks"]), "nearest_task": acc(a["pred_nearest_task"]),
-               "linear_probe": acc(a[f"pred_linear_probe_k{cfg.shots}"]) if cfg.shots in PROBE_SHOTS
-               else None, "oracle": acc(a["pred_oracle"])}
-    methods = {k: v for k, v in methods.items() if v is not None}
-    probes = {f"linear_probe_k{k}": acc(a[f"pred_linear_probe_k{k}"]) for k in PROBE_SHOTS}
-    # fine-tuning: test accuracy per step, and steps until within one test example of the oracle
-    ft = (a["pred_finetune"] == y[:, None, None]).sum(-1)                               # (n_h, starts, s + 1)
-    oracle_correct = (a["pred_oracle"] == y).sum(-1)
-    reach = [[next((int(s) for s in range(ft.shape[2]) if ft[j, i, s] >= oracle_correct[j] - 1), None)
-              for i in range(len(STARTS))] for j in range(len(y))]
-    # memorization across tasks: IoU of each generated head's test errors with each training head's
+# -----------------------------------------------------------------------------
+# figures from transfer.npz's raw predictions: transfer.json and the Transfer page both read these
+
+def head_accuracy(a: dict) -> np.ndarray:
+    """(n_h, M) test accuracy of every generated head of every held-out task."""
+    return (a["pred_generated"] == a["y_test"].astype(np.int64)[:, None]).mean(-1)
+
+
+def method_accuracy(a: dict) -> dict[str, np.ndarray]:
+    """Every method's test accuracy on every held-out task, method -> (n_h,). The generated head
+    'best' is the one with most support examples right: chosen without the test split."""
+    y = a["y_test"].astype(np.int64)
+    gen = head_accuracy(a)
+    out = {"generated_median": np.median(gen, 1),
+           "generated_best": gen[np.arange(len(y)), a["support_correct_generated"].argmax(1)]}
+    for m in ("average_of_tasks", "nearest_task", *(f"linear_probe_k{k}" for k in PROBE_SHOTS), "oracle"):
+        if f"pred_{m}" in a:                # every run has them; the page also draws a partial file
+            out[m] = (a[f"pred_{m}"] == y).mean(-1)
+    return out
+
+
+def finetune_correct(a: dict) -> np.ndarray:
+    """(n_h, starts, steps + 1) test examples right after each fine-tuning step, from each of STARTS."""
+    return (a["pred_finetune"] == a["y_test"].astype(np.int64)[:, None, None]).sum(-1)
+
+
+def max_iou_with_training_heads(a: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Memorization across tasks: the highest IoU of each generated head's test errors with any
+    training task's head's, (n_h, M), and the same for each held-out task's oracle, (n_h,)."""
+    y = a["y_test"].astype(np.int64)
     mem, mem_oracle = [], []
     for j in range(len(y)):
         e_train = error_sets(a["pred_train_heads"], y[j])
         mem.append(iou_matrix(error_sets(a["pred_generated"][j], y[j]), e_train).max(1))
         mem_oracle.append(iou_matrix(error_sets(a["pred_oracle"][j:j + 1], y[j]), e_train).max())
-    mem = np.stack(mem)
+    return np.stack(mem), np.array(mem_oracle)
+
+
+def summarize(a: dict, cfg: RunConfig) -> dict:
+    y = a["y_test"].astype(np.int64)                                                    # (n_h, N)
+    n_test = y.shape[1]
+    accs = method_accuracy(a)
+    methods = {k: accs[k] for k in ("generated_median", "generated_best", "average_of_tasks", "nearest_task")}
+    if cfg.shots in PROBE_SHOTS:            # the probe with the support set's k, the one the verdict compares
+        methods["linear_probe"] = accs[f"linear_probe_k{cfg.shots}"]
+    methods["oracle"] = accs["oracle"]
+    probes = {f"linear_probe_k{k}": accs[f"linear_probe_k{k}"] for k in PROBE_SHOTS}
+    # fine-tuning: test accuracy per step, and steps until within one test example of the oracle
+    ft = finetune_correct(a)                                                            # (n_h, starts, s + 1)
+    oracle_correct = (a["pred_oracle"] == y).sum(-1)
+    reach = [[next((int(s) for s in range(ft.shape[2]) if ft[j, i, s] >= oracle_correct[j] - 1), None)
+              for i in range(len(STARTS))] for j in range(len(y))]
+    mem, mem_oracle = max_iou_with_training_heads(a)
     names_h = [tasks.task_name(m) for m in a["heldout_tasks"]]
     per_task = [{"task": names_h[j], "nearest_training_task": tasks.task_name(a["train_tasks"][a["nearest_idx"][j]]),
                  "zero_shot": {**{k: float(v[j]) for k, v in methods.items()}, **{k: float(v[j]) for k, v in probes.items()}},

@@ -143,7 +143,7 @@ def closest_pair(gen: pd.DataFrame) -> int | None:
 
 TRANSFER_METHODS = ("average_of_tasks", "nearest_task", "linear_probe_k1", "linear_probe_k5", "linear_probe_k10",
                     "generated_median", "generated_best", "oracle")        # the charts' fixed order, oracle last
-TRANSFER_STARTS = ("generated", "nearest_task", "average_of_tasks", "random")
+TRANSFER_STARTS = ("generated", "nearest_task", "average_of_tasks", "random")   # transfer.STARTS (no torch import here)
 
 
 def transfer_label(method: str, shots: int | None = None) -> str:
@@ -158,15 +158,9 @@ def transfer_label(method: str, shots: int | None = None) -> str:
 
 
 def transfer_method_accs(a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Zero-shot test accuracy of every method on every held-out task, from the raw predictions:
-    method -> (n_h,). The generated head 'best' is the one with most support examples right."""
-    y = a["y_test"].astype(np.int64)
-    gen = (a["pred_generated"] == y[:, None]).mean(-1)                                   # (n_h, M)
-    out = {"generated_median": np.median(gen, 1),
-           "generated_best": gen[np.arange(len(y)), a["support_correct_generated"].argmax(1)]}
-    for m in ("average_of_tasks", "nearest_task", "linear_probe_k1", "linear_probe_k5", "linear_probe_k10", "oracle"):
-        if f"pred_{m}" in a:
-            out[m] = (a[f"pred_{m}"] == y).mean(-1)
+    """transfer.method_accuracy (what transfer.json's medians are taken over) in the charts' order."""
+    from pdiff_core.transfer import method_accuracy
+    out = method_accuracy(a)
     return {m: out[m] for m in TRANSFER_METHODS if m in out}
 
 
@@ -209,14 +203,12 @@ def transfer_heads(a: dict[str, np.ndarray], j: int) -> pd.DataFrame:
     """Held-out task j's generated heads: head, test acc, support examples right, best (chosen on
     the support set), the training head it sits closest to in parameter space (index) and the
     highest IoU of its test errors with any training head's."""
-    from pdiff_core.metrics import error_sets, iou_matrix
-    y = a["y_test"][j].astype(np.int64)
-    pred = a["pred_generated"][j]
-    sup = a["support_correct_generated"][j]
-    iou = iou_matrix(error_sets(pred, y), error_sets(a["pred_train_heads"], y)).max(1)
-    return pd.DataFrame({"head": np.arange(len(pred)), "acc": (pred == y).mean(-1), "support_correct": sup,
-                         "best": np.arange(len(pred)) == int(np.argmax(sup)),
-                         "nearest_train_head": a["gen_nearest_train_head"][j], "max_iou": iou})
+    from pdiff_core.transfer import head_accuracy, max_iou_with_training_heads
+    acc, sup = head_accuracy(a)[j], a["support_correct_generated"][j]
+    return pd.DataFrame({"head": np.arange(len(acc)), "acc": acc, "support_correct": sup,
+                         "best": np.arange(len(acc)) == int(np.argmax(sup)),
+                         "nearest_train_head": a["gen_nearest_train_head"][j],
+                         "max_iou": max_iou_with_training_heads(a)[0][j]})
 
 
 def transfer_task_baselines(a: dict[str, np.ndarray], j: int) -> dict[str, float]:
@@ -226,15 +218,14 @@ def transfer_task_baselines(a: dict[str, np.ndarray], j: int) -> dict[str, float
 
 def transfer_oracle_iou(a: dict[str, np.ndarray], j: int) -> float:
     """The highest IoU of held-out task j's oracle test errors with any training head's."""
-    from pdiff_core.metrics import error_sets, iou_matrix
-    y = a["y_test"][j].astype(np.int64)
-    return float(iou_matrix(error_sets(a["pred_oracle"][j:j + 1], y), error_sets(a["pred_train_heads"], y)).max())
+    from pdiff_core.transfer import max_iou_with_training_heads
+    return float(max_iou_with_training_heads(a)[1][j])
 
 
 def transfer_finetune(a: dict[str, np.ndarray], j: int) -> pd.DataFrame:
     """Held-out task j's fine-tuning curves: one row per (start, step) with the test accuracy."""
-    y = a["y_test"][j].astype(np.int64)
-    acc = (a["pred_finetune"][j] == y[None, None]).mean(-1)                              # (starts, steps + 1)
+    from pdiff_core.transfer import finetune_correct
+    acc = finetune_correct(a)[j] / a["y_test"].shape[1]                                  # (starts, steps + 1)
     return pd.DataFrame([{"start": s, "label": transfer_label(s), "step": k, "acc": float(acc[i, k])}
                          for i, s in enumerate(TRANSFER_STARTS[:len(acc)]) for k in range(acc.shape[1])])
 
