@@ -100,7 +100,7 @@ st.caption("Upload an .npz with X (rows in the dataset's raw units, e.g. digits 
 up = st.file_uploader("Task file (.npz)", type=["npz"], key="transfer_task")
 if up is not None:
     import io
-    from pdiff_core.transfer import NewTaskError, accuracy_words, read_task_file
+    from pdiff_core.newtask import NewTaskError, accuracy_words, read_task_file
     try:
         x, y = read_task_file(io.BytesIO(up.getvalue()), up.name)
         with st.spinner("embedding the task and sampling heads"):

@@ -223,7 +223,7 @@ MAX_HEADS = 10_000   # heads for one new task; more is an allocation, not a ques
 
 
 def cmd_new_task(args) -> int:
-    from .transfer import accuracy_words, generate_for_task, read_task_file
+    from .newtask import accuracy_words, generate_for_task, read_task_file
     run_dir = runs.run_path(args.run)
     if not (run_dir / "transfer.npz").exists():
         raise runs.RunError(f"run '{args.run}' is not a finished transfer run (no transfer.npz); "

@@ -4,6 +4,8 @@ Accuracies are integer correct counts (exact: ties stay ties), never rounded rep
 Every function here is small enough to check by hand; the analysis and the benchmarks share them."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -239,3 +241,28 @@ def median_difference(corr_a: np.ndarray, corr_b: np.ndarray, seed: int) -> dict
     w = bootstrap_weights(n, seed)
     boot = np.median(boot_accuracy(corr_a, w), axis=0) - np.median(boot_accuracy(corr_b, w), axis=0)
     return difference(np.median(corr_a.mean(1)) - np.median(corr_b.mean(1)), boot, n)
+
+
+# -----------------------------------------------------------------------------
+# the median over a few tasks (transfer): order statistics, not a bootstrap
+
+def median_ci(values: np.ndarray) -> dict:
+    """Median over held-out tasks with its distribution-free 95 % interval: the order statistics
+    (x_(j), x_(n+1-j)) with the largest j whose binomial coverage is still >= 95 %. Tasks are few (16 by
+    default), where a bootstrap of the median is too narrow: with 4 tasks it gave [min, max] and called it
+    95 %, when [min, max] of 4 covers the median 87.5 % of the time. Fewer than 6 tasks reach no 95 %
+    interval: then lo, hi are the range and `level` (the interval's coverage) says how sure it is."""
+    v = np.sort(np.asarray(values, float))
+    n = len(v)
+    below = np.cumsum([math.comb(n, i) for i in range(n + 1)]) / 2.0 ** n     # P(Bin(n, 1/2) <= i)
+    j = max([i + 1 for i in range(n // 2) if below[i] <= 0.025], default=1)   # 1-based order statistic
+    level = max(0.0, 1 - 2 * below[j - 1])
+    return {"median": float(np.median(v)), "lo": float(v[j - 1]), "hi": float(v[n - j]), "mean": float(v.mean()),
+            "n": n, "level": float(level)}
+
+
+def paired(a: np.ndarray, b: np.ndarray) -> dict:
+    """Median over tasks of a - b (per-task differences) with its interval; a difference only if a 95 %
+    interval exists and excludes 0 (one task, or five, can show none however large)."""
+    d = median_ci(np.asarray(a, float) - np.asarray(b, float))
+    return {**d, "differs": bool(d["level"] >= 0.95 and (d["lo"] > 0 or d["hi"] < 0))}

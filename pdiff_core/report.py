@@ -147,3 +147,25 @@ def verdict(result: dict, warnings: list[str]) -> str:
     if result["initialization"].get("statement"):
         bullets.append(result["initialization"]["statement"])
     return "\n\n".join(lines) + "\n\n" + "\n".join(f"- {b}" for b in bullets)
+
+
+def transfer_verdict(s: dict) -> str:
+    """transfer.json in one plain line: does generation beat the k-shot probe and the nearest task, by how much."""
+    pp = lambda d: f"{100 * d['median']:+.1f} pp ({interval_words(d, lambda x: f'{100 * x:+.1f}')})"
+    parts = []
+    for b, words in (("linear_probe", f"the {s['shots']}-shot linear probe"), ("nearest_task", "the nearest training task's head")):
+        d = s["comparisons"].get(f"generated_best - {b}")
+        if d:
+            how = ("beats" if d["median"] > 0 else "loses to") if d["differs"] else \
+                "is no different from" if d["level"] >= 0.95 else "is not shown different from"
+            parts.append(f"{how} {words}: {pp(d)}")
+    z = s["zero_shot"]
+    n = len(s["heldout_tasks"])
+    few = few_tasks_note(z["generated_best"])
+    return (f"On {n} held-out task{'s' if n != 1 else ''}, the generated head chosen on the support set "
+            + "; ".join(parts) + f". Median test accuracy: generated (chosen on the support set) "
+            f"{100 * z['generated_best']['median']:.1f} %, median of all generated heads "
+            f"{100 * z['generated_median']['median']:.1f} %, "
+            f"oracle {100 * z['oracle']['median']:.1f} %. "
+            f"{100 * s['memorization']['share_generated_matching_a_training_head']:.0f} % of generated heads make "
+            "a training task's errors (IoU >= 0.95)." + (f" {few}" if few else ""))

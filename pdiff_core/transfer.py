@@ -16,8 +16,6 @@ transfer.npz holds the raw predictions; transfer.json is summarize(transfer.npz,
 so `python -m pdiff_core analyze RUN` rebuilds it byte for byte."""
 from __future__ import annotations
 
-import math
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +28,12 @@ from .autoencoder import latent_scale, train_autoencoder
 from .collect import train_base
 from .config import RunConfig
 from .diffusion import Guided, Schedule, sample, train_ddpm
-from .generator import decode, load_generator, save_generator
-from .metrics import error_sets, iou_matrix
+from .generator import decode, save_generator
+from .metrics import error_sets, iou_matrix, median_ci, paired
 from .optim import Optimizer
 from .params import Codec
 from .prepare import Prepared, seed_everything, stage_timer
-from .report import few_tasks_note, interval_words
+from .report import transfer_verdict
 
 EMB_DRAWS = 8                 # support sets drawn per training task: the generator sees how embeddings vary
 STARTS = ("generated", "nearest_task", "average_of_tasks", "random")
@@ -249,28 +247,6 @@ def linear_probe(h: torch.Tensor, y: torch.Tensor, h_test: torch.Tensor, seed: i
 # -----------------------------------------------------------------------------
 # transfer.json from transfer.npz alone
 
-def median_ci(values: np.ndarray) -> dict:
-    """Median over held-out tasks with its distribution-free 95 % interval: the order statistics
-    (x_(j), x_(n+1-j)) with the largest j whose binomial coverage is still >= 95 %. Tasks are few (16 by
-    default), where a bootstrap of the median is too narrow: with 4 tasks it gave [min, max] and called it
-    95 %, when [min, max] of 4 covers the median 87.5 % of the time. Fewer than 6 tasks reach no 95 %
-    interval: then lo, hi are the range and `level` (the interval's coverage) says how sure it is."""
-    v = np.sort(np.asarray(values, float))
-    n = len(v)
-    below = np.cumsum([math.comb(n, i) for i in range(n + 1)]) / 2.0 ** n     # P(Bin(n, 1/2) <= i)
-    j = max([i + 1 for i in range(n // 2) if below[i] <= 0.025], default=1)   # 1-based order statistic
-    level = max(0.0, 1 - 2 * below[j - 1])
-    return {"median": float(np.median(v)), "lo": float(v[j - 1]), "hi": float(v[n - j]), "mean": float(v.mean()),
-            "n": n, "level": float(level)}
-
-
-def paired(a: np.ndarray, b: np.ndarray) -> dict:
-    """Median over tasks of a - b (per-task differences) with its interval; a difference only if a 95 %
-    interval exists and excludes 0 (one task, or five, can show none however large)."""
-    d = median_ci(np.asarray(a, float) - np.asarray(b, float))
-    return {**d, "differs": bool(d["level"] >= 0.95 and (d["lo"] > 0 or d["hi"] < 0))}
-
-
 def median_steps(reach: list[int | None]) -> float | None:
     """Median over tasks of the steps to the oracle, a task that never got there counting as
     infinitely many; None when more than half never got there."""
@@ -361,30 +337,8 @@ def summarize(a: dict, cfg: RunConfig) -> dict:
                          "median_max_iou": float(np.median(mem)),
                          "oracle_median_max_iou": float(np.median(mem_oracle))},
     }
-    out["verdict"] = verdict(out)
+    out["verdict"] = transfer_verdict(out)
     return runs.json_safe(out, digits=6)
-
-
-def verdict(s: dict) -> str:
-    """One plain line: does generation beat the k-shot probe and the nearest task, by how much."""
-    pp = lambda d: f"{100 * d['median']:+.1f} pp ({interval_words(d, lambda x: f'{100 * x:+.1f}')})"
-    parts = []
-    for b, words in (("linear_probe", f"the {s['shots']}-shot linear probe"), ("nearest_task", "the nearest training task's head")):
-        d = s["comparisons"].get(f"generated_best - {b}")
-        if d:
-            how = ("beats" if d["median"] > 0 else "loses to") if d["differs"] else \
-                "is no different from" if d["level"] >= 0.95 else "is not shown different from"
-            parts.append(f"{how} {words}: {pp(d)}")
-    z = s["zero_shot"]
-    n = len(s["heldout_tasks"])
-    few = few_tasks_note(z["generated_best"])
-    return (f"On {n} held-out task{'s' if n != 1 else ''}, the generated head chosen on the support set "
-            + "; ".join(parts) + f". Median test accuracy: generated (chosen on the support set) "
-            f"{100 * z['generated_best']['median']:.1f} %, median of all generated heads "
-            f"{100 * z['generated_median']['median']:.1f} %, "
-            f"oracle {100 * z['oracle']['median']:.1f} %. "
-            f"{100 * s['memorization']['share_generated_matching_a_training_head']:.0f} % of generated heads make "
-            "a training task's errors (IoU >= 0.95)." + (f" {few}" if few else ""))
 
 
 def reanalyze(run_dir: Path) -> dict:
@@ -395,77 +349,3 @@ def reanalyze(run_dir: Path) -> dict:
     summary = summarize(arrays, cfg)
     runs.write_json(run_dir / "transfer.json", summary)
     return summary
-
-
-# -----------------------------------------------------------------------------
-# a new task: a user's few labelled examples -> generated heads, no gradient step
-
-class NewTaskError(ValueError):
-    """An unusable task file; the message says what to fix."""
-
-
-def read_task_file(path, name: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """X (n, *input) in the dataset's raw units and y (n,) in {0, 1}, from an .npz path or file
-    object (an upload); never unpickled."""
-    path_, path = path, name or str(path)
-    if not hasattr(path_, "seek") and not Path(path_).is_file():
-        raise NewTaskError(f"{path}: no such file; give the path of an .npz saved with np.savez(path, X=X, y=y)")
-    try:
-        if not zipfile.is_zipfile(path_):        # else numpy suggests loading it "unsafely" (unpickling)
-            raise NewTaskError(f"{path}: not a .npz (zip) file; save the examples with np.savez(path, X=X, y=y)")
-        if hasattr(path_, "seek"):
-            path_.seek(0)
-        with np.load(path_, allow_pickle=False) as z:
-            if "X" not in z.files or "y" not in z.files:
-                raise NewTaskError(f"{path}: save the examples as X and their labels (0/1) as y with np.savez")
-            x, y = z["X"], z["y"]
-    except (OSError, ValueError, EOFError) as e:
-        if isinstance(e, NewTaskError):
-            raise
-        raise NewTaskError(f"{path}: not a readable .npz file ({e})") from None
-    if y.ndim != 1 or len(y) != len(x) or not np.isin(y, (0, 1)).all():
-        raise NewTaskError(f"{path}: y must be one label per row of X, each 0 (rest) or 1 (the task's class)")
-    if min((y == 0).sum(), (y == 1).sum()) < 1:
-        raise NewTaskError(f"{path}: give at least one example of each label (0 and 1)")
-    if not (np.issubdtype(x.dtype, np.number) and np.issubdtype(y.dtype, np.number)):
-        raise NewTaskError(f"{path}: X and y must be numbers, got {x.dtype} and {y.dtype}")
-    if not np.isfinite(x).all():
-        raise NewTaskError(f"{path}: X holds NaN or infinite values")
-    return x, y
-
-
-def accuracy_words(acc: np.ndarray) -> str:
-    """The new task's heads on the user's own examples, as the CLI and the Transfer page both say it."""
-    return f"best {100 * acc.max():.1f} %, median {100 * np.median(acc):.1f} %"
-
-
-def generate_for_task(run_dir: Path, x_raw: np.ndarray, y: np.ndarray, n: int | None = None, seed: int = 0) -> dict:
-    """Embed a new task from its labelled examples with the run's trunk, then sample heads for it
-    from the run's conditional generator. Returns the heads, their accuracy on the given examples,
-    and the nearest training task by embedding."""
-    from .data import load_dataset
-    from .models import build_model
-    run_dir = Path(run_dir)
-    cfg = RunConfig.from_dict(runs.read_json(run_dir / "config.json"))
-    data = load_dataset(cfg.dataset, cfg.data_root or None, seed=cfg.seed)
-    if int(np.prod(np.shape(x_raw)[1:])) != int(np.prod(data.input_shape)):
-        raise NewTaskError(f"X rows have shape {tuple(np.shape(x_raw)[1:])}; this run's inputs are {data.input_shape}")
-    model = build_model(cfg.arch, data.input_shape, data.n_classes, cfg.width)
-    model.load_state_dict(runs.read_safetensors(run_dir / "base_model.safetensors")[0])
-    model.eval()
-    arrays = runs.read_npz(run_dir / "transfer.npz")
-    with torch.no_grad():
-        h = model[:-1](data.standardize(x_raw)).float()
-    yt = torch.as_tensor(y).long()
-    e = (tasks.embedding(h, yt) - torch.from_numpy(arrays["emb_mean"])) / torch.from_numpy(arrays["emb_std"])
-    codec = Codec.from_metadata(runs.read_safetensors(run_dir / "originals.safetensors")[1])
-    ae, net, scale = load_generator(run_dir, cfg)
-    sched = Schedule(cfg.timesteps, cfg.beta_start, cfg.beta_end)
-    with torch.no_grad():
-        g = sample(Guided(net, e, cfg.guidance), sched, n or cfg.n_generate, cfg.sampler, cfg.ddim_steps,
-                   torch.Generator().manual_seed(seed), eta=cfg.ddim_eta, clip=scale["x0_clip"])
-        heads = decode(ae, codec, g, scale["latent_mean"], scale["latent_std"])[1]
-    correct = (predict(heads, h) == y[None]).mean(1)
-    nearest = int(torch.cdist(e[None], torch.from_numpy(arrays["emb_train"]).mean(1)).argmin())
-    return {"heads": heads, "accuracy_on_examples": correct, "embedding": e,
-            "nearest_training_task": tasks.task_name(arrays["train_tasks"][nearest]), "codec": codec}

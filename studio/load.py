@@ -355,7 +355,7 @@ def new_task_heads(r: RunRef, key: bytes, x, y) -> dict:
     """Heads for an uploaded task (cached on the run and the file's bytes, `key`), with the heads
     as a safetensors file for the download button."""
     from safetensors.torch import save
-    from pdiff_core.transfer import generate_for_task
+    from pdiff_core.newtask import generate_for_task
     out = generate_for_task(r.path, x, y)
     return {"accuracy_on_examples": out["accuracy_on_examples"], "nearest_training_task": out["nearest_training_task"],
             "file": save({"params": out["heads"].contiguous()}, out["codec"].to_metadata())}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pdiff_core import runs, tasks, transfer
+from pdiff_core import metrics, newtask, runs, tasks, transfer
 from pdiff_core.config import ConfigError, RunConfig, preset_config, validate
 from pdiff_core.executors import map_units
 
@@ -135,7 +135,7 @@ def test_a_new_task_from_raw_examples_gets_the_embedding_the_run_gave_it(tiny_tr
     scale, mean, std = data.norm
     raw = ((data.x_train[idx] * std + mean) * scale).numpy()
     assert torch.allclose(data.standardize(raw), data.x_train[idx], atol=1e-5)
-    out = transfer.generate_for_task(tiny_transfer, raw, y_tr[idx].numpy(), n=5)
+    out = newtask.generate_for_task(tiny_transfer, raw, y_tr[idx].numpy(), n=5)
     np.testing.assert_allclose(out["embedding"].numpy(), a["emb_heldout"][j], atol=1e-4)
     assert out["heads"].shape == (5, 2 * 16 + 2) and torch.isfinite(out["heads"]).all()
     np.savez(tmp_path / "task.npz", X=raw, y=y_tr[idx].numpy())
@@ -143,9 +143,9 @@ def test_a_new_task_from_raw_examples_gets_the_embedding_the_run_gave_it(tiny_tr
     said = capsys.readouterr().out
     assert "4 heads generated" in said
     # the median of an even count is the mean of the middle two, on the command line and the Transfer page alike
-    acc = transfer.generate_for_task(tiny_transfer, raw, y_tr[idx].numpy(), n=4)["accuracy_on_examples"]
-    assert f"accuracy on the given examples: {transfer.accuracy_words(acc)}" in said
-    assert transfer.accuracy_words(np.array([0.5, 0.6, 0.7, 0.8])) == "best 80.0 %, median 65.0 %"
+    acc = newtask.generate_for_task(tiny_transfer, raw, y_tr[idx].numpy(), n=4)["accuracy_on_examples"]
+    assert f"accuracy on the given examples: {newtask.accuracy_words(acc)}" in said
+    assert newtask.accuracy_words(np.array([0.5, 0.6, 0.7, 0.8])) == "best 80.0 %, median 65.0 %"
     assert main(["new-task", tiny_transfer.name, str(tmp_path / "nowhere.npz")]) == 2
     assert "nowhere.npz: no such file" in capsys.readouterr().err
     np.savez(tmp_path / "bad.npz", X=raw, y=np.full(len(raw), 1))
@@ -160,7 +160,7 @@ def test_a_new_task_from_raw_examples_gets_the_embedding_the_run_gave_it(tiny_tr
     import io                                                 # an upload: a file object, read from its start
     buf = io.BytesIO((tmp_path / "task.npz").read_bytes())
     buf.read(10)
-    x_up, y_up = transfer.read_task_file(buf, "upload.npz")
+    x_up, y_up = newtask.read_task_file(buf, "upload.npz")
     np.testing.assert_array_equal(x_up, raw)
 
 
@@ -178,11 +178,11 @@ def test_impossible_task_sets_are_refused_before_a_run_directory_exists(runs_dir
 def test_too_few_held_out_tasks_show_no_difference_however_large():
     """[min, max] of 5 tasks covers their median 93.75 % of the time: no 95 % interval, so no difference.
     The bootstrap this replaces called 4 tasks of -3 to -43 pp a loss 'with 95 %'; a sign test gives p = 0.125."""
-    assert transfer.paired(np.array([0.9]), np.array([0.5]))["differs"] is False
-    five = transfer.paired(np.array([0.9, 0.92, 0.88, 0.91, 0.9]), np.array([0.5, 0.52, 0.49, 0.5, 0.51]))
+    assert metrics.paired(np.array([0.9]), np.array([0.5]))["differs"] is False
+    five = metrics.paired(np.array([0.9, 0.92, 0.88, 0.91, 0.9]), np.array([0.5, 0.52, 0.49, 0.5, 0.51]))
     assert five["differs"] is False and five["level"] == pytest.approx(1 - 2 / 2 ** 5)
     assert (five["lo"], five["hi"]) == pytest.approx((0.39, 0.41))   # the range
-    six = transfer.paired(np.array([0.9, 0.92, 0.88, 0.91, 0.9, 0.93]), np.array([0.5, 0.52, 0.49, 0.5, 0.51, 0.5]))
+    six = metrics.paired(np.array([0.9, 0.92, 0.88, 0.91, 0.9, 0.93]), np.array([0.5, 0.52, 0.49, 0.5, 0.51, 0.5]))
     assert six["differs"] is True and 0.35 < six["median"] < 0.45 and six["level"] == pytest.approx(1 - 2 / 2 ** 6)
     from pdiff_core.report import few_tasks_note, interval_words      # said once, in the verdict
     assert "With 5 held-out tasks no 95 % interval exists" in few_tasks_note(five) and few_tasks_note(six) is None
@@ -191,10 +191,10 @@ def test_too_few_held_out_tasks_show_no_difference_however_large():
 
 def test_the_median_interval_over_tasks_covers_the_median_at_least_95_percent_of_the_time():
     """Its stated level is its coverage: 5000 draws of 16 tasks from a skewed distribution (median ln 2)."""
-    d = transfer.median_ci(np.arange(16.0))
+    d = metrics.median_ci(np.arange(16.0))
     assert (d["lo"], d["hi"], d["n"]) == (3.0, 12.0, 16)         # order statistics 4 and 13 of 16
     assert d["level"] == pytest.approx(1 - 2 * (1 + 16 + 120 + 560) / 2 ** 16)
     rng = np.random.default_rng(0)
-    cover = np.mean([(c := transfer.median_ci(rng.exponential(size=16)))["lo"] <= np.log(2) <= c["hi"]
+    cover = np.mean([(c := metrics.median_ci(rng.exponential(size=16)))["lo"] <= np.log(2) <= c["hi"]
                      for _ in range(5000)])
     assert abs(cover - d["level"]) < 0.01 and cover >= 0.95, cover
