@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.quick import run_once  # noqa: E402
+from pdiff_core.report import trajectory_figures, zoo_kind  # noqa: E402
 
 
 def row(run_dir: Path) -> dict:
@@ -23,8 +24,8 @@ def row(run_dir: Path) -> dict:
     cfg = json.loads((run_dir / "config.json").read_text())
     mem = a["memorization"]
     g = mem["groups"]["generated"]
-    traj = (mem.get("trajectory") or {}).get("groups", {}).get("generated") or {}
-    return {"preset": cfg["preset"], "zoo": mem.get("zoo", {}).get("kind", "trajectory"),
+    traj = trajectory_figures(mem) or {}
+    return {"preset": cfg["preset"], "zoo": zoo_kind(mem),
             "replica": g["replica_rate"], "ratio": g["median_ratio_raw"], "on_path": traj.get("on_path_rate"),
             "traj_step": traj.get("ratio_to_step"), "smax": g["smax_mean"], "smax_one": g["smax_one"],
             "dominated": mem["dominated_share"], "acc": a["accuracy"]["generated_median"],

@@ -1,7 +1,7 @@
 """Memorization: are generated models new solutions, or near-copies of checkpoints (or of their average)?"""
 import streamlit as st
 
-from pdiff_core.report import ZOO_MEANING
+from pdiff_core.report import ZOO_MEANING, trajectory_figures, zoo_kind
 from studio import charts, load, shape, ui
 
 ui.header("Memorization")
@@ -19,8 +19,7 @@ ui.numbers([("replica rate", mem["replica_rate"], "share of generated models clo
             ("mean s_max", mem["groups"]["generated"].get("smax_mean"), "mean highest IoU with any original",
              "{:.3f}")],
            fmt="{:.0%}")
-zoo = mem.get("zoo", {}).get("kind", "trajectory")
-traj = (mem.get("trajectory") or {}).get("groups", {}).get("generated")
+zoo, traj = zoo_kind(mem), trajectory_figures(mem)
 if traj:
     ui.numbers([("on the training path", traj["on_path_rate"], "share of generated models no farther from the path "
                  "between consecutive checkpoints than the 5th percentile of the path's own wiggle (each "

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import jobs, runs
 from .config import PRESETS, ConfigError, parse_overrides, preset_config, validate
+from .report import best_test
 
 
 class Parser(argparse.ArgumentParser):
@@ -31,7 +32,7 @@ def cmd_presets(args) -> int:
 
 def best(group: dict) -> str:
     """'best/median': best is chosen on validation and reported on test, like everywhere."""
-    b, s = (group.get("best_by_val") or {}).get("test_acc"), group.get("summary", {}).get("median")
+    b, s = best_test(group), group.get("summary", {}).get("median")
     return f"{pct(b):>6}/{pct(s):<6} "
 
 

@@ -6,6 +6,22 @@ called a gain."""
 from __future__ import annotations
 
 
+def zoo_kind(mem: dict) -> str:
+    """analysis.json memorization's zoo kind (runs analysed before it was stored were trajectories)."""
+    return (mem.get("zoo") or {}).get("kind", "trajectory")
+
+
+def trajectory_figures(mem: dict) -> dict | None:
+    """The generated models' d_traj figures (ratio_to_step, on_path_rate, ...); None for an
+    independent zoo, which has no path between checkpoints."""
+    return ((mem.get("trajectory") or {}).get("groups") or {}).get("generated")
+
+
+def best_test(group: dict) -> float | None:
+    """metrics.json: the test accuracy of a group's model chosen on validation, the only 'best' shown."""
+    return (group.get("best_by_val") or {}).get("test_acc")
+
+
 def pct(v: float | None, digits: int = 0) -> str:
     return "n/a" if v is None else f"{100 * v:.{digits}f} %"
 
@@ -90,7 +106,7 @@ def init_statement(r: dict) -> str:
 def headline(mem: dict) -> str:
     """The one-line answer."""
     g = mem["groups"]["generated"]
-    traj = (mem.get("trajectory") or {}).get("groups", {}).get("generated") or {}
+    traj = trajectory_figures(mem) or {}
     if (g.get("replica_rate") or 0) >= 0.5:
         line = f"Mostly near-copies: {pct(g['replica_rate'])} of generated models sit closer to a checkpoint than the checkpoints' own 5th-percentile neighbour distance."
     elif (traj.get("on_path_rate") or 0) >= 0.5:
@@ -116,14 +132,14 @@ def verdict(result: dict, warnings: list[str]) -> str:
     if g.get("acc_mean") is None:
         return "\n\n".join(lines + ["No generated model has finite parameters, so there is nothing to compare."])
     lines.append(f"**{headline(mem)}**")
-    zoo = mem.get("zoo", {}).get("kind", "trajectory")
+    zoo = zoo_kind(mem)
     bullets = [
         f"Zoo: {zoo}. {ZOO_MEANING.get(zoo, '')}",
         f"Replicas: {pct(g['replica_rate'])} of generated models (closer to a checkpoint than the 5th percentile of "
         f"the checkpoints' own nearest-neighbour distances); {pct(g['within_train_median'])} within the checkpoints' "
         f"median neighbour distance; median nearest-checkpoint distance {num(g['median_ratio_raw'])}x the checkpoints' own.",
     ]
-    traj = (mem.get("trajectory") or {}).get("groups", {}).get("generated")
+    traj = trajectory_figures(mem)
     if traj:
         bullets.append(f"Trajectory: median distance to the path between consecutive checkpoints is "
                        f"{num(traj['ratio_to_step'])}x the mean step length; {pct(traj['on_path_rate'])} lie on the "

@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from pdiff_core import jobs, runs
-from pdiff_core.report import pp_figures
+from pdiff_core.report import best_test, pp_figures
 from studio import shape
 
 RESULT_FILES = ("config.json", "metrics.json", "predictions.npz", "originals.safetensors",
@@ -100,11 +100,6 @@ def metrics_csv(r: RunRef) -> bytes:
     buf = io.StringIO()
     df.to_csv(buf, index=False)
     return buf.getvalue().encode()
-
-
-def best_test(group: dict):
-    """Test accuracy of the model chosen on validation: the only 'best' the app shows."""
-    return (group.get("best_by_val") or {}).get("test_acc")
 
 
 RUN_ACCS = ["orig best", "orig median", "gen best", "gen median", "replica rate", "dominated",

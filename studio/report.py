@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 
 from pdiff_core import runs
 from pdiff_core.params import Codec
-from pdiff_core.report import ZOO_MEANING
+from pdiff_core.report import ZOO_MEANING, zoo_kind
 from studio import charts, shape
 
 ACC_SHOWN = ("originals", "generated", "average")      # the accuracy page's default groups; others legend-only
@@ -167,7 +167,7 @@ def build(run_dir: Path) -> str:
     cfg, m = runs.read_json(run_dir / "config.json"), runs.read_json(run_dir / "metrics.json")
     an, a = runs.read_json(run_dir / "analysis.json"), runs.read_analysis_arrays(run_dir)
     sim, mem = an["similarity"], an["memorization"]
-    zoo = mem.get("zoo", {}).get("kind", "trajectory")
+    zoo = zoo_kind(mem)
     warnings = m.get("warnings") or []
     if m.get("generated_nonfinite"):
         warnings = [*warnings, f"{m['generated_nonfinite']} generated parameter vectors were not finite and were "

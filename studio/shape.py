@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pdiff_core.report import interval_level, interval_words
+from pdiff_core.report import interval_level, interval_words, trajectory_figures
 
 
 def duration_words(seconds: float) -> str:
@@ -174,7 +174,7 @@ def transfer_zero_shot(a: dict[str, np.ndarray], names: list[str]) -> pd.DataFra
 def traj_ratio(mem: dict) -> float | None:
     """analysis.json's median distance of the generated models to the checkpoint path, in step lengths
     (None for an independent zoo, which has no path): shown beside every replica rate."""
-    return (((mem.get("trajectory") or {}).get("groups") or {}).get("generated") or {}).get("ratio_to_step")
+    return (trajectory_figures(mem) or {}).get("ratio_to_step")
 
 
 def transfer_summary(t: dict) -> pd.DataFrame:
