@@ -499,17 +499,23 @@ def _load_images(name, root, seed, val_frac, test_frac):
     return _from_fixed(name, x, y, xt, yt, n_classes, seed, val_frac, scale=255.0)
 
 
-DATASETS: dict[str, Callable[..., Splits]] = {  # name -> loader(root, seed, val_frac, test_frac)
-    "digits": _load_digits,
-    "mnist1d": _load_mnist1d,
-    "npz": _load_npz,
-    **{name: partial(_load_images, name) for name in (*_IDX_SETS, *_CIFAR)},
-}
-_CHECKS = {  # name -> cheap preflight(root); a dataset without an entry has nothing to check
-    "mnist1d": _check_mnist1d,
-    "npz": _check_npz,
-    **{name: partial(_check_idx, name) for name in _IDX_SETS},
-    **{name: partial(_check_cifar, name) for name in _CIFAR},
+@dataclass(frozen=True)
+class Dataset:
+    """A registry entry: its loader, its cheap preflight, and what its format fixes without the data."""
+    load: Callable[..., Splits]                       # loader(root, seed, val_frac, test_frac)
+    check: Callable[[str | None], None] | None = None  # preflight(root): headers, not data; None: nothing to check
+    example: tuple | None = None                      # (one example's shape, classes); npz: from its headers
+    needs_root: bool = False                          # read from the user's files: data_root
+
+
+DATASETS: dict[str, Dataset] = {
+    "digits": Dataset(_load_digits, example=((1, 8, 8), 10)),
+    "mnist1d": Dataset(_load_mnist1d, _check_mnist1d, ((1, 40), 10)),
+    "npz": Dataset(_load_npz, _check_npz, needs_root=True),
+    **{name: Dataset(partial(_load_images, name), partial(_check_idx, name), ((1, 28, 28), 10), True)
+       for name in _IDX_SETS},
+    **{name: Dataset(partial(_load_images, name), partial(_check_cifar, name), ((3, 32, 32), spec.n_classes), True)
+       for name, spec in _CIFAR.items()},
 }
 
 
@@ -517,7 +523,7 @@ def dataset_names() -> list[str]:
     return sorted(DATASETS)
 
 
-def _loader(name):
+def _entry(name) -> Dataset:
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(dataset_names())}")
     return DATASETS[name]
@@ -525,15 +531,33 @@ def _loader(name):
 
 def check_dataset(name: str, root: str | None = None) -> None:
     """Raise DataError for an unknown name or missing/malformed files; reads headers, not the data."""
-    _loader(name)
-    if name in _CHECKS:
-        _CHECKS[name](root)
+    entry = _entry(name)
+    if entry.check is not None:
+        entry.check(root)
+
+
+def example_shape(name: str, root: str | None) -> tuple | None:
+    """(one example's shape, classes) without reading any data: enough to build the model and check
+    layer names as you type. An npz's come from its .npy headers, with 2 classes standing in (the
+    class count changes no layer name); None where the file cannot say (its check says why)."""
+    entry = DATASETS.get(name)
+    if entry is None:
+        return None
+    if entry.example is not None or name != "npz":
+        return entry.example
+    path = os.path.expanduser(root) if root else ""
+    try:
+        meta = _npz_headers(path) if path and os.path.isfile(path) else {}
+    except DataError:
+        return None
+    x = meta.get("X_train") or meta.get("X")
+    return (tuple(x[0][1:]), 2) if x and len(x[0]) > 1 else None
 
 
 def load_dataset(name: str, root: str | None = None, seed: int = 0, val_frac: float = 0.15,
                  test_frac: float = 0.2) -> Splits:
     """Seeded, standardized splits; the same (name, root, seed, fractions) always gives identical tensors."""
-    loader = _loader(name)
+    loader = _entry(name).load
     if not (0 < val_frac < 1 and 0 < test_frac < 1 and val_frac + test_frac < 1):
         raise DataError(f"val_frac={val_frac} and test_frac={test_frac} must each lie between 0 and 1 "
                         f"and sum to less than 1")

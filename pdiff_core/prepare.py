@@ -12,7 +12,7 @@ import torch
 
 from . import warmup
 from .config import ConfigError, RunConfig, resolve_device, validate
-from .data import Splits, check_dataset, load_dataset
+from .data import Splits, check_dataset, example_shape, load_dataset
 from .models import build_model
 from .params import select_names
 
@@ -125,28 +125,6 @@ def _gib(size: int) -> str:
     return f"{gib:,.1f} GiB" if gib < 1e6 else f"{gib:.1e} GiB"
 
 
-# One example's shape and the class count of each dataset, fixed by its format: enough to build the
-# model and check layer names (as you type on Launch, and for every cell of a sweep) without reading any data
-# (npz reads its .npy headers).
-SHAPES = {"digits": ((1, 8, 8), 10), "mnist1d": ((1, 40), 10), "mnist": ((1, 28, 28), 10),
-          "fashion_mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100)}
-
-
-def _input_shape(dataset: str, data_root: str):
-    if dataset in SHAPES:
-        return SHAPES[dataset]
-    if dataset == "npz":
-        from .data import DataError, _npz_headers
-        try:
-            meta = _npz_headers(os.path.expanduser(data_root)) if data_root and os.path.isfile(
-                os.path.expanduser(data_root)) else {}
-        except DataError:
-            return None                       # the data_root check says what is wrong with the file
-        x = meta.get("X_train") or meta.get("X")
-        return (tuple(x[0][1:]), 2) if x and len(x[0]) > 1 else None   # the class count does not change names
-    return None
-
-
 @functools.lru_cache(maxsize=64)
 def _layer_error(arch: str, shape: tuple, n_classes: int, width: int, layers: str) -> str | None:
     try:
@@ -162,7 +140,7 @@ def layer_error(cfg: RunConfig) -> str | None:
     """The layer-name check that prepare() does, from the dataset's known input shape: cheap enough for
     every keystroke (no data is loaded; a model is built once per architecture, shape and width).
     None when the names are fine, or when the shape is not known without the data (Launch checks then)."""
-    shape = _input_shape(cfg.dataset, cfg.data_root)
+    shape = example_shape(cfg.dataset, cfg.data_root)
     if shape is None:
         return None
     return _layer_error(cfg.arch, tuple(shape[0]), shape[1], cfg.width, cfg.layers)

@@ -6,7 +6,7 @@ import re
 
 from pdiff_core.config import (KIND_WORDS, PRESETS, SAMPLERS, ZOO_KINDS, ConfigError, RunConfig, override_text,
                                parse_overrides, preset_config, validate)
-from pdiff_core.data import dataset_names
+from pdiff_core.data import DATASETS, dataset_names
 from pdiff_core.models import MODELS
 from pdiff_core.params import SUBSETS
 
@@ -21,7 +21,7 @@ MORE = {
     "Diffusion": ["ddpm_lr", "ddpm_batch", "ddpm_channels", "timesteps", "beta_start", "beta_end"],
     "Evaluation and analysis": ["analysis", "eval_chunk"],
 }
-BUILTIN_DATA = ("digits", "mnist1d")     # every other dataset needs data_root
+BUILTIN_DATA = tuple(n for n, d in DATASETS.items() if not d.needs_root)    # the others need data_root
 CHOICES = {"dataset": dataset_names(), "arch": list(MODELS), "sampler": list(SAMPLERS), "device": ["auto", "cpu", "cuda"],
            "zoo": list(ZOO_KINDS)}
 LABELS = {
@@ -43,7 +43,8 @@ HELP = {
     "ddim_eta": "DDIM noise: 0 is deterministic given the start noise, 1 with all steps is ancestral DDPM",
     "in_noise": "σ added to normalized parameters while training the autoencoder (paper: 0.001)",
     "latent_noise": "σ added to latents while training the autoencoder (paper: 0.1); makes the decoder robust",
-    "data_root": "needed by mnist, fashion_mnist, cifar10, cifar100 (a folder) and npz (a file)",
+    "data_root": f"needed by {', '.join(n for n, d in DATASETS.items() if d.needs_root and n != 'npz')} (a folder) "
+                 "and npz (a file)",
     "collect_lr": "SGD learning rate while collecting checkpoints; high enough that checkpoints differ. "
                   "If collection diverges it restarts at half the rate (the rate used is in the run's metrics)",
     "k": "checkpoints in the zoo: for the trajectory zoo, one per optimizer step of the collection phase",

@@ -78,10 +78,11 @@ def test_the_memory_check_refuses_no_preset():
     from pdiff_core.config import PRESETS, preset_config
     from pdiff_core.models import build_model
     from pdiff_core.params import select_names
-    from pdiff_core.prepare import GIB, SHAPES, memory_need
+    from pdiff_core.data import DATASETS
+    from pdiff_core.prepare import GIB, memory_need
     for name in PRESETS:
         cfg = preset_config(name)
-        shape, n_classes = SHAPES[cfg.dataset]
+        shape, n_classes = DATASETS[cfg.dataset].example
         with torch.device("meta"):
             model = build_model(cfg.arch, shape, n_classes, cfg.width)
         assert sum(memory_need(cfg, model, select_names(model, cfg.layers), 10_000, 10_000, n_classes).values()) < 2 * GIB
