@@ -324,6 +324,18 @@ def test_a_killed_driver_resumes_with_only_the_missing_cells(tmp_path):
     assert len(list((runs_dir / "_sweeps" / "res" / "attempts").iterdir())) == 1   # the half-run cell, kept
 
 
+def test_a_going_cell_is_asked_to_stop_through_its_cancel_file_once_it_reports(tmp_path):
+    """Both executors stop a cell this way; before its run reports (no status.json) only a signal can."""
+    cell = tmp_path / "cell"
+    cell.mkdir()
+    assert executors.ask_to_stop(cell) is False and not (cell / "CANCEL").exists()
+    runs.write_json(cell / "status.json", {"state": "running"})
+    assert executors.ask_to_stop(cell) is True
+    assert (cell / "CANCEL").read_text() == "cancelled with the sweep\n"
+    (cell / "CANCEL").write_text("cancelled from the app\n")       # asked already: its reason is kept
+    assert executors.ask_to_stop(cell) is True and (cell / "CANCEL").read_text() == "cancelled from the app\n"
+
+
 def test_cancel_stops_the_going_cell_and_the_remaining_ones(tmp_path, monkeypatch):
     runs_dir = tmp_path / "runs"
     monkeypatch.setenv("PDIFF_RUNS_DIR", str(runs_dir))
