@@ -2,7 +2,7 @@
 import streamlit as st
 
 from pdiff_core.report import ZOO_MEANING, trajectory_figures, zoo_kind
-from studio import charts, load, shape, ui
+from studio import figures, load, shape, ui
 
 ui.header("Memorization")
 r = ui.need_results()
@@ -30,21 +30,18 @@ st.caption(f"Zoo: **{zoo}**. {ZOO_MEANING.get(zoo, '')}")
 
 st.subheader("Distance to the nearest checkpoint")
 c1, c2 = st.columns([1, 3])
-space = c1.segmented_control("Space", ["raw", "norm"], default="raw", key="mem_space",
-                             format_func={"raw": "raw", "norm": "normalized"}.get) or "raw"
+space = c1.segmented_control("Space", list(figures.DISTANCES), default="raw", key="mem_space",
+                             format_func=figures.DISTANCES.get) or "raw"
 baselines = an.get("baseline_groups", [])
 extra = c2.multiselect("Add baselines", baselines, default=[], key="mem_extra")
-dists = {"train→train": a[f"train_nn_{space}"], "generated": a[f"generated_nn_{space}_dist"],
-         **{g: a[f"{g}_nn_{space}_dist"] for g in extra}}
-st.plotly_chart(charts.nn_hist(dists, mem[f"replica_threshold_{space}"], "normalized" if space == "norm" else "raw"),
-                key="mem_hist")
-st.caption(f"Median generated distance is {mem[f'median_ratio_{space}']:.2f}× the checkpoints' own "
-           "(leave-one-out) median: below 1 means closer to a checkpoint than checkpoints are to each other.")
+fig, caption = figures.nn_hist(a, mem, space, extra)
+st.plotly_chart(fig, key="mem_hist")
+st.caption(caption)
 
 st.subheader("Accuracy against novelty")
-st.plotly_chart(charts.acc_vs_smax(m, load.pareto_front(r)), key="mem_pareto")
-st.caption("Up is more accurate, left is more novel (lower s_max). Hollow red circles are generated models that "
-           "some baseline model Pareto-dominates. Click legend entries to hide groups.")
+fig, caption = figures.acc_vs_smax(m, load.pareto_front(r))
+st.plotly_chart(fig, key="mem_pareto")
+st.caption(f"{caption} Click legend entries to hide groups.")
 
 st.subheader("Generated models")
 gen = m[m["group"] == "generated"].reset_index(drop=True)
@@ -52,12 +49,12 @@ picked = ui.model_table(gen, key="mem_table", select=True, group=False)
 st.caption("Sort by clicking a column header; select a row to compare its parameters with its nearest checkpoint.")
 sel = picked.selection.rows
 i = sel[0] if sel else shape.closest_pair(gen)
-if i is not None and gen.at[i, "nn_idx"] >= 0:
-    g, o = int(gen.at[i, "index"]), int(gen.at[i, "nn_idx"])
+pair = figures.pair(gen, i)
+if pair:
+    g, o = pair
     st.markdown(f"**{gen.at[i, 'label']}** against its nearest checkpoint **original #{o}** "
                 f"(raw L2 {gen.at[i, 'nn_dist']:.4g})" + ("" if sel else " — the closest pair; select a row for another"))
-    st.plotly_chart(charts.param_pair(load.param_pair(r, g, o), f"generated #{g}", f"original #{o}"),
-                    key="mem_pair")
+    st.plotly_chart(figures.param_pair(load.param_pair(r, g, o), g, o), key="mem_pair")
 
 st.divider()
 st.download_button("Download report (HTML)", data=lambda: load.report_html(r), file_name=f"pdiff-report-{r.id}.html",

@@ -1,18 +1,18 @@
 """Parameter space: where generated models sit among the checkpoints and baselines, in 2-D."""
 import streamlit as st
 
-from studio import charts, load, ui
+from studio import charts, figures, load, ui
 
 ui.header("Parameter space")
 r = ui.need_results()
 ui.need_analysis(r)
 
 c1, c2, c3 = st.columns([2, 2, 2])
-space = c1.segmented_control("Vectors", ["params", "latent"], default="params", key="ps_space",
-                             format_func={"params": "parameters", "latent": "AE latents"}.get) or "params"
+space = c1.segmented_control("Vectors", list(figures.MAPS), default="params", key="ps_space",
+                             format_func=figures.MAPS.get) or "params"
 methods = load.embedding_methods(r, space)
 method = c2.segmented_control("Method", methods, default=methods[0], key=f"ps_method_{space}",
-                              format_func={"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}.get) or methods[0]
+                              format_func=figures.METHODS.get) or methods[0]
 by = c3.segmented_control("Colour by", ["group", "accuracy"], default="group", key="ps_color") or "group"
 umap_status = load.analysis(r)["embeddings"]["params"].get("umap", "")
 if space == "params" and "umap" not in methods and umap_status.startswith("on demand"):

@@ -1,7 +1,7 @@
 """Similarity: do generated models make the same mistakes as the checkpoints? IoU of error sets."""
 import streamlit as st
 
-from studio import charts, load, ui
+from studio import charts, figures, load, ui
 
 ui.header("Similarity")
 r = ui.need_results()
@@ -12,8 +12,8 @@ ui.numbers([("o-o", sim["oo"], "mean IoU between two different originals"),
             ("o-g", sim["og"], "mean IoU over all original × generated pairs"),
             ("o-g (max)", sim["og_max"], "mean over generated models of the IoU with their most similar original")],
            fmt="{:.3f}")
-st.caption("IoU of two models = |errors in common| / |errors of either| on the test split; 1 means the same "
-           "mistakes. o-g (max) close to 1 means each generated model has an original that errs exactly like it.")
+st.caption(f"{figures.IOU_MEANING} o-g (max) close to 1 means each generated model has an original that errs "
+           "exactly like it.")
 
 order = st.segmented_control("Order", ["group", "accuracy", "clustered"], default="group", key="sim_order",
                              help="group: originals then generated, by index; accuracy: best first within each "

@@ -1,8 +1,7 @@
 """Use cases: do generated models help as an ensemble, or as a starting point for fine-tuning?"""
-import numpy as np
 import streamlit as st
 
-from studio import charts, load, ui
+from studio import figures, load, ui
 
 ui.header("Use cases")
 r = ui.need_results()
@@ -12,12 +11,9 @@ an, a = load.analysis(r), load.arrays(r)
 st.subheader("Ensembles")
 ens = an["ensembles"]
 if ens.get("k"):
-    k = a["ens_k"]
-    st.plotly_chart(charts.curves(k, {"generated": (a["ens_generated"], a["ens_generated_std"]),
-                                      "originals": (a["ens_originals"], a["ens_originals_std"])},
-                                  "ensemble size k (models whose logits are averaged)", "test accuracy", log_x=True),
-                    key="uc_ens")
-    st.markdown(ens["statement"])
+    fig, statement = figures.ensembles(ens, a)
+    st.plotly_chart(fig, key="uc_ens")
+    st.markdown(statement)
     st.caption(f"Mean ± std over {ens['draws']} random draws of k models. If generated models were diverse, "
                "their ensembles would gain more from k = 1 to large k than the originals' do. Intervals: 95 % "
                "bootstrap over test examples; a gain whose interval holds 0 is no gain.")
@@ -26,11 +22,9 @@ else:
 
 st.subheader("Initialization")
 init = an["initialization"]
-series = {kind: (np.asarray(init["curves"][kind]), None) for kind in init["kinds"]}
-faint = {kind: a[f"init_{kind}"] for kind in init["kinds"] if f"init_{kind}" in a}
-st.plotly_chart(charts.curves(a["init_step"], series, "fine-tuning step", "validation accuracy", faint=faint),
-                key="uc_init")
-st.markdown(init["statement"])
+fig, statement = figures.initialization(init, a)
+st.plotly_chart(fig, key="uc_init")
+st.markdown(statement)
 st.caption(f"Each start is fine-tuned on the same minibatches with {init['optimizer']}, lr {init['lr']}; thick lines "
            f"are the mean of {max(init['starts'].values())} starts, thin lines single starts. Random starts: "
            f"{init.get('random_init', 'the layers default init')}. Curves are validation accuracy; the finals "

@@ -16,7 +16,7 @@ import streamlit as st
 
 from pdiff_core import jobs, runs
 from pdiff_core.report import best_test, pp_figures
-from studio import shape
+from studio import shape, vectors
 
 RESULT_FILES = ("config.json", "metrics.json", "predictions.npz", "originals.safetensors",
                 "generated.safetensors", "baselines.safetensors", "analysis.json", "analysis.npz", "umap.npz",
@@ -64,16 +64,13 @@ def metrics(r: RunRef) -> dict:
 @st.cache_data(**CACHE)
 def params(r: RunRef, which: str) -> np.ndarray:
     """K×D / N×D float32 parameters of originals or generated models (raw, not normalized)."""
-    tensors, _ = runs.read_safetensors(r.path / f"{which}.safetensors")
-    return tensors["params"].numpy()
+    return vectors.params(r.path, which)
 
 
 @st.cache_data(**CACHE)
 def param_names(r: RunRef) -> list[tuple[str, int]]:
     """(name, size) of each flattened tensor in order, from the originals' metadata."""
-    from pdiff_core.params import Codec     # here, not at the top: it imports torch (about 1 s)
-    codec = Codec.from_metadata(runs.read_safetensors(r.path / "originals.safetensors")[1])
-    return list(zip(codec.names, codec.sizes))
+    return vectors.param_names(r.path)
 
 
 # ---- shaped -------------------------------------------------------------------------------------

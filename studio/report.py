@@ -15,11 +15,9 @@ import numpy as np
 import plotly.graph_objects as go
 
 from pdiff_core import runs
-from pdiff_core.params import Codec
 from pdiff_core.report import ZOO_MEANING, zoo_kind
-from studio import charts, shape
+from studio import charts, figures, shape, vectors
 
-ACC_SHOWN = ("originals", "generated", "average")      # the accuracy page's default groups; others legend-only
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; margin: 0 auto;
@@ -84,71 +82,54 @@ def summary_html(m: dict) -> str:
     return df.to_html(formatters=pct, na_rep="n/a", border=0, classes="summary")
 
 
-def figures(run_dir: Path, m: dict, an: dict, a: dict[str, np.ndarray]) -> list[tuple[str, str, go.Figure, str]]:
+def page_figures(run_dir: Path, m: dict, an: dict, a: dict[str, np.ndarray]) -> list[tuple[str, str, go.Figure, str]]:
     """(section, title, figure, caption) for every chart of the result pages, in page order."""
     out = []
     acc = shape.accuracy_frame(m)
     fig = charts.accuracy(acc, m["base"]["test_acc"], "histogram", 1 / m["n_test"])
-    fig.for_each_trace(lambda t: t.update(visible=True if t.name in ACC_SHOWN else "legendonly"))
+    # the accuracy page's first view: its other groups a legend click away
+    fig.for_each_trace(lambda t: t.update(visible=True if t.name in figures.ACC_SHOWN else "legendonly"))
     out.append(("Accuracy", "Test-accuracy distributions", fig,
                 f"{m['n_test']} test examples; bin width one example. Click legend entries to show the baseline "
                 "groups or hide one; dashed lines: the base model and one-model groups."))
 
     iou, labels, blocks = shape.iou_view(a, acc, "group")
     out.append(("Similarity", "IoU of test errors", charts.iou_heatmap(iou, labels, blocks),
-                "IoU of two models = |errors in common| / |errors of either| on the test split; 1 means the same "
-                "mistakes. Originals then generated, by index."))
+                f"{figures.IOU_MEANING} Originals then generated, by index."))
 
     models = shape.models(acc, a)
     cap = an.get("embeddings", {}).get("params", {}).get("per_baseline_cap", "")
-    for space, name in (("params", "parameters"), ("latent", "AE latents")):
+    for space, name in figures.MAPS.items():
         if f"emb_{space}_group" not in a:
             continue
         for method in shape.embedding_methods(a, space):
             view = shape.embedding(a, models, space, method).reset_index(names="row")
             fig = charts.embedding(view, "group", shape.embedding_axes(a, space, method)).update_layout(dragmode="zoom")
-            title = f"{name}, {dict(pca='PCA', tsne='t-SNE', umap='UMAP')[method]}"
+            title = f"{name}, {figures.METHODS[method]}"
             out.append(("Parameter space", title, fig, "Hover a point for its model, accuracy and nearest original. "
                         f"Baselines show a subsample of {cap} models each."))
 
     mem = an["memorization"]
-    for space in ("raw", "norm"):
-        dists = {"train→train": a[f"train_nn_{space}"], "generated": a[f"generated_nn_{space}_dist"]}
-        words = "normalized" if space == "norm" else "raw"
-        out.append(("Memorization", f"Distance to the nearest checkpoint ({words})",
-                    charts.nn_hist(dists, mem[f"replica_threshold_{space}"], words),
-                    f"Median generated distance is {mem[f'median_ratio_{space}']:.2f}× the checkpoints' own "
-                    "(leave-one-out) median: below 1 means closer to a checkpoint than checkpoints are to each other."))
-    out.append(("Memorization", "Accuracy against novelty", charts.acc_vs_smax(models, shape.pareto_front(models)),
-                "Up is more accurate, left is more novel (lower s_max). Hollow red circles are generated models that "
-                "some baseline model Pareto-dominates."))
+    for space, words in figures.DISTANCES.items():
+        out.append(("Memorization", f"Distance to the nearest checkpoint ({words})", *figures.nn_hist(a, mem, space)))
+    out.append(("Memorization", "Accuracy against novelty", *figures.acc_vs_smax(models, shape.pareto_front(models))))
     gen = models[models["group"] == "generated"].reset_index(drop=True)
     i = shape.closest_pair(gen)
-    if i is not None and gen.at[i, "nn_idx"] >= 0 and (run_dir / "generated.safetensors").exists():
-        g, o = int(gen.at[i, "index"]), int(gen.at[i, "nn_idx"])
-        orig, meta = runs.read_safetensors(run_dir / "originals.safetensors")
-        codec = Codec.from_metadata(meta)
-        gen_params = runs.read_safetensors(run_dir / "generated.safetensors")[0]["params"].numpy()
-        df = shape.param_pair(gen_params[g], orig["params"].numpy()[o], list(zip(codec.names, codec.sizes)))
-        out.append(("Memorization", f"The closest pair: generated #{g} and original #{o}",
-                    charts.param_pair(df, f"generated #{g}", f"original #{o}"),
+    pair = figures.pair(gen, i)
+    if pair and (run_dir / "generated.safetensors").exists():
+        g, o = pair
+        df = shape.param_pair(vectors.params(run_dir, "generated")[g], vectors.params(run_dir, "originals")[o],
+                              vectors.param_names(run_dir))
+        out.append(("Memorization", f"The closest pair: generated #{g} and original #{o}", figures.param_pair(df, g, o),
                     f"The generated model nearest to a checkpoint (raw L2 {gen.at[i, 'nn_dist']:.4g}), coordinate "
                     "by coordinate."))
 
     ens = an.get("ensembles") or {}
     if ens.get("k") and "ens_k" in a:
-        out.append(("Use cases", "Ensembles", charts.curves(
-            a["ens_k"], {"generated": (a["ens_generated"], a["ens_generated_std"]),
-                         "originals": (a["ens_originals"], a["ens_originals_std"])},
-            "ensemble size k (models whose logits are averaged)", "test accuracy", log_x=True),
-            ens.get("statement", "")))
+        out.append(("Use cases", "Ensembles", *figures.ensembles(ens, a)))
     init = an.get("initialization") or {}
     if init.get("kinds") and "init_step" in a:
-        series = {k: (np.asarray(init["curves"][k]), None) for k in init["kinds"]}
-        faint = {k: a[f"init_{k}"] for k in init["kinds"] if f"init_{k}" in a}
-        out.append(("Use cases", "Initialization", charts.curves(a["init_step"], series, "fine-tuning step",
-                                                                 "validation accuracy", faint=faint),
-                    init.get("statement", "")))
+        out.append(("Use cases", "Initialization", *figures.initialization(init, a)))
     return out
 
 
@@ -168,10 +149,8 @@ def build(run_dir: Path) -> str:
     an, a = runs.read_json(run_dir / "analysis.json"), runs.read_analysis_arrays(run_dir)
     sim, mem = an["similarity"], an["memorization"]
     zoo = zoo_kind(mem)
-    warnings = m.get("warnings") or []
-    if m.get("generated_nonfinite"):
-        warnings = [*warnings, f"{m['generated_nonfinite']} generated parameter vectors were not finite and were "
-                               "not evaluated."]
+    nonfinite = figures.nonfinite_warning(m)
+    warnings = [*(m.get("warnings") or []), *([nonfinite] if nonfinite else [])]
 
     parts = [f"<h1>p-diff report: {html.escape(run_id)}</h1>",
              f'<p class="sub">{html.escape(str(m["dataset"]))} · {html.escape(str(m["arch"]))} · layers '
@@ -193,7 +172,7 @@ def build(run_dir: Path) -> str:
                             ("mean s_max (an IoU)", mem["groups"]["generated"].get("smax_mean"), "{:.3f}")]),
              f'<p class="caption">Zoo: {html.escape(zoo)}. {html.escape(ZOO_MEANING.get(zoo, ""))}</p>']
     section = None
-    for n, (sec, title, fig, caption) in enumerate(figures(run_dir, m, an, a)):
+    for n, (sec, title, fig, caption) in enumerate(page_figures(run_dir, m, an, a)):
         if sec != section:
             parts.append(f"<h2>{html.escape(sec)}</h2>")
             section = sec
