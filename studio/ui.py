@@ -165,7 +165,19 @@ def badge(state: str) -> None:
     st.badge(state, color=c, icon=icon)
 
 
-# ---- guards for result pages --------------------------------------------------------------------
+# ---- guards: a page without its run or results says why and stops -------------------------------
+
+def need_run() -> str:
+    """The active run's id; otherwise explain why there is none and stop the page."""
+    rid = active_run()
+    if rid is None and missing_run():
+        st.stop()                        # header() said which run is missing, with the runs list
+    if rid is None:
+        st.info("No runs yet. Start with the quick demo on the home page, or launch a run.")
+        st.page_link(page("home"), label="Home: run the quick demo", icon=":material/home:")
+        st.stop()
+    return rid
+
 
 def need_results() -> load.RunRef:
     """The active run's RunRef once it has metrics.json; otherwise explain why not and stop the page."""
@@ -368,7 +380,7 @@ def progress(rid: str, status: dict) -> None:
     st.code(load.log_tail(rid, 8) or "(no log yet)", language=None)
 
 
-# ---- one run's record (the run page) --------------------------------------------------------------
+# ---- widgets and callbacks the result pages share -----------------------------------------------
 
 def compute_umap(run_dir: Path) -> None:
     """Button callback: the run's UMAP map (pdiff_core.analysis.add_umap); a failure is shown once."""
@@ -380,83 +392,6 @@ def compute_umap(run_dir: Path) -> None:
             status = str(e)
     if status != "ok":
         st.session_state["umap_error"] = f"UMAP {status}"
-
-
-def need_run() -> str:
-    """The active run's id; otherwise explain why there is none and stop the page."""
-    rid = active_run()
-    if rid is None and missing_run():
-        st.stop()                        # header() said which run is missing, with the runs list
-    if rid is None:
-        st.info("No runs yet. Start with the quick demo on the home page, or launch a run.")
-        st.page_link(page("home"), label="Home: run the quick demo", icon=":material/home:")
-        st.stop()
-    return rid
-
-
-def run_record(rid: str) -> None:
-    """Everything about one run, finished or not; live (redrawn every LIVE_EVERY_S) while it is going."""
-    status = jobs.refresh(rid)
-    state = status.get("state", "failed")
-    if state in jobs.ACTIVE:
-        _record_live(rid, state)
-    else:
-        _record(rid, status)
-
-
-def _record_live(rid: str, state: str) -> None:
-    rerun_on_change(rid, state)                     # finished, failed or started: redraw the page
-    _record_drawn(rid)
-
-
-@st.fragment(run_every=LIVE_EVERY_S)
-def _record_drawn(rid: str) -> None:
-    _record(rid, jobs.refresh(rid))
-
-
-def _record(rid: str, status: dict) -> None:
-    state = status.get("state", "failed")
-    r = load.ref(rid)
-    if state in jobs.ACTIVE:
-        progress(rid, status)                         # bar, stage, loss curves, log tail, Cancel
-    else:
-        head = st.container(horizontal=True, vertical_alignment="center")
-        with head:
-            st.markdown(f"**`{rid}`**")
-            badge(state)
-        if state == "done":
-            st.success(f"Run `{rid}` is done.", icon=":material/check_circle:")
-            st.page_link(page("accuracy"), label="See its results", icon=":material/bar_chart:")
-        else:
-            run_state(rid, status, compact=True)
-        st.subheader("Training losses")
-        curves = status.get("losses") or {}
-        if any(curves.values()):
-            st.plotly_chart(charts.losses(curves), key=f"record-losses-{rid}")
-        else:
-            st.caption("No loss recorded: the run stopped before the autoencoder trained.")
-    warnings = list(dict.fromkeys([*(status.get("warnings") or []),
-                                   *((load.metrics(r).get("warnings") or []) if r.has("metrics.json") else [])]))
-    if warnings:
-        st.subheader("Warnings")
-        for w in warnings:
-            st.warning(w, icon=":material/warning:")
-    timings = load.timings_table(status)
-    if len(timings):
-        st.subheader("Stage timings")
-        st.dataframe(timings, hide_index=True, width="stretch", height=35 * len(timings) + 38,
-                     column_config={"stage": st.column_config.TextColumn(width="medium"),
-                                    "seconds": st.column_config.TextColumn(width="small"),
-                                    "note": st.column_config.TextColumn(width="large")})
-    st.subheader("Configuration")
-    if r.has("config.json"):
-        st.dataframe(load.config_table(r), width="stretch", height=35 * len(load.config(r)) + 38,
-                     column_config=OPTION_COLUMN)
-    else:
-        st.caption("No config.json.")
-    text = load.log_text(rid)
-    with st.expander(f"Log ({text.count(chr(10))} lines)", expanded=True):
-        st.code(text or "(no log yet)", language=None)
 
 
 def numbers(items: list[tuple], fmt: str = "{:.3f}") -> None:
