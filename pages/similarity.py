@@ -1,7 +1,7 @@
 """Similarity: do generated models make the same mistakes as the checkpoints? IoU of error sets."""
 import streamlit as st
 
-from studio import charts, figures, load, ui
+from studio import charts, figures, load, shape, ui
 
 ui.header("Similarity")
 r = ui.need_results()
@@ -22,8 +22,7 @@ iou, labels, blocks = load.iou_view(r, order)
 st.plotly_chart(charts.iou_heatmap(iou, labels, blocks), key="sim_heatmap")
 
 st.subheader("Compare a pair")
-m = load.models(r)
-pool = m[m["group"].isin(["originals", "generated"])].reset_index(drop=True)
+pool = shape.iou_models(a, load.models(r))          # row k: row and column k of a["iou"] and a["agree"]
 gen = pool[pool["group"] == "generated"].dropna(subset=["smax"])
 default_a = int(gen["smax"].idxmax()) if len(gen) else 0              # the most copy-like generated model
 default_b = int(pool.index[(pool["group"] == "originals") & (pool["index"] == gen.loc[default_a, "smax_idx"])][0]) \

@@ -4,11 +4,13 @@ import time
 
 import streamlit as st
 
-from pdiff_core import driver, sweep
+from pdiff_core import driver, jobs, runs, sweep
 from pdiff_core.config import PRESETS
 from studio import charts, load, shape, ui
 
-CELL_COLORS = {"pending": "gray", "running": "blue", "done": "green", "failed": "red", "cancelled": "orange"}
+# A cell has its run's states, but waits as 'pending' (it has no run yet), coloured as a queued run.
+CELL_COLORS = {"pending": ui.BADGE["queued"][0], **{s: ui.BADGE[s][0] for s in runs.STATES if s != "queued"}}
+LANDED = tuple(s for s in runs.STATES if s not in jobs.ACTIVE)     # a cell's run is over, whichever way
 TILES_PER_ROW = 4
 
 
@@ -17,7 +19,7 @@ def from_preset_sweep():
     spec = sweep.SWEEP_PRESETS.get(st.session_state["sw_from"])
     if spec:
         st.session_state["sw_preset"] = spec["preset"]
-        st.session_state["sw_grid"] = "\n".join(f"{k}={','.join(map(str, v))}" for k, v in spec["grid"].items())
+        st.session_state["sw_grid"] = sweep.grid_text(spec["grid"])
         st.session_state["sw_seeds"] = ",".join(map(str, spec["seeds"]))
 
 
@@ -121,9 +123,6 @@ def pick(sweeps: list[dict]) -> dict | None:
 
 def cell_label(row, keys: list[str]) -> str:
     return " · ".join(f"{k}={row[k]}" for k in keys) + f" · seed {row['seed']}"
-
-
-LANDED = ("done", "failed", "cancelled")
 
 
 def cell_grid(sw: dict, state: str, landed: int) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import jobs, runs
-from .config import PRESETS, ConfigError, RunConfig, parse_overrides, preset_config, resolve_device, validate
+from .config import PRESETS, ConfigError, RunConfig, override_text, parse_overrides, preset_config, resolve_device, validate
 
 SWEEPS = "_sweeps"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,59}$")
@@ -102,6 +102,15 @@ def parse_grid(pairs: list[str]) -> dict[str, list]:
             raise SweepError(f"--grid {key} repeats a value: {text}")
         grid[key] = typed
     return grid
+
+
+def grid_text(grid: dict[str, list]) -> str:
+    """parse_grid's inverse: one KEY=V1,V2,... a line (the Sweeps page's grid box). A layers value
+    naming several parameters joins them with '+', since the comma separates values."""
+    def value(key, v):
+        text = override_text(v)
+        return text.replace(",", "+") if key == "layers" else text
+    return "\n".join(f"{k}={','.join(value(k, v) for v in vs)}" for k, vs in grid.items())
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -94,6 +94,13 @@ def iou_view(a: dict[str, np.ndarray], acc_frame: pd.DataFrame, order: str
     return iou[np.ix_(perm, perm)], labels, blocks
 
 
+def iou_models(a: dict[str, np.ndarray], models_df: pd.DataFrame) -> pd.DataFrame:
+    """models() rows in the order of analysis.npz's iou and agree matrices, matched on their stored
+    iou_labels / iou_index: row k here is row and column k of both matrices."""
+    rows = pd.DataFrame({"group": a["iou_labels"].astype(str), "index": a["iou_index"]})
+    return rows.merge(models_df, on=["group", "index"], how="left")
+
+
 def embedding(a: dict[str, np.ndarray], models_df: pd.DataFrame, space: str, method: str) -> pd.DataFrame:
     """2-D embedding of 'params' or 'latent' by 'pca'/'tsne'/'umap', joined with models()."""
     xy, groups, index = a[f"emb_{space}_{method}"], a[f"emb_{space}_group"].astype(str), a[f"emb_{space}_index"]

@@ -6,12 +6,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from pdiff_core import jobs, runs
 from pdiff_core.config import DIGITS_QUICK_S, preset_config
-from studio import load
+from studio import load, shape
 from tests.conftest import ROOT, fake_sweep
 
 APP = str(ROOT / "app.py")
@@ -141,6 +142,30 @@ def test_analysis_pages_explain_a_missing_analysis(finished_run, tmp_path, monke
         assert_clean(at)
         assert f"python -m pdiff_core analyze {rid}" in texts(at.info)
     assert app("accuracy", rid).get("plotly_chart")                     # accuracy needs metrics.json only
+
+
+def test_similarity_pair_reads_the_iou_row_of_the_model_it_names(finished_run, tmp_path, monkeypatch):
+    """The matrices' rows are found by their stored labels (iou_labels / iou_index), not assumed to follow
+    the models table: with the rows stored generated first, the pair's IoU and agreement stay the same."""
+    import shutil
+    root, rid = finished_run
+    copy = tmp_path / "runs"
+    shutil.copytree(root / rid, copy / rid)
+    a = runs.read_npz(copy / rid / "analysis.npz")
+    perm = np.arange(len(a["iou"]))[::-1]
+    runs.write_npz(copy / rid / "analysis.npz", {**a, "iou": a["iou"][np.ix_(perm, perm)],
+                                                 "agree": a["agree"][np.ix_(perm, perm)],
+                                                 "iou_labels": a["iou_labels"][perm], "iou_index": a["iou_index"][perm]})
+    m = shape.models(shape.accuracy_frame(runs.read_json(root / rid / "metrics.json")), a)
+    gen = m[m["group"] == "generated"].dropna(subset=["smax"]).reset_index(drop=True)
+    g, o = int(gen.at[gen["smax"].idxmax(), "index"]), int(gen.at[gen["smax"].idxmax(), "smax_idx"])
+    k = int((a["iou_labels"] == "originals").sum())                   # as stored: originals then generated
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(copy))
+    at = app("similarity", rid)
+    assert_clean(at)
+    shown = {x.label: x.value for x in at.metric}
+    assert shown["IoU of errors"] == f"{a['iou'][k + g, o]:.3f}", shown
+    assert shown["agreement"] == f"{a['agree'][k + g, o]:.1%}", shown
 
 
 def set_number(at: AppTest, key: str, value):

@@ -257,6 +257,14 @@ def test_a_layers_value_of_several_parameters_joins_them_with_plus():
     assert sweep.parse_grid(["layers=bn2.weight+bn2.bias,head"]) == {"layers": ["bn2.weight,bn2.bias", "head"]}
 
 
+@pytest.mark.parametrize("grid", [*(s["grid"] for s in sweep.SWEEP_PRESETS.values()),
+                                  {"layers": ["bn2.weight,bn2.bias", "head"], "latent_noise": [0.1, 0.05],
+                                   "analysis": [True, False], "zoo": ["trajectory"]}])
+def test_grid_text_is_read_back_as_the_same_grid(grid):
+    """The Sweeps page fills its grid box with grid_text (a preset sweep's grid): parse_grid gives the grid back."""
+    assert sweep.parse_grid(sweep.grid_text(grid).splitlines()) == grid
+
+
 def test_mean_ci_is_a_t_interval_over_seeds():
     m, lo, hi, n = sweep.mean_ci([1.0, 2.0, 3.0, None])
     assert (m, n) == (2.0, 3) and lo == pytest.approx(2 - 4.302653 / 3 ** 0.5) and hi == pytest.approx(2 + 4.302653 / 3 ** 0.5)
