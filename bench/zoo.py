@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.quick import run_once  # noqa: E402
-from pdiff_core.report import trajectory_figures, zoo_kind  # noqa: E402
+from pdiff_core.words import trajectory_figures, zoo_kind  # noqa: E402
 
 
 def row(run_dir: Path) -> dict:

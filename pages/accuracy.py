@@ -1,7 +1,7 @@
 """Accuracy: test-accuracy distributions per group, overlaid and toggleable, with the base model marked."""
 import streamlit as st
 
-from pdiff_core.report import compared
+from pdiff_core.words import compared
 from studio import charts, figures, load, ui
 
 ui.header("Accuracy")

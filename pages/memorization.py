@@ -1,7 +1,7 @@
 """Memorization: are generated models new solutions, or near-copies of checkpoints (or of their average)?"""
 import streamlit as st
 
-from pdiff_core.report import ZOO_MEANING, trajectory_figures, zoo_kind
+from pdiff_core.words import ZOO_MEANING, trajectory_figures, zoo_kind
 from studio import figures, load, shape, ui
 
 ui.header("Memorization")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import jobs, runs
 from .config import PRESETS, ConfigError, parse_overrides, preset_config, validate
-from .report import best_test
+from .words import best_test
 
 
 class Parser(argparse.ArgumentParser):

@@ -10,7 +10,7 @@ and dominance figure comes from predictions as integer counts (metrics.py), neve
 rounded numbers of a report. The formats are documented key by key in docs/analysis-format.md.
 
 The metric definitions live in metrics.py, the similarity and memorization measures built on them in
-memorization.py, the use cases in usecases.py, the words in report.py.
+memorization.py, the use cases in usecases.py, the words in words.py.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from .memorization import Group, memorization, similarity
 from .metrics import correct, group_metrics, median_difference
 from .params import Codec
 from .prepare import Prepared, prepare
-from .report import ensemble_statement, init_statement, verdict
+from .words import ensemble_statement, init_statement, verdict
 from .usecases import ensembles, initialization
 
 VERSION = 2

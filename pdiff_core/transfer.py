@@ -33,7 +33,7 @@ from .metrics import error_sets, iou_matrix, median_ci, paired
 from .optim import Optimizer
 from .params import Codec
 from .prepare import Prepared, seed_everything, stage_timer
-from .report import transfer_verdict
+from .words import transfer_verdict
 
 EMB_DRAWS = 8                 # support sets drawn per training task: the generator sees how embeddings vary
 STARTS = ("generated", "nearest_task", "average_of_tasks", "random")

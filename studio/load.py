@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from pdiff_core import jobs, runs
-from pdiff_core.report import best_test, pp_figures
+from pdiff_core.words import best_test, pp_figures
 from studio import shape, vectors
 
 RESULT_FILES = ("config.json", "metrics.json", "predictions.npz", "originals.safetensors",

@@ -15,7 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from pdiff_core import runs
-from pdiff_core.report import ZOO_MEANING, zoo_kind
+from pdiff_core.words import ZOO_MEANING, zoo_kind
 from studio import charts, figures, shape, vectors
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pdiff_core.report import interval_level, interval_words, trajectory_figures
+from pdiff_core.words import interval_level, interval_words, trajectory_figures
 
 
 def duration_words(seconds: float) -> str:

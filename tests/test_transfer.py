@@ -184,7 +184,7 @@ def test_too_few_held_out_tasks_show_no_difference_however_large():
     assert (five["lo"], five["hi"]) == pytest.approx((0.39, 0.41))   # the range
     six = metrics.paired(np.array([0.9, 0.92, 0.88, 0.91, 0.9, 0.93]), np.array([0.5, 0.52, 0.49, 0.5, 0.51, 0.5]))
     assert six["differs"] is True and 0.35 < six["median"] < 0.45 and six["level"] == pytest.approx(1 - 2 / 2 ** 6)
-    from pdiff_core.report import few_tasks_note, interval_words      # said once, in the verdict
+    from pdiff_core.words import few_tasks_note, interval_words      # said once, in the verdict
     assert "With 5 held-out tasks no 95 % interval exists" in few_tasks_note(five) and few_tasks_note(six) is None
     assert interval_words(five, "{:.2f}".format) == "range 0.39 to 0.41" and interval_words(six, str).startswith("95 % interval")
 

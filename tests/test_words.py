@@ -1,5 +1,5 @@
-"""pdiff_core.report: the verdict's words follow the numbers, warnings first, noise never a gain."""
-from pdiff_core import report as R
+"""pdiff_core.words: the verdict's words follow the numbers, warnings first, noise never a gain."""
+from pdiff_core import words as R
 
 
 def diff(d, lo, hi, n=360):

@@ -1,4 +1,6 @@
-"""The analysis in words: the verdict and the use-case statements, from analysis.json's numbers.
+"""The analysis in words: a run's verdict and use-case statements from analysis.json's numbers, a
+transfer run's verdict from transfer.json's, and the small readers of the figures they quote (the
+pages, the HTML report and the CLI quote them through the same readers).
 
 Plain answer first, then the evidence as short bullets. Run warnings come before everything:
 a broken run's verdict means nothing. A difference whose 95 % interval holds 0 is never
