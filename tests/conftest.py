@@ -35,7 +35,10 @@ def runs_dir(tmp_path, monkeypatch):
 @contextmanager
 def executed(tmp_path_factory, preset: str, name: str, **modules):
     """`preset` run in this process on one thread, as the pipeline runs it, in its own runs directory
-    (PDIFF_RUNS_DIR points there while in use; `modules` patch sys.modules); yields the run directory."""
+    (PDIFF_RUNS_DIR points there while it runs; `modules` patch sys.modules); yields the run directory.
+    Both are restored before the yield: two session runs that both kept the variable set left a test
+    reading whichever was made last, and a patched module stayed patched for the whole session (a test
+    that names a run by id sets PDIFF_RUNS_DIR to run_dir.parent; one that re-runs it patches alike)."""
     from pdiff_core.analysis import one_thread
     from pdiff_core.config import preset_config
     from pdiff_core.pipeline import execute
@@ -49,9 +52,9 @@ def executed(tmp_path_factory, preset: str, name: str, **modules):
     try:
         with one_thread():
             execute(preset_config(preset), run_dir)
-        yield run_dir
     finally:
         mp.undo()
+    yield run_dir
 
 
 @pytest.fixture(scope="session")

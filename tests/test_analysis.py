@@ -3,6 +3,7 @@ then one real tiny run analysed twice (byte-identical analysis.json) and once wi
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -213,8 +214,10 @@ def test_finetune_runs_stay_independent_under_vmap():
 # -----------------------------------------------------------------------------
 # a real tiny run
 
-def test_analyze_twice_is_identical_and_never_duplicates(tiny_run):
+def test_analyze_twice_is_identical_and_never_duplicates(tiny_run, monkeypatch):
     from pdiff_core.__main__ import main
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(tiny_run.parent))    # the CLI finds the run by its id
+    monkeypatch.setitem(sys.modules, "umap", None)                  # as when the run was made (its UMAP status)
     first = (tiny_run / "analysis.json").read_bytes()
     first_npz = runs.read_npz(tiny_run / "analysis.npz")
     assert main(["analyze", tiny_run.name]) == 0       # the CLI: prep rebuilt from config.json
