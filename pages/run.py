@@ -3,7 +3,7 @@ warnings, stage timings, the full configuration and the whole log. Live while th
 import streamlit as st
 
 from pdiff_core import jobs
-from studio import charts, load, ui
+from studio import charts, load, shape, ui
 
 
 def record(rid: str, status: dict) -> None:
@@ -33,7 +33,7 @@ def record(rid: str, status: dict) -> None:
         st.subheader("Warnings")
         for w in warnings:
             st.warning(w, icon=":material/warning:")
-    timings = load.timings_table(status)
+    timings = shape.timings_table(status)
     if len(timings):
         st.subheader("Stage timings")
         st.dataframe(timings, hide_index=True, width="stretch", height=35 * len(timings) + 38,

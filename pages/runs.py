@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from pdiff_core import jobs, runs
-from studio import charts, load, ui
+from studio import charts, load, shape, ui
 
 ui.header("Runs")
 rows = jobs.list_runs()
@@ -14,13 +14,13 @@ if not rows:
     st.page_link(ui.page("launch"), label="Launch a run", icon=":material/rocket_launch:")
     st.stop()
 
-table = load.runs_table(rows)
+table = shape.runs_table(rows)
 f1, f2 = st.columns([3, 2])
 text = f1.text_input("Filter", key="runs_filter", placeholder="words in the run id, name, tags, preset, dataset, arch or zoo")
 states = f2.multiselect("State", list(runs.STATES), key="runs_states")
-shown = load.filter_runs(table, text, states).reset_index(drop=True)
+shown = shape.filter_runs(table, text, states).reset_index(drop=True)
 picked = ui.percent_table(
-    shown, load.RUN_ACCS, hide_index=True, on_select="rerun", selection_mode="single-row",
+    shown, shape.RUN_ACCS, hide_index=True, on_select="rerun", selection_mode="single-row",
     key=f"runs_table-{st.session_state.get('runs_table_gen', 0)}", width="stretch",
     config={"run": st.column_config.TextColumn(width=200), "K": st.column_config.NumberColumn(width=45),
             "N": st.column_config.NumberColumn(width=45), "arch": st.column_config.TextColumn(width=55),

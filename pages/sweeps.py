@@ -158,7 +158,7 @@ def results(sw: dict) -> None:
     color = c.selectbox("Colour", ["(none)", *others], index=1 if others else 0, key="sw_color")
     color = None if color == "(none)" else color
     label = sweep.HEADLINE[metric][0]
-    st.plotly_chart(charts.sweep_metric(load.sweep_means(df, metric, x, color), x, color, label), key="sw_chart")
+    st.plotly_chart(charts.sweep_metric(shape.sweep_means(df, metric, x, color), x, color, label), key="sw_chart")
     st.caption("Mean over seeds; bars: 95 % t-interval (none with one seed). Cells without the figure are left out.")
     if df["smax_mean"].notna().any():
         st.plotly_chart(charts.sweep_plane(df, color or x), key="sw_plane")

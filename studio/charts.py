@@ -251,7 +251,7 @@ def log_worthy(values) -> bool:
 
 
 def sweep_metric(agg: pd.DataFrame, x: str, color: str | None, y_title: str) -> go.Figure:
-    """A sweep's metric against one key (agg from load.sweep_means): the mean over seeds with its 95 %
+    """A sweep's metric against one key (agg from shape.sweep_means): the mean over seeds with its 95 %
     interval as error bars, one line per value of `color`."""
     fig = go.Figure()
     numeric = pd.api.types.is_numeric_dtype(agg[x])

@@ -15,7 +15,6 @@ import pandas as pd
 import streamlit as st
 
 from pdiff_core import jobs, runs
-from pdiff_core.words import best_test, pp_figures
 from studio import shape, vectors
 
 RESULT_FILES = ("config.json", "metrics.json", "predictions.npz", "originals.safetensors",
@@ -99,69 +98,6 @@ def metrics_csv(r: RunRef) -> bytes:
     return buf.getvalue().encode()
 
 
-RUN_ACCS = ["orig best", "orig median", "gen best", "gen median", "replica rate", "dominated",
-            "o-g (max)"]     # fractions, shown as percentages
-GEN_MINUS_ORIG, ENSEMBLE_GAIN = "gen − orig (pp, 95 %)", "ensemble gain (pp, 95 %)"
-
-
-def difference_cell(d: dict | None) -> str | None:
-    """A difference with its 95 % interval for a table cell, in pp; 'no difference' when the interval holds 0,
-    whatever the sign of the point estimate (a table is read as fast as a verdict)."""
-    if not d:
-        return None
-    diff, lo, hi = pp_figures(d)
-    span = f"[{lo:+.1f}, {hi:+.1f}]"
-    return f"{diff:+.1f} {span}" if d["differs"] else f"no difference {span}"
-
-
-def runs_table(rows: list[dict]) -> pd.DataFrame:
-    """The runs page's table from jobs.list_runs() rows: when, how long, name and tags, the headline
-    numbers and the config options people compare on (already small: no caching needed)."""
-    out = []
-    for row in rows:
-        c, m, a = row.get("config") or {}, row.get("metrics") or {}, row.get("analysis") or {}
-        g = m.get("groups", {})
-        o, gen = g.get("originals", {}), g.get("generated", {})
-        mem, notes = a.get("memorization") or {}, row.get("notes") or {}
-        state = row.get("state")
-        if state in jobs.ACTIVE:
-            state = f"{state} {100 * (row.get('progress') or 0):.0f}%"
-        started, finished = row.get("started"), row.get("finished")
-        out.append({
-            "run": row["run"], "name": notes.get("name", ""), "tags": ", ".join(notes.get("tags", [])),
-            "state": state, "created": pd.to_datetime(started, unit="s") if started else pd.NaT,
-            "duration s": round(finished - started, 1) if started and finished else None,
-            "preset": c.get("preset"), "dataset": c.get("dataset"), "arch": c.get("arch"), "layers": c.get("layers"),
-            "zoo": c.get("zoo", "trajectory"), "sampler": c.get("sampler"), "seed": c.get("seed"),
-            "K": c.get("k"), "N": c.get("n_generate"),
-            "orig best": best_test(o), "orig median": o.get("summary", {}).get("median"),
-            "gen best": best_test(gen), "gen median": gen.get("summary", {}).get("median"),
-            GEN_MINUS_ORIG: difference_cell((a.get("accuracy") or {}).get("median_difference")),
-            "replica rate": mem.get("replica_rate"),
-            # a trajectory's replica threshold is one step length: the distance to the path, in steps, beside it
-            "d_traj ÷ step": shape.traj_ratio(mem),
-            "dominated": mem.get("dominated_share"), "o-g (max)": (a.get("similarity") or {}).get("og_max"),
-            ENSEMBLE_GAIN: difference_cell(((a.get("ensembles") or {}).get("intervals") or {}).get("gain_generated"))})
-    cols = ["run", "name", "tags", "state", "created", "duration s", "preset", "dataset", "arch", "layers", "zoo",
-            "sampler", "seed", "K", "N", "orig best", "orig median", "gen best", "gen median", GEN_MINUS_ORIG,
-            "replica rate", "d_traj ÷ step", "dominated", "o-g (max)", ENSEMBLE_GAIN]
-    df = pd.DataFrame(out, columns=cols)
-    return df.astype({c: float for c in RUN_ACCS + ["duration s", "d_traj ÷ step"]})
-
-
-def filter_runs(df: pd.DataFrame, text: str = "", states: list[str] | None = None) -> pd.DataFrame:
-    """Rows whose run id, name, tags, preset, dataset, arch or zoo contain every word of `text`
-    (case-insensitive), and whose state is among `states` (when given)."""
-    keep = pd.Series(True, index=df.index)
-    hay = (df[["run", "name", "tags", "preset", "dataset", "arch", "zoo"]].fillna("").astype(str)   # a damaged
-           .agg(" ".join, axis=1).str.lower())                                                     # config: empty
-    for word in text.lower().split():
-        keep &= hay.str.contains(word, regex=False)
-    if states:
-        keep &= df["state"].astype(str).str.split().str[0].isin(states)
-    return df[keep]
-
-
 def log_tail(run_id: str, lines: int = 15) -> str:
     return jobs.tail(runs.run_path(run_id) / "log.txt", lines)
 
@@ -180,28 +116,6 @@ def config_table(r: RunRef) -> pd.DataFrame:
     c = config(r)
     return pd.DataFrame({"value": [v if isinstance(v, str) else json.dumps(v) for v in c.values()]},
                         index=pd.Index(list(c), name="option"))
-
-
-def timings_table(status: dict) -> pd.DataFrame:
-    """status.json's `timings` (pipeline stages) then `analysis_timings`, one row per stage with its
-    seconds; nested parts (maps: pca_tsne, umap_fit...) get a row each, anything else a note."""
-    rows = [{"part": "pipeline", "stage": k, "seconds": v, "note": ""} for k, v in (status.get("timings") or {}).items()]
-    for k, v in (status.get("analysis_timings") or {}).items():
-        if not isinstance(v, dict):
-            rows.append({"part": "analysis", "stage": k, "seconds": v, "note": ""})
-            continue
-        extra = []
-        for a, b in v.items():
-            if isinstance(b, (int, float)) and not isinstance(b, bool) and not a.endswith("_mib"):
-                rows.append({"part": "analysis", "stage": f"{k} / {a}", "seconds": b, "note": ""})
-            else:
-                extra.append(f"{a}: {b}")
-        if extra:
-            rows.append({"part": "analysis", "stage": k, "seconds": None, "note": ", ".join(extra)})
-    df = pd.DataFrame(rows, columns=["part", "stage", "seconds", "note"])
-    # text, so a row with only a note shows an empty cell rather than "None"
-    df["seconds"] = [f"{v:.2f}" if pd.notna(v) else "" for v in df["seconds"]]
-    return df
 
 
 def config_diff(refs: list[RunRef]) -> pd.DataFrame:
@@ -292,16 +206,6 @@ def sweep_table(sw: dict) -> pd.DataFrame:
     df[list(sweep.HEADLINE)] = df[list(sweep.HEADLINE)].astype(float)     # None -> NaN, never "None"
     df["link"] = "/run?run=" + df["run"]
     return df[[*sweep_keys(sw), "seed", "state", "node", "link", *sweep.HEADLINE, "run", "progress", "message"]]
-
-
-def sweep_means(df: pd.DataFrame, metric: str, x: str, color: str | None = None) -> pd.DataFrame:
-    """Per (x, colour) value: the metric's mean over seeds, its 95 % interval and the seed count."""
-    from pdiff_core import sweep
-    by = [x] + ([color] if color else [])
-    rows = [{**dict(zip(by, key if isinstance(key, tuple) else (key,))),
-             **dict(zip(("mean", "lo", "hi", "n"), sweep.mean_ci(part[metric].tolist())))}
-            for key, part in df.groupby(by, sort=False)]
-    return pd.DataFrame(rows, columns=[*by, "mean", "lo", "hi", "n"])
 
 
 # ---- transfer runs: transfer.json / transfer.npz (format: pdiff_core/transfer.py) --------------------

@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from pdiff_core import jobs, runs
 from pdiff_core.config import DIGITS_QUICK_S, preset_config
-from studio import load, shape
+from studio import shape
 from tests.conftest import ROOT, fake_sweep
 
 APP = str(ROOT / "app.py")
@@ -433,14 +433,14 @@ def test_runs_table_filters_and_compares_three_runs_on_shared_axes(finished_run,
     assert_clean(at)
     table = at.dataframe[0].value
     assert sorted(table["run"]) == ids and {"created", "duration s", "replica rate", "d_traj ÷ step", "dominated",
-                                            "o-g (max)", load.ENSEMBLE_GAIN, load.GEN_MINUS_ORIG, "zoo",
+                                            "o-g (max)", shape.ENSEMBLE_GAIN, shape.GEN_MINUS_ORIG, "zoo",
                                             "tags"} <= set(table.columns)
     # the replica rate with the distance to the path beside it, and differences with their interval (DESIGN.md)
     a = runs.read_json(tmp_path / ids[0] / "analysis.json")
     row = table.set_index("run").loc[ids[0]]
     assert row["d_traj ÷ step"] == pytest.approx(a["memorization"]["trajectory"]["groups"]["generated"]["ratio_to_step"])
-    for col, d in ((load.GEN_MINUS_ORIG, a["accuracy"]["median_difference"]),
-                   (load.ENSEMBLE_GAIN, a["ensembles"]["intervals"]["gain_generated"])):
+    for col, d in ((shape.GEN_MINUS_ORIG, a["accuracy"]["median_difference"]),
+                   (shape.ENSEMBLE_GAIN, a["ensembles"]["intervals"]["gain_generated"])):
         assert row[col].endswith(f"[{100 * d['lo'] + 0.0:+.1f}, {100 * d['hi'] + 0.0:+.1f}]"), (col, row[col], d)
         assert row[col].startswith("no difference") != d["differs"], (col, row[col], d)
     assert table.set_index("run").at["cmp1", "tags"] == "baseline, k-sweep"
@@ -458,10 +458,10 @@ def test_runs_table_filters_and_compares_three_runs_on_shared_axes(finished_run,
 
 def test_a_table_never_shows_a_difference_inside_its_interval_as_a_gain():
     """The Runs table showed an ensemble gain of +0.8 as a bare number while the verdict said no difference."""
-    assert load.difference_cell({"diff": 0.0082, "lo": -0.0025, "hi": 0.0192, "differs": False}) == \
+    assert shape.difference_cell({"diff": 0.0082, "lo": -0.0025, "hi": 0.0192, "differs": False}) == \
         "no difference [-0.2, +1.9]"
-    assert load.difference_cell({"diff": -0.0139, "lo": -0.0361, "hi": -0.0012, "differs": True}) == "-1.4 [-3.6, -0.1]"
-    assert load.difference_cell(None) is None
+    assert shape.difference_cell({"diff": -0.0139, "lo": -0.0361, "hi": -0.0012, "differs": True}) == "-1.4 [-3.6, -0.1]"
+    assert shape.difference_cell(None) is None
 
 
 def test_run_name_tags_and_notes_are_saved_in_the_run_directory(runs_dir):
