@@ -45,7 +45,8 @@ st.caption(f"{caption} Click legend entries to hide groups.")
 
 st.subheader("Generated models")
 gen = m[m["group"] == "generated"].reset_index(drop=True)
-picked = ui.model_table(gen, key="mem_table", select=True, group=False)
+# keyed by run: a selected row kept across a switch of the active run named a row of another run (or none)
+picked = ui.model_table(gen, key=f"mem_table_{r.id}", select=True, group=False)
 st.caption("Sort by clicking a column header; select a row to compare its parameters with its nearest checkpoint.")
 sel = picked.selection.rows
 i = sel[0] if sel else shape.closest_pair(gen)

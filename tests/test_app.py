@@ -24,11 +24,13 @@ FAMILY_PAGES = ["transfer"]     # results of a task-family run only: on any othe
 RUN_PAGES = [p for p in PAGES if p != "sweeps"]     # the pages that show the active run's state
 
 
-def cli_run(tmp_path_factory, preset: str, run_id: str) -> tuple:
-    """One real run of `preset` from the CLI, in its own runs directory: (runs dir, run id)."""
+def cli_run(tmp_path_factory, preset: str, run_id: str, *sets: str) -> tuple:
+    """One real run of `preset` (with `sets`: KEY=VALUE overrides) from the CLI, in its own runs directory:
+    (runs dir, run id)."""
     root = tmp_path_factory.mktemp(f"runs_{run_id}")
     env = dict(os.environ, PDIFF_RUNS_DIR=str(root))
-    subprocess.run([sys.executable, "-m", "pdiff_core", "run", "--preset", preset, "--quiet", "--run-id", run_id],
+    subprocess.run([sys.executable, "-m", "pdiff_core", "run", "--preset", preset, "--quiet", "--run-id", run_id,
+                    *(a for kv in sets for a in ("--set", kv))],
                    cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
     assert runs.read_json(root / run_id / "status.json")["state"] == "done"
     return root, run_id
@@ -166,6 +168,35 @@ def test_similarity_pair_reads_the_iou_row_of_the_model_it_names(finished_run, t
     shown = {x.label: x.value for x in at.metric}
     assert shown["IoU of errors"] == f"{a['iou'][k + g, o]:.3f}", shown
     assert shown["agreement"] == f"{a['agree'][k + g, o]:.1%}", shown
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory):
+    """A real tiny run cut to seconds, with 2 generated models: a run of another size than finished_run's."""
+    return cli_run(tmp_path_factory, "tiny", "small", "k=4", "n_generate=2", "base_min_steps=0", "ae_steps=20",
+                   "ddpm_steps=20", "ddim_steps=5")
+
+
+def test_a_selected_generated_model_does_not_follow_a_switch_to_another_run(finished_run, small_run, tmp_path,
+                                                                            monkeypatch):
+    """The Memorization table's selected row was kept when the sidebar switched the active run: row 15 of a
+    16-model run, on a run of 2 generated models, was a KeyError traceback (and on a larger run, another model)."""
+    import shutil
+    (root, rid), (small_root, small) = finished_run, small_run
+    for src in (root / rid, small_root / small):
+        shutil.copytree(src, tmp_path / src.name)
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(tmp_path))
+    at = app("memorization", rid)
+    table = next(k for k in at.session_state._state.filtered_state if k.startswith("mem_table"))   # its key, whatever it is
+    at.session_state[table] = {"selection": {"rows": [15], "columns": [], "cells": []}}
+    at.run()
+    assert_clean(at)
+    assert "**generated #15" in texts(at.markdown)
+    at.session_state["active_run"] = small                # as the sidebar's picker sets it
+    at.query_params["run"] = small
+    at.run()
+    assert_clean(at)
+    assert "the closest pair; select a row for another" in texts(at.markdown)
 
 
 def set_number(at: AppTest, key: str, value):
