@@ -21,7 +21,9 @@ states = f2.multiselect("State", list(runs.STATES), key="runs_states")
 shown = shape.filter_runs(table, text, states).reset_index(drop=True)
 picked = ui.percent_table(
     shown, shape.RUN_ACCS, hide_index=True, on_select="rerun", selection_mode="single-row",
-    key=f"runs_table-{st.session_state.get('runs_table_gen', 0)}", width="stretch",
+    # keyed by the rows shown: a selection is a row number, so a filter, a deletion or a run started in another
+    # tab would otherwise make it name another run (or none: an IndexError), and every button act on that run
+    key=f"runs_table-{abs(hash(tuple(shown['run'])))}", width="stretch",
     config={"run": st.column_config.TextColumn(width=200), "K": st.column_config.NumberColumn(width=45),
             "N": st.column_config.NumberColumn(width=45), "arch": st.column_config.TextColumn(width=55),
             "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
@@ -51,8 +53,6 @@ def delete(run_id: str):
         return
     if st.session_state.get("active_run") == run_id:
         ui.set_active(None)
-    # a new table key clears the row selection, which would otherwise point at the next run
-    st.session_state["runs_table_gen"] = st.session_state.get("runs_table_gen", 0) + 1
     st.session_state["deleted"] = run_id
 
 

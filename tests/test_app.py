@@ -442,6 +442,38 @@ def test_deleting_clears_the_selection_and_confirms(runs_dir):
     assert "old" not in [r for r in at.dataframe[0].value["run"]]
 
 
+def select_run_row(at: AppTest, row: int) -> AppTest:
+    """Select row `row` of the Runs table, as a click on it does."""
+    table = next(k for k in at.session_state._state.filtered_state if k.startswith("runs_table"))
+    at.session_state[table] = {"selection": {"rows": [row], "columns": [], "cells": []}}
+    return at.run()
+
+
+def test_a_selected_run_is_never_another_after_the_table_changes(runs_dir):
+    """The Runs table's selection is a row number. Filtering (or a deletion, or a run started in another tab)
+    kept it: the last row selected, then a filter leaving one row, was an IndexError traceback, and a new run
+    above the selected one made every button act on that new run instead."""
+    for rid in ("alpha", "bravo", "charlie"):
+        fake_run(runs_dir, rid, {"state": "cancelled", "message": "cancelled by user"})
+        time.sleep(0.01)                                  # newest first: charlie, bravo, alpha
+    at = app("runs", "alpha")                                 # the active run: what the page acts on unselected
+    assert list(at.dataframe[0].value["run"]) == ["charlie", "bravo", "alpha"]
+    def heading():                                        # the run the page's buttons act on
+        return [s.value for s in at.subheader][0]
+    select_run_row(at, 1)
+    assert heading() == "`bravo`"
+    at.text_input(key="runs_filter").input("charlie").run()      # one row left, and row 1 is gone
+    assert_clean(at)
+    assert heading() == "`alpha`"
+    at.text_input(key="runs_filter").input("").run()
+    select_run_row(at, 0)
+    assert heading() == "`charlie`"
+    fake_run(runs_dir, "delta", {"state": "cancelled", "message": "cancelled by user"})   # launched in another tab
+    at.run()
+    assert_clean(at)
+    assert heading() == "`alpha`"                              # not `delta`, now in row 0
+
+
 def three_runs(finished_run, root: Path) -> list[str]:
     """Copies of the finished tiny run, each with its own seed in config.json and its own name."""
     import shutil
