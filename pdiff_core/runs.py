@@ -191,22 +191,35 @@ def append_log(run_dir: Path, line: str) -> None:
 
 
 def read_notes(run_dir: Path) -> dict:
-    """notes.json: the user's name, tags and notes for a run ({} when none were written)."""
+    """notes.json: the user's name, tags and notes for a run ({} when none were written), in the shape
+    write_notes gives them: a file written by hand or by another tool (tags null, a number or one string)
+    must not break the Runs table of every run."""
     path = Path(run_dir) / "notes.json"
     if not path.exists():
         return {}
     try:
-        return read_json(path)
+        raw = read_json(path)
     except RunError:
         return {}
+    return clean_notes(raw.get("name"), raw.get("tags"), raw.get("notes"))
+
+
+def clean_notes(name, tags, notes) -> dict:
+    """name and notes as stripped text, tags as a sorted list of distinct words (from a list, or one
+    comma-separated string); anything else (None, a number) counts as empty."""
+    if isinstance(tags, str):
+        tags = tags.split(",")
+    tags = tags if isinstance(tags, (list, tuple)) else []
+
+    def text(v) -> str:
+        return v.strip() if isinstance(v, str) else ""
+    return {"name": text(name), "tags": sorted({text(t) for t in tags} - {""}), "notes": text(notes)}
 
 
 def write_notes(run_dir: Path, name: str = "", tags: list[str] | str = (), notes: str = "") -> dict:
     """Name, tags (a list, or one comma-separated string) and free-text notes, kept in the run
     directory so they travel with it; results are never touched."""
-    if isinstance(tags, str):
-        tags = tags.split(",")
-    clean = {"name": name.strip(), "tags": sorted({t.strip() for t in tags if t.strip()}), "notes": notes.strip()}
+    clean = clean_notes(name, tags, notes)
     write_json(Path(run_dir) / "notes.json", clean)
     return clean
 

@@ -540,6 +540,23 @@ def test_run_name_tags_and_notes_are_saved_in_the_run_directory(runs_dir):
     assert at.dataframe[0].value.set_index("run").at["mine", "name"] == "my run"
 
 
+def test_notes_written_by_another_tool_do_not_break_the_runs_table(runs_dir):
+    """notes.json is part of the run directory's contract, so notebooks write it too: tags null (or a number)
+    was a TypeError traceback on the Runs page, for every run; tags as one string showed each letter as a tag."""
+    import json
+    for rid, notes in {"nulltags": {"name": "x", "tags": None}, "numtags": {"tags": 5, "name": 7},
+                       "onestring": {"tags": "baseline, k", "notes": ["not", "text"]}}.items():
+        fake_run(runs_dir, rid, {"state": "cancelled", "message": "cancelled by user"})
+        (runs_dir / rid / "notes.json").write_text(json.dumps(notes))
+    at = app("runs", "onestring")
+    assert_clean(at)
+    table = at.dataframe[0].value.set_index("run")
+    assert table.at["onestring", "tags"] == "baseline, k" and table.at["nulltags", "name"] == "x"
+    assert table.at["numtags", "tags"] == "" and table.at["numtags", "name"] == ""
+    assert at.text_input(key="note_tags_onestring").value == "baseline, k"
+    assert at.text_area(key="note_text_onestring").value == ""
+
+
 def test_launch_form_is_kept_in_the_url_so_a_reload_keeps_it(runs_dir):
     at = app("launch")
     at.selectbox(key="preset").set_value("tiny").run()
