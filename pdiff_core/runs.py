@@ -94,9 +94,10 @@ def write_json(path: Path, obj) -> None:
 
 
 def _remedy(path: Path) -> str:
-    """What to do about a damaged run file: the analysis's files are rebuilt by analyze, the rest by a new run."""
+    """What to do about a damaged run file: the analysis's files (and a transfer run's transfer.json, computed
+    from transfer.npz) are rebuilt by analyze, the rest by a new run."""
     path = Path(path)
-    if path.name.startswith(("analysis.", "umap.")):
+    if path.name.startswith(("analysis.", "umap.")) or path.name == "transfer.json":
         return f"run `python -m pdiff_core analyze {path.parent.name}` to rebuild it"
     return "delete the run and run it again"
 

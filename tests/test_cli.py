@@ -170,6 +170,18 @@ def test_damaged_runs_are_listed_and_refused_in_one_line(capsys, runs_dir):
         assert {p.name: p.read_text() for p in (runs_dir / rid).iterdir()} == fs
 
 
+def test_a_corrupt_transfer_summary_is_rebuilt_not_deleted(capsys, runs_dir):
+    """transfer.json is computed from transfer.npz by `analyze` (test_transfer checks it byte for byte), but a
+    corrupt one told the user to delete the run and run it again, which throws away every result."""
+    d = runs_dir / "tt"
+    d.mkdir(parents=True)
+    (d / "status.json").write_text('{"state": "done"}')
+    (d / "transfer.json").write_text('{"verdict": "On 4 held-')
+    code, out, err = run_cli(capsys, "show", "tt")
+    assert_one_line_error(code, err, "transfer.json is corrupt", "run `python -m pdiff_core analyze tt` to rebuild it")
+    assert "delete" not in err
+
+
 def test_output_files_and_head_counts_are_checked_up_front(capsys, runs_dir, tmp_path):
     d = runs_dir / "r"
     d.mkdir(parents=True)
