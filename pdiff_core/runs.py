@@ -93,7 +93,7 @@ def write_json(path: Path, obj) -> None:
     write_bytes(Path(path), json.dumps(json_safe(obj), indent=1, allow_nan=False).encode())
 
 
-def _remedy(path: Path) -> str:
+def remedy_for(path: Path) -> str:
     """What to do about a damaged run file: the analysis's files (and a transfer run's transfer.json, computed
     from transfer.npz) are rebuilt by analyze, the rest by a new run."""
     path = Path(path)
@@ -110,9 +110,9 @@ def read_json(path: Path, remedy: str | None = None) -> dict:
     except FileNotFoundError:
         raise RunError(f"{path} is missing; the run may still be going or was never finished") from None
     except (ValueError, UnicodeDecodeError, OSError) as e:   # OSError: a folder or an unreadable file there
-        raise RunError(f"{path} is corrupt ({e}); {remedy or _remedy(path)}") from None
+        raise RunError(f"{path} is corrupt ({e}); {remedy or remedy_for(path)}") from None
     if not isinstance(obj, dict):         # every run file is an object: a list or number is damage
-        raise RunError(f"{path} is corrupt (a JSON {type(obj).__name__}, not an object); {remedy or _remedy(path)}")
+        raise RunError(f"{path} is corrupt (a JSON {type(obj).__name__}, not an object); {remedy or remedy_for(path)}")
     return obj
 
 
@@ -130,7 +130,7 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
     except FileNotFoundError:
         raise RunError(f"{path} is missing; the run did not get that far") from None
     except Exception as e:  # safetensors raises its own error types for bad headers
-        raise RunError(f"{path} is not a valid safetensors file ({e}); {_remedy(path)}") from None
+        raise RunError(f"{path} is not a valid safetensors file ({e}); {remedy_for(path)}") from None
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -148,7 +148,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
     except FileNotFoundError:
         raise RunError(f"{path} is missing; the run did not get that far") from None
     except Exception as e:
-        raise RunError(f"{path} is corrupt ({e}); {_remedy(path)}") from None
+        raise RunError(f"{path} is corrupt ({e}); {remedy_for(path)}") from None
 
 
 def read_status(run_dir: Path) -> dict:

@@ -215,14 +215,20 @@ def run_state(rid: str, status: dict, compact: bool = False) -> None:
         st.error(f"Run `{rid}` failed: {status.get('error') or msg}", icon=":material/error:")
     elif state == "cancelled":
         st.warning(f"Run `{rid}` was cancelled ({msg}).", icon=":material/cancel:")
-    elif state == "done" and not ((r := load.ref(rid)).has("metrics.json") or load.is_transfer(r)):
-        # finished, then its metrics.json went missing: a results page would be blank
-        st.error(f"Run `{rid}` is done but its metrics.json is missing: the run directory is damaged; delete the "
-                 f"run and run it again", icon=":material/error:")
+    elif state == "done" and (lost := missing_result(load.ref(rid))):
+        # finished, then a result file went missing: a results page would be blank
+        st.error(f"Run `{rid}` is done but its {lost} is missing: the run directory is damaged; "
+                 f"{runs.remedy_for(load.ref(rid).path / lost)}", icon=":material/error:")
     if state in ("failed", "cancelled") and not compact:
         tail = load.log_tail(rid)
         if tail:
             st.code(tail, language=None)
+
+
+def missing_result(r: load.RunRef) -> str | None:
+    """The first result file a finished run lacks (metrics.json; a transfer run's transfer.npz and .json)."""
+    files = ("transfer.npz", "transfer.json") if load.is_transfer(r) else ("metrics.json",)
+    return next((f for f in files if not r.has(f)), None)
 
 
 def rerun_on_change(rid: str, state: str, every: float = POLL_S) -> None:

@@ -788,6 +788,23 @@ def transfer_run(tiny_transfer):
     return tiny_transfer.parent, tiny_transfer.name
 
 
+def test_a_finished_transfer_run_without_its_result_files_says_what_to_do(transfer_run, tmp_path, monkeypatch):
+    """Without transfer.json (which analyze rebuilds from transfer.npz) or transfer.npz, the Transfer page of a
+    finished transfer run showed only its badge: no message, nothing to do."""
+    import shutil
+    root, rid = transfer_run
+    for copy, lost in (("nojson", "transfer.json"), ("nonpz", "transfer.npz")):
+        shutil.copytree(root / rid, tmp_path / copy)
+        (tmp_path / copy / lost).unlink()
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(tmp_path))
+    at = app("transfer", "nojson")
+    assert not at.exception
+    assert "transfer.json is missing" in texts(at.error) and "python -m pdiff_core analyze nojson" in texts(at.error)
+    at = app("transfer", "nonpz")
+    assert not at.exception
+    assert "transfer.npz is missing" in texts(at.error) and "delete the run and run it again" in texts(at.error)
+
+
 def test_transfer_page_shows_the_verdict_evidence_and_charts(transfer_run, monkeypatch):
     import numpy as np
     root, rid = transfer_run
