@@ -75,7 +75,7 @@ def cmd_show(args) -> int:
                                 "run it again")
         return 0
     with reading(run_dir / "metrics.json"):
-        show_metrics(runs.read_json(run_dir / "metrics.json"))
+        show_metrics(runs.read_metrics(run_dir / "metrics.json"))
     apath = run_dir / "analysis.json"
     if apath.exists():
         a = runs.read_json(apath)

@@ -70,7 +70,7 @@ def load_run(run_dir: Path, prep: Prepared | None) -> RunInputs:
     except RuntimeError as e:           # missing keys or shapes: not this config's model
         raise damaged(run_dir, f"base_model.safetensors does not fit the model of config.json "
                                f"({str(e).splitlines()[0]})") from None
-    metrics = runs.read_json(run_dir / "metrics.json")
+    metrics = runs.read_metrics(run_dir / "metrics.json")
     preds = runs.read_npz(run_dir / "predictions.npz")
     tensors = {name: runs.read_safetensors(run_dir / f"{name}.safetensors") for name in ("originals", "generated")}
     try:
@@ -107,8 +107,6 @@ def damaged(run_dir: Path, what: str) -> runs.RunError:
 
 def check_inputs(run_dir: Path, dim: int, metrics: dict, tensors: dict, preds: dict, val_preds: dict) -> None:
     """Every file the analysis reads agrees with the others, checked before it writes anything."""
-    if not isinstance(metrics.get("groups"), dict):
-        raise damaged(run_dir, "metrics.json has no groups")
     rows = {}
     for g, (t, _) in tensors.items():
         for key in ("params", "latents"):

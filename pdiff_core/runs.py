@@ -116,6 +116,16 @@ def read_json(path: Path, remedy: str | None = None) -> dict:
     return obj
 
 
+def read_metrics(path: Path) -> dict:
+    """metrics.json, with its per-group results as an object of objects (what every reader walks); RunError,
+    saying what to do, for any other shape."""
+    m = read_json(path)
+    groups = m.get("groups")
+    if not (isinstance(groups, dict) and all(isinstance(g, dict) for g in groups.values())):
+        raise RunError(f"{path} is corrupt ('groups' is not an object of groups); {remedy_for(path)}")
+    return m
+
+
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     from safetensors.torch import save as st_save_bytes    # here: torch costs about 1 s to import
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
@@ -240,9 +250,9 @@ def list_runs() -> list[dict]:
             row["config"] = read_json(d / "config.json")
         except RunError:
             row["config"] = {}
-        for name in ("metrics", "analysis"):   # the runs table's headline numbers
+        for name, read in (("metrics", read_metrics), ("analysis", read_json)):   # the runs table's headline numbers
             try:
-                row[name] = read_json(d / f"{name}.json") if (d / f"{name}.json").exists() else None
+                row[name] = read(d / f"{name}.json") if (d / f"{name}.json").exists() else None
             except RunError:
                 row[name] = None
         out.append(row)

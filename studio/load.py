@@ -57,7 +57,7 @@ def config(r: RunRef) -> dict:
 
 @st.cache_data(**CACHE)
 def metrics(r: RunRef) -> dict:
-    return runs.read_json(r.path / "metrics.json")
+    return runs.read_metrics(r.path / "metrics.json")
 
 
 @st.cache_data(**CACHE)

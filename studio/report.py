@@ -145,7 +145,7 @@ def build(run_dir: Path) -> str:
         raise runs.RunError(f"run '{run_id}' has no analysis.json to report (state: {state}); "
                             + (f"recompute it with: python -m pdiff_core analyze {run_id}" if state == "done"
                                else "report it once it is done"))
-    cfg, m = runs.read_json(run_dir / "config.json"), runs.read_json(run_dir / "metrics.json")
+    cfg, m = runs.read_json(run_dir / "config.json"), runs.read_metrics(run_dir / "metrics.json")
     an, a = runs.read_json(run_dir / "analysis.json"), runs.read_analysis_arrays(run_dir)
     sim, mem = an["similarity"], an["memorization"]
     zoo = zoo_kind(mem)

@@ -306,7 +306,8 @@ def test_a_damaged_run_says_what_is_wrong_and_leaves_the_other_runs_alone(finish
               "listconfig": ("config.json", "[1, 2, 3]", "config.json is corrupt (a JSON list, not an object)"),
               "truncconfig": ("config.json", None, "config.json is corrupt"),
               "truncanalysis": ("analysis.json", None, "python -m pdiff_core analyze truncanalysis"),
-              "nometrics": ("metrics.json", "", "metrics.json is missing")}
+              "nometrics": ("metrics.json", "", "metrics.json is missing"),
+              "listgroups": ("metrics.json", '{"groups": ["originals"]}', "metrics.json is corrupt ('groups' is not")}
     shutil.copytree(root / rid, runs_dir / "good")
     for name, (file, text, _) in damage.items():
         shutil.copytree(root / rid, runs_dir / name)
@@ -318,7 +319,8 @@ def test_a_damaged_run_says_what_is_wrong_and_leaves_the_other_runs_alone(finish
     for page in ("home", "launch", "runs", "sweeps", "run", "accuracy", "memorization"):
         assert_clean(app(page, "good"))
     for name, (_, _, needle) in damage.items():
-        for page in {"truncanalysis": ("accuracy", "memorization"), "nometrics": ("accuracy", "similarity")}.get(
+        for page in {"truncanalysis": ("accuracy", "memorization"), "nometrics": ("accuracy", "similarity"),
+                     "listgroups": ("accuracy", "similarity", "parameter_space", "memorization")}.get(
                 name, ("run", "accuracy")):
             at = app(page, name)
             assert not at.exception, f"{page}/{name}: {texts(at.exception)}"

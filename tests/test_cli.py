@@ -158,7 +158,7 @@ def test_damaged_runs_are_listed_and_refused_in_one_line(capsys, runs_dir):
                     "unknownstate": "failed", "going": "running"}, out
     code, out, err = run_cli(capsys, "show", "unknownstate")
     assert code == 0 and "state 'going', not one of" in out
-    for rid, needles in {"badgroups": ["badgroups/metrics.json is damaged"],
+    for rid, needles in {"badgroups": ["badgroups/metrics.json is corrupt ('groups' is not an object"],
                          "nometrics": ["metrics.json is missing from a finished run"]}.items():
         code, out, err = run_cli(capsys, "show", rid)
         assert_one_line_error(code, err, *needles)

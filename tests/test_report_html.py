@@ -120,6 +120,20 @@ def test_done_run_without_analysis_is_refused(runs_dir, capsys):
     assert "is a transfer run" in capsys.readouterr().err
 
 
+def test_metrics_of_the_wrong_shape_are_one_line(tiny_run, tmp_path, monkeypatch, capsys):
+    """metrics.json whose groups is a list (valid JSON of the wrong shape) was an AttributeError traceback from
+    `report`, and on four result pages of the app (test_app's damaged-run test)."""
+    import shutil
+    shutil.copytree(tiny_run, tmp_path / "bad")
+    m = json.loads((tmp_path / "bad" / "metrics.json").read_text())
+    (tmp_path / "bad" / "metrics.json").write_text(json.dumps({**m, "groups": list(m["groups"])}))
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(tmp_path))
+    assert main(["report", "bad", "--out", str(tmp_path / "r.html")]) == 2
+    err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+    assert len(err) == 1 and "metrics.json is corrupt ('groups' is not an object of groups)" in err[0], err
+    assert not (tmp_path / "r.html").exists()
+
+
 def test_a_report_that_cannot_be_written_whole_leaves_the_old_one(tiny_run, tmp_path, monkeypatch, capsys):
     """A full disk (here: a 200 kB file-size limit) while writing: the existing file stays whole, no temporary
     file is left, one line says why. Before, --out was written in place and left a truncated report."""
