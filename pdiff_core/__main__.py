@@ -69,10 +69,7 @@ def cmd_show(args) -> int:
         with reading(run_dir / "transfer.json"):
             print(runs.read_json(run_dir / "transfer.json")["verdict"])
         return 0
-    if not (run_dir / "metrics.json").exists():
-        if status.get("state") == "done":
-            raise runs.RunError(f"{run_dir / 'metrics.json'} is missing from a finished run; delete the run and "
-                                "run it again")
+    if not has_metrics(run_dir, status.get("state")):
         return 0
     with reading(run_dir / "metrics.json"):
         show_metrics(runs.read_metrics(run_dir / "metrics.json"))
@@ -82,6 +79,16 @@ def cmd_show(args) -> int:
         if a.get("verdict"):
             print("\n" + str(a["verdict"]))
     return 0
+
+
+def has_metrics(run_dir: Path, state: str | None) -> bool:
+    """Whether the run wrote metrics.json; a finished run without it is damaged, said in one line."""
+    if (run_dir / "metrics.json").exists():
+        return True
+    if state == "done":
+        raise runs.RunError(f"{run_dir / 'metrics.json'} is missing from a finished run; delete the run and "
+                            "run it again")
+    return False
 
 
 def show_metrics(m: dict) -> None:
@@ -155,6 +162,8 @@ def cmd_analyze(args) -> int:
         print(reanalyze(run_dir)["verdict"])
         print(f"transfer summary written to {run_dir / 'transfer.json'} (from transfer.npz)")
         return 0
+    if not has_metrics(run_dir, state):     # cancelled or failed before the evaluate stage wrote it
+        raise runs.RunError(f"run '{args.run}' is {state} and never wrote metrics.json: there is nothing to analyze")
     from .analysis import add_umap, run_analysis
     if not args.umap or not (run_dir / "analysis.npz").exists():
         run_analysis(run_dir, report=lambda f, m: None)

@@ -162,6 +162,14 @@ def test_damaged_runs_are_listed_and_refused_in_one_line(capsys, runs_dir):
                          "nometrics": ["metrics.json is missing from a finished run"]}.items():
         code, out, err = run_cli(capsys, "show", rid)
         assert_one_line_error(code, err, *needles)
+    code, out, err = run_cli(capsys, "analyze", "nometrics")       # not "the run may still be going"
+    assert_one_line_error(code, err, "metrics.json is missing from a finished run; delete the run")
+    (runs_dir / "early").mkdir()
+    (runs_dir / "early" / "config.json").write_text("{}")
+    (runs_dir / "early" / "status.json").write_text('{"state": "cancelled"}')
+    code, out, err = run_cli(capsys, "analyze", "early")
+    assert_one_line_error(code, err, "run 'early' is cancelled and never wrote metrics.json: there is nothing to analyze")
+    files["early"] = {"config.json": "{}", "status.json": '{"state": "cancelled"}'}
     code, out, err = run_cli(capsys, "analyze", "going")
     assert_one_line_error(code, err, "is running", "once it ends")
     code, out, err = run_cli(capsys, "analyze", "liststatus")
