@@ -293,11 +293,16 @@ def list_sweeps() -> list[dict]:
         return []
     out = []
     for d in sorted(root().iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
-        if (d / "sweep.json").is_file():
-            try:
-                out.append(summary(load(d.name)))
-            except (SweepError, runs.RunError) as e:
-                out.append({"name": d.name, "damaged": str(e)})
+        if not d.is_dir():
+            continue
+        if not (d / "sweep.json").is_file():    # it still takes the name: say so, and how to free it
+            out.append({"name": d.name, "damaged": f"{d} holds no sweep.json (a create that stopped half-way?); "
+                                                   f"delete that folder to use the name '{d.name}' again"})
+            continue
+        try:
+            out.append(summary(load(d.name)))
+        except (SweepError, runs.RunError) as e:
+            out.append({"name": d.name, "damaged": str(e)})
     return out
 
 

@@ -140,6 +140,19 @@ def test_a_second_driver_is_refused_while_one_holds_the_sweep(runs_dir, capsys, 
     assert main(["sweep", "--resume", "two"]) == 1 and len(no_cells) == 1    # released: the next one drives (1: no cell ran)
 
 
+def test_a_sweep_folder_without_sweep_json_is_listed_with_how_to_free_its_name(runs_dir, capsys):
+    """A create that stopped between its mkdir and sweep.json left a folder that took the name ('exists
+    already') but that --list never showed."""
+    fake_sweep("good")
+    (runs_dir / "_sweeps" / "half").mkdir()
+    (runs_dir / "_sweeps" / "stray.txt").write_text("not a sweep")           # a file there is no sweep at all
+    assert main(["sweep", "--list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    (half,) = [line for line in out if line.startswith("half ")]
+    assert "holds no sweep.json" in half and "delete that folder to use the name 'half' again" in half, out
+    assert any(line.startswith("good ") for line in out) and not any("stray" in line for line in out), out
+
+
 def test_launching_a_running_sweep_is_refused_and_keeps_its_driver(runs_dir):
     """A second Resume (another tab) started a driver that the lock refused, and its pid replaced the live
     driver's in state.json: the sweep read 'interrupted' while its cells ran."""
