@@ -151,6 +151,7 @@ def closest_pair(gen: pd.DataFrame) -> int | None:
 
 RUN_ACCS = ["orig best", "orig median", "gen best", "gen median", "replica rate", "dominated",
             "o-g (max)"]     # fractions, shown as percentages
+NONE = "–"          # a text cell without a value (a number cell is left empty): never the word "None"
 GEN_MINUS_ORIG, ENSEMBLE_GAIN = "gen − orig (pp, 95 %)", "ensemble gain (pp, 95 %)"
 
 
@@ -186,12 +187,13 @@ def runs_table(rows: list[dict]) -> pd.DataFrame:
             "K": c.get("k"), "N": c.get("n_generate"),
             "orig best": best_test(o), "orig median": o.get("summary", {}).get("median"),
             "gen best": best_test(gen), "gen median": gen.get("summary", {}).get("median"),
-            GEN_MINUS_ORIG: difference_cell((a.get("accuracy") or {}).get("median_difference")),
+            GEN_MINUS_ORIG: difference_cell((a.get("accuracy") or {}).get("median_difference")) or NONE,
             "replica rate": mem.get("replica_rate"),
             # a trajectory's replica threshold is one step length: the distance to the path, in steps, beside it
             "d_traj ÷ step": traj_ratio(mem),
             "dominated": mem.get("dominated_share"), "o-g (max)": (a.get("similarity") or {}).get("og_max"),
-            ENSEMBLE_GAIN: difference_cell(((a.get("ensembles") or {}).get("intervals") or {}).get("gain_generated"))})
+            ENSEMBLE_GAIN: difference_cell(((a.get("ensembles") or {}).get("intervals") or {}).get("gain_generated"))
+            or NONE})
     cols = ["run", "name", "tags", "state", "created", "duration s", "preset", "dataset", "arch", "layers", "zoo",
             "sampler", "seed", "K", "N", "orig best", "orig median", "gen best", "gen median", GEN_MINUS_ORIG,
             "replica rate", "d_traj ÷ step", "dominated", "o-g (max)", ENSEMBLE_GAIN]

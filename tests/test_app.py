@@ -527,6 +527,8 @@ def test_a_table_never_shows_a_difference_inside_its_interval_as_a_gain():
         "no difference [-0.2, +1.9]"
     assert shape.difference_cell({"diff": -0.0139, "lo": -0.0361, "hi": -0.0012, "differs": True}) == "-1.4 [-3.6, -0.1]"
     assert shape.difference_cell(None) is None
+    row = shape.runs_table([{"run": "noanalysis", "state": "done", "config": {"preset": "tiny"}}]).iloc[0]
+    assert row[shape.GEN_MINUS_ORIG] == row[shape.ENSEMBLE_GAIN] == "–"     # a dash, never the word "None"
 
 
 def test_run_name_tags_and_notes_are_saved_in_the_run_directory(runs_dir):
