@@ -70,6 +70,14 @@ def recompute(run_dir: Path) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    missing = [d for d in argv if not (Path(d) / "analysis.json").is_file()]
+    if missing:
+        print(f"error: {missing[0]} is not an analysed run directory (no analysis.json); give RUN_DIR paths",
+              file=sys.stderr)
+        return 2
     bad = 0
     for d in argv:
         r = recompute(Path(d))
