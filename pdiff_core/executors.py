@@ -226,6 +226,8 @@ class Board:
 # and advertises that; another loopback address it keeps as given, so a cluster on this machine
 # stays on loopback. Set PDIFF_RAY_NODE_IP to override.
 LOOPBACK_IP = os.environ.get("PDIFF_RAY_NODE_IP", "127.0.0.2")
+
+
 def ray_init(address: str | None, cpus: int):
     """Join the cluster at `address`, or start a local one on LOOPBACK_IP. Token authentication
     stays Ray's default (on for local clusters; a cluster started with RAY_AUTH_MODE=token asks the

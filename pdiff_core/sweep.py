@@ -180,7 +180,7 @@ def check_address(address: str) -> None:
         pass
     if answer[3:4] != b"\4":
         raise SweepError(f"no Ray cluster answers at {address}: start one with "
-                                f"`ray start --head --node-ip-address {host} --port {port}` or drop --address")
+                         f"`ray start --head --node-ip-address {host} --port {port}` or drop --address")
 
 
 def check_workers(workers: int | None) -> None:

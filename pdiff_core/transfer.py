@@ -281,12 +281,13 @@ def finetune_correct(a: dict) -> np.ndarray:
     return (a["pred_finetune"] == a["y_test"].astype(np.int64)[:, None, None]).sum(-1)
 
 
-def max_iou_with_training_heads(a: dict) -> tuple[np.ndarray, np.ndarray]:
+def max_iou_with_training_heads(a: dict, only: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Memorization across tasks: the highest IoU of each generated head's test errors with any
-    training task's head's, (n_h, M), and the same for each held-out task's oracle, (n_h,)."""
+    training task's head's, (n_h, M), and the same for each held-out task's oracle, (n_h,); with
+    `only`, rows for those held-out tasks alone (the Transfer page shows one task at a time)."""
     y = a["y_test"].astype(np.int64)
     mem, mem_oracle = [], []
-    for j in range(len(y)):
+    for j in range(len(y)) if only is None else only:
         e_train = error_sets(a["pred_train_heads"], y[j])
         mem.append(iou_matrix(error_sets(a["pred_generated"][j], y[j]), e_train).max(1))
         mem_oracle.append(iou_matrix(error_sets(a["pred_oracle"][j:j + 1], y[j]), e_train).max())

@@ -169,14 +169,14 @@ def verdict(result: dict, warnings: list[str]) -> str:
 
 def transfer_verdict(s: dict) -> str:
     """transfer.json in one plain line: does generation beat the k-shot probe and the nearest task, by how much."""
-    pp = lambda d: f"{100 * d['median']:+.1f} pp ({interval_words(d, lambda x: f'{100 * x:+.1f}')})"
+    median_pp = lambda d: f"{100 * d['median']:+.1f} pp ({interval_words(d, lambda x: f'{100 * x:+.1f}')})"
     parts = []
     for b, words in (("linear_probe", f"the {s['shots']}-shot linear probe"), ("nearest_task", "the nearest training task's head")):
         d = s["comparisons"].get(f"generated_best - {b}")
         if d:
             how = ("beats" if d["median"] > 0 else "loses to") if d["differs"] else \
-                "is no different from" if d["level"] >= 0.95 else "is not shown different from"
-            parts.append(f"{how} {words}: {pp(d)}")
+                "is no different from" if interval_level(d) >= 0.95 else "is not shown different from"
+            parts.append(f"{how} {words}: {median_pp(d)}")
     z = s["zero_shot"]
     n = len(s["heldout_tasks"])
     few = few_tasks_note(z["generated_best"])

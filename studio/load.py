@@ -138,8 +138,6 @@ def arrays(r: RunRef) -> dict[str, np.ndarray]:
     return runs.read_analysis_arrays(r.path)
 
 
-
-
 @st.cache_data(**CACHE)
 def models(r: RunRef) -> pd.DataFrame:
     """Every evaluated model with its nearest original, s_max and agreement: see shape.models."""

@@ -315,7 +315,7 @@ def transfer_heads(a: dict[str, np.ndarray], j: int) -> pd.DataFrame:
     return pd.DataFrame({"head": np.arange(len(acc)), "acc": acc, "support_correct": sup,
                          "best": np.arange(len(acc)) == int(np.argmax(sup)),
                          "nearest_train_head": a["gen_nearest_train_head"][j],
-                         "max_iou": max_iou_with_training_heads(a)[0][j]})
+                         "max_iou": max_iou_with_training_heads(a, [j])[0][0]})
 
 
 def transfer_task_baselines(a: dict[str, np.ndarray], j: int) -> dict[str, float]:
@@ -326,7 +326,7 @@ def transfer_task_baselines(a: dict[str, np.ndarray], j: int) -> dict[str, float
 def transfer_oracle_iou(a: dict[str, np.ndarray], j: int) -> float:
     """The highest IoU of held-out task j's oracle test errors with any training head's."""
     from pdiff_core.transfer import max_iou_with_training_heads
-    return float(max_iou_with_training_heads(a)[1][j])
+    return float(max_iou_with_training_heads(a, [j])[1][0])
 
 
 def transfer_finetune(a: dict[str, np.ndarray], j: int) -> pd.DataFrame:

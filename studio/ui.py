@@ -215,10 +215,10 @@ def run_state(rid: str, status: dict, compact: bool = False) -> None:
         st.error(f"Run `{rid}` failed: {status.get('error') or msg}", icon=":material/error:")
     elif state == "cancelled":
         st.warning(f"Run `{rid}` was cancelled ({msg}).", icon=":material/cancel:")
-    elif state == "done" and (lost := missing_result(load.ref(rid))):
+    elif state == "done" and (lost := missing_result(r := load.ref(rid))):
         # finished, then a result file went missing: a results page would be blank
         st.error(f"Run `{rid}` is done but its {lost} is missing: the run directory is damaged; "
-                 f"{runs.remedy_for(load.ref(rid).path / lost)}", icon=":material/error:")
+                 f"{runs.remedy_for(r.path / lost)}", icon=":material/error:")
     if state in ("failed", "cancelled") and not compact:
         tail = load.log_tail(rid)
         if tail:
