@@ -67,7 +67,7 @@ def start(cfg: RunConfig, run_id: str | None = None) -> str:
 def cancel(run_id: str) -> None:
     """Ask the worker to stop at its next progress report (it ends in state "cancelled")."""
     run_dir = runs.run_path(run_id)
-    (run_dir / "CANCEL").write_text("cancelled from the app\n")
+    runs.write_bytes(run_dir / "CANCEL", b"cancelled from the app\n")   # whole or absent, as the run reads it
     status = refresh(run_id)
     if status.get("state") == "queued" and not alive(status.get("pid")):
         runs.update_status(run_dir, state="cancelled", message="cancelled before the worker started",

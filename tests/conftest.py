@@ -13,6 +13,23 @@ sys.path.insert(0, str(ROOT))
 torch.set_num_threads(1)   # as runs do: on shared 2-core machines two threads ran up to 20x slower
 
 
+# pytest-xdist runs the tests on two workers (pyproject's addopts), and each worker builds the fixtures its
+# tests need. The tests that share one of the two fixtures that take 30-40 s (a demo run clicked in the browser,
+# a sweep) go to one worker, so that each is built once; they are handed out first, as the longest work.
+SHARED = ("demo_run", "tiny_sweep")
+
+
+@pytest.hookimpl(tryfirst=True)     # before xdist's own hook, which reads the groups
+def pytest_collection_modifyitems(items):
+    def group(item):
+        return next((name for name in SHARED if name in getattr(item, "fixturenames", ())), None)
+
+    for item in items:
+        if group(item):
+            item.add_marker(pytest.mark.xdist_group(group(item)))
+    items.sort(key=lambda item: group(item) is None)      # stable: the order within each part is kept
+
+
 def wait_for(what, timeout: float = 120, every: float = 0.2):
     """what()'s first truthy value, polled every `every` s; fails the test after `timeout` s."""
     deadline = time.time() + timeout

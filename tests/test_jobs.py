@@ -3,6 +3,7 @@ import io
 import os
 import re
 import signal
+import threading
 import time
 
 import numpy as np
@@ -61,6 +62,34 @@ def test_cancel_stops_the_worker(runs_dir):
     assert status["state"] == "cancelled", status
     assert re.fullmatch(r"cancelled from the app during (collect|autoencoder|diffusion|generate|evaluate|analysis)",
                         status["message"]), status      # who, and where
+
+
+def test_a_cancel_file_is_never_read_half_written(runs_dir):
+    """The app's and a sweep's CANCEL files appear whole: a run that read one between its creation and its
+    text ended "cancelled by user" (a third of the reads did, in a loop beside the writer)."""
+    from pdiff_core import executors
+    run_dir = runs.run_path("r", must_exist=False)
+    run_dir.mkdir(parents=True)
+    runs.write_json(run_dir / "status.json", {"state": "queued", "pid": None})
+    texts, done = [], threading.Event()
+
+    def reader():                       # as the run reads it at each progress report
+        while not done.is_set():
+            try:
+                texts.append((run_dir / "CANCEL").read_text())
+            except FileNotFoundError:
+                pass
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for i in range(400):
+            jobs.cancel("r") if i % 2 else executors.ask_to_stop(run_dir)
+            (run_dir / "CANCEL").unlink()
+    finally:
+        done.set()
+        thread.join()
+    assert texts and set(texts) <= {"cancelled from the app\n", "cancelled with the sweep\n"}, set(texts)
 
 
 def test_killed_worker_is_reported_failed_on_disk(runs_dir):

@@ -463,11 +463,17 @@ def test_ray_executor_matches_local_retries_a_killed_worker_and_cancels(local_sw
         time.sleep(2)
         os.kill(killed, signal.SIGKILL)
         wait_for(lambda: (cell_process(cells[1]["run"]) or (0, killed))[1] != killed, timeout=180)  # the retry runs
-        wait_for(lambda: (runs_dir / cells[0]["run"] / "status.json").exists(), timeout=300)  # the first cell landed
-        # the retry has written its run (config.json): a cell stopped before that has no directory to ship back
-        wait_for(lambda: (retry := cell_process(cells[1]["run"])) and
-                 (private_of(retry[0]) / cells[1]["run"] / "config.json").exists(), timeout=180)
-        assert "cancel sent" in sweep.cancel("loc")
+        # the retry has written its run (config.json): a cell stopped before that has no directory to ship back.
+        # It is then held (SIGSTOP) until the first cell has landed, so that it cannot finish before the cancel
+        # on a loaded machine (another test on the other core); it goes on with the cancel.
+        retry = wait_for(lambda: (r := cell_process(cells[1]["run"])) and
+                         (private_of(r[0]) / cells[1]["run"] / "config.json").exists() and r, timeout=180)
+        os.kill(retry[0], signal.SIGSTOP)
+        try:
+            wait_for(lambda: (runs_dir / cells[0]["run"] / "status.json").exists(), timeout=300)  # the first landed
+            assert "cancel sent" in sweep.cancel("loc")
+        finally:
+            os.kill(retry[0], signal.SIGCONT)
         t0 = time.time()
         out, _ = proc.communicate(timeout=600)
         stopped_in = time.time() - t0
