@@ -1,5 +1,6 @@
 """Runs: every run in a table; make one active, compare two, download, delete."""
 import functools
+import time
 
 import pandas as pd
 import streamlit as st
@@ -38,8 +39,6 @@ st.caption(f"{len(shown)} of {len(table)} runs. Click a column header to sort; s
            "checkpoint than the 5th percentile of checkpoint-to-checkpoint distances; on a trajectory or mixed zoo "
            "that threshold is one step length, so read d_traj ÷ step beside it (the distance to the checkpoint path, "
            "in step lengths; empty for an independent zoo, which has no path).")
-if st.session_state.get("notes_saved"):
-    st.success(f"Saved the name, tags and notes of `{st.session_state.pop('notes_saved')}`.", icon=":material/save:")
 if st.session_state.get("deleted"):
     st.success(f"Deleted `{st.session_state.pop('deleted')}`.", icon=":material/delete:")
 
@@ -60,7 +59,6 @@ def save_notes(run_id: str, path) -> None:
     """A callback, so the form's values are saved before the page reruns."""
     get = st.session_state.get
     runs.write_notes(path, get(f"note_name_{run_id}", ""), get(f"note_tags_{run_id}", ""), get(f"note_text_{run_id}", ""))
-    st.session_state["notes_saved"] = run_id
 
 
 if rid:
@@ -92,6 +90,10 @@ if rid:
             st.text_input("Tags (comma-separated)", ", ".join(notes.get("tags", [])), key=f"note_tags_{rid}")
             st.text_area("Notes", notes.get("notes", ""), key=f"note_text_{rid}")
             st.form_submit_button("Save", icon=":material/save:", on_click=save_notes, args=(rid, r.path))
+        # read from the file, on every rerun: a one-shot message was lost when another rerun overtook the save's
+        if (r.path / "notes.json").exists():
+            saved = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime((r.path / "notes.json").stat().st_mtime))
+            st.caption(f":material/save: Saved {saved}, in the run directory's notes.json.")
 
 st.divider()
 st.subheader("Compare runs")

@@ -1,6 +1,7 @@
 """The Streamlit app through streamlit.testing.v1.AppTest: every page with no runs and with a finished
 run, the launch form's validation, launching, and failed / cancelled / dead runs."""
 import os
+import re
 import subprocess
 import sys
 import time
@@ -534,13 +535,15 @@ def test_a_table_never_shows_a_difference_inside_its_interval_as_a_gain():
 def test_run_name_tags_and_notes_are_saved_in_the_run_directory(runs_dir):
     fake_run(runs_dir, "mine", {"state": "cancelled", "message": "cancelled by user"})
     at = app("runs", "mine")
+    assert "Saved" not in texts(at.caption)                  # nothing saved yet
     at.text_input[1].input("my run")                         # [0] is the filter
     at.text_input[2].input("a, b ,a")
     at.text_area[0].input("why I ran it")
     at.button[[b.label for b in at.button].index("Save")].click().run()
     assert_clean(at)
     assert runs.read_notes(runs_dir / "mine") == {"name": "my run", "tags": ["a", "b"], "notes": "why I ran it"}
-    assert "Saved the name, tags and notes" in texts(at.success)
+    assert re.search(r":material/save: Saved 20\d\d-\d\d-\d\d \d\d:\d\d:\d\d, in the run directory's notes\.json",
+                     texts(at.caption)), texts(at.caption)         # read from the file: no later rerun loses it
     assert at.dataframe[0].value.set_index("run").at["mine", "name"] == "my run"
 
 

@@ -566,7 +566,7 @@ def test_editing_a_runs_name_and_tags(demo_run, tmp_path, monkeypatch):
         page.get_by_label("Tags (comma-separated)").fill("demo, talk-2026")
         page.wait_for_selector(IDLE)
         page.get_by_role("button", name="Save").click()
-        page.wait_for_selector('text=Saved the name, tags and notes of', timeout=60_000)
+        page.wait_for_selector('text=/Saved 20\\d\\d-\\d\\d-\\d\\d .*notes\\.json/', timeout=60_000)
         notes = runs.read_notes(runs_dir / run_id)
         assert notes["name"] == "first demo" and notes["tags"] == ["demo", "talk-2026"], notes
         page.reload()
