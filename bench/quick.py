@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -18,6 +19,19 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else the machine type: the same code ran 2.3x slower on
+    one 2-core host than on another, so a timing means little without it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
 
 
 def run_once(preset: str, seed: int, sets: list[str], runs_dir: str, env: dict | None = None) -> dict:
@@ -68,7 +82,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         runs_dir = args.keep or tmp
         rows = [run_once(args.preset, s, args.set, runs_dir) for s in args.seeds]
-    print(f"\n{args.preset}: wall time per run (fresh process), stage times from status.json")
+    print(f"\n{args.preset} on {cpu_model()}, {os.cpu_count()} cores: wall time per run (fresh process), "
+          "stage times from status.json")
     stages = list(rows[0]["timings"])
     print(f"{'seed':>4} {'wall s':>7} " + " ".join(f"{s:>11}" for s in stages))
     for r in rows:

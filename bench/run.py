@@ -30,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.quick import run_once  # noqa: E402
+from bench.quick import cpu_model, run_once  # noqa: E402
 from pdiff_core import generator, pipeline, runs  # noqa: E402
 from pdiff_core.prepare import Prepared, prepare  # noqa: E402
 from pdiff_core.config import RunConfig, preset_config  # noqa: E402
@@ -224,7 +224,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(RunConfig.threads)   # (a) and (b) run in this process: with the thread count runs use
     say("# p-diff Studio benchmark results\n")
-    say(f"{time.strftime('%Y-%m-%d %H:%M')}; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+    say(f"{time.strftime('%Y-%m-%d %H:%M')}; {cpu_model()} ({platform.machine()}), {os.cpu_count()} cores, "
         f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); command: `python bench/run.py`\n")
     with tempfile.TemporaryDirectory() as tmp:
         if "c" in args.only or "e" in args.only:      # fresh child processes first, so ru_maxrss is the worker's
