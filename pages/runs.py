@@ -91,8 +91,9 @@ if rid:
             st.text_area("Notes", notes.get("notes", ""), key=f"note_text_{rid}")
             st.form_submit_button("Save", icon=":material/save:", on_click=save_notes, args=(rid, r.path))
         # read from the file, on every rerun: a one-shot message was lost when another rerun overtook the save's
-        if (r.path / "notes.json").exists():
-            saved = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime((r.path / "notes.json").stat().st_mtime))
+        notes_file = r.path / "notes.json"
+        if notes_file.exists():
+            saved = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(notes_file.stat().st_mtime))
             st.caption(f":material/save: Saved {saved}, in the run directory's notes.json.")
 
 st.divider()

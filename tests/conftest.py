@@ -21,13 +21,12 @@ SHARED = ("demo_run", "tiny_sweep")
 
 @pytest.hookimpl(tryfirst=True)     # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(items):
-    def group(item):
-        return next((name for name in SHARED if name in getattr(item, "fixturenames", ())), None)
-
-    for item in items:
-        if group(item):
-            item.add_marker(pytest.mark.xdist_group(group(item)))
-    items.sort(key=lambda item: group(item) is None)      # stable: the order within each part is kept
+    group = {item: next((name for name in SHARED if name in getattr(item, "fixturenames", ())), None)
+             for item in items}
+    for item, name in group.items():
+        if name:
+            item.add_marker(pytest.mark.xdist_group(name))
+    items.sort(key=lambda item: group[item] is None)      # stable: the order within each part is kept
 
 
 def wait_for(what, timeout: float = 120, every: float = 0.2):
