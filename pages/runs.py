@@ -39,8 +39,9 @@ st.caption(f"{len(shown)} of {len(table)} runs. Click a column header to sort; s
            "checkpoint than the 5th percentile of checkpoint-to-checkpoint distances; on a trajectory or mixed zoo "
            "that threshold is one step length, so read d_traj ÷ step beside it (the distance to the checkpoint path, "
            "in step lengths; empty for an independent zoo, which has no path).")
+# kept until the next deletion is asked for: a one-shot message was lost when another rerun overtook the delete's
 if st.session_state.get("deleted"):
-    st.success(f"Deleted `{st.session_state.pop('deleted')}`.", icon=":material/delete:")
+    st.success(f"Deleted `{st.session_state['deleted']}`.", icon=":material/delete:")
 
 
 def delete(run_id: str):
@@ -74,7 +75,7 @@ if rid:
                             file_name=f"{rid}-metrics.csv", mime="text/csv", disabled=not r.has("metrics.json"),
                             icon=":material/download:")
     row.button("Delete…", icon=":material/delete:", key="delete", on_click=st.session_state.update,
-               kwargs={"deleting": rid})
+               kwargs={"deleting": rid, "deleted": None})
     if st.session_state.get("deleting") == rid:
         st.warning(f"Delete `{rid}` and all its files? This cannot be undone.", icon=":material/delete:")
         ask = st.container(horizontal=True)

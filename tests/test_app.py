@@ -443,6 +443,10 @@ def test_deleting_clears_the_selection_and_confirms(runs_dir):
     assert "Deleted `old`" in texts(at.success)
     assert "confirm_delete" not in [b.key for b in at.button]
     assert "old" not in [r for r in at.dataframe[0].value["run"]]
+    at.run()                                      # another rerun (a filter, a click) must not lose the message
+    assert "Deleted `old`" in texts(at.success)
+    select_run_row(at, 0).button(key="delete").click().run()     # until the next deletion is asked for
+    assert "Deleted `old`" not in texts(at.success)
 
 
 def select_run_row(at: AppTest, row: int) -> AppTest:
