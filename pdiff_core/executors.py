@@ -64,8 +64,8 @@ def ask_to_stop(run_dir: Path) -> bool:
     run has not started reporting (no status.json yet): only a signal stops it then."""
     if not (run_dir / "status.json").exists():
         return False
-    if not (run_dir / "CANCEL").exists():       # whole or absent: a run reading it half-written said "by user"
-        runs.write_bytes(run_dir / "CANCEL", b"cancelled with the sweep\n")
+    if not (run_dir / "CANCEL").exists():
+        runs.write_cancel(run_dir, "cancelled with the sweep")
     return True
 
 

@@ -67,7 +67,7 @@ def start(cfg: RunConfig, run_id: str | None = None) -> str:
 def cancel(run_id: str) -> None:
     """Ask the worker to stop at its next progress report (it ends in state "cancelled")."""
     run_dir = runs.run_path(run_id)
-    runs.write_bytes(run_dir / "CANCEL", b"cancelled from the app\n")   # whole or absent, as the run reads it
+    runs.write_cancel(run_dir, "cancelled from the app")
     status = refresh(run_id)
     if status.get("state") == "queued" and not alive(status.get("pid")):
         runs.update_status(run_dir, state="cancelled", message="cancelled before the worker started",

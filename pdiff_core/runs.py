@@ -58,6 +58,13 @@ def run_path(run_id: str, must_exist: bool = True) -> Path:
     return path
 
 
+def write_cancel(run_dir: Path, why: str) -> None:
+    """Ask the run in run_dir to stop at its next progress report. The CANCEL file's first line says who asked
+    (pipeline.cancelled_by); it is written whole or not at all: a run that read it half-written (empty) said
+    "cancelled by user"."""
+    write_bytes(run_dir / "CANCEL", f"{why}\n".encode())
+
+
 def write_bytes(path: Path, data: bytes) -> None:
     """Any file a command writes: a temporary name in the same folder, then os.replace (a full disk or a
     kill leaves the old file whole). The folder must exist: a run directory deleted under its worker is

@@ -118,7 +118,7 @@ def test_a_landing_overtaken_by_another_rerun_is_asked_again(finished_run, monke
 def test_landing_drops_the_polling_fragments_before_it_switches(finished_run, tmp_path, monkeypatch):
     """A timer of Home's polling fragments can have sent a rerun already when the launched run's end is noticed.
     Streamlit queued it behind the switch and ran it under Home's page id, and the browser then cleared the
-    results page: its title drawn, then the main area empty (once in CI; 2 of 6 demos with POLL_S at 0.05 s).
+    results page: its title drawn, then the main area empty (once in CI; 13 of 23 demos with POLL_S at 0.05 s).
     So when the switch is asked, the session must hold no fragment such a rerun could name."""
     import shutil
     import streamlit as st
