@@ -39,7 +39,7 @@ st.plotly_chart(fig, key="mem_hist")
 st.caption(caption)
 
 st.subheader("Accuracy against novelty")
-fig, caption = figures.acc_vs_smax(m, load.pareto_front(r))
+fig, caption = load.pareto_figure(r)
 st.plotly_chart(fig, key="mem_pareto")
 st.caption(f"{caption} Click legend entries to hide groups.")
 
@@ -55,7 +55,7 @@ if pair:
     g, o = pair
     st.markdown(f"**{gen.at[i, 'label']}** against its nearest checkpoint **original #{o}** "
                 f"(raw L2 {gen.at[i, 'nn_dist']:.4g})" + ("" if sel else " — the closest pair; select a row for another"))
-    st.plotly_chart(figures.param_pair(load.param_pair(r, g, o), g, o), key="mem_pair")
+    st.plotly_chart(load.pair_figure(r, g, o), key="mem_pair")
 
 st.divider()
 st.download_button("Download report (HTML)", data=lambda: load.report_html(r), file_name=f"pdiff-report-{r.id}.html",

@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from pdiff_core import jobs, runs
-from studio import shape, vectors
+from studio import figures, shape, vectors
 
 RESULT_FILES = ("config.json", "metrics.json", "predictions.npz", "originals.safetensors",
                 "generated.safetensors", "baselines.safetensors", "analysis.json", "analysis.npz", "umap.npz",
@@ -174,6 +174,22 @@ def pareto_front(r: RunRef) -> pd.DataFrame:
 def param_pair(r: RunRef, gen_index: int, orig_index: int) -> pd.DataFrame:
     """One generated vector next to an original: coordinate, tensor name, both values, difference."""
     return shape.param_pair(params(r, "generated")[gen_index], params(r, "originals")[orig_index], param_names(r))
+
+
+# ---- figures --------------------------------------------------------------------------------------
+# plotly builds a figure slowly (about 0.2 s for these two, validating every property), and a page
+# builds it again on each rerun; unpickling a cached one takes about 25 ms
+
+@st.cache_data(**CACHE)
+def pareto_figure(r: RunRef):
+    """figures.acc_vs_smax for the run: (figure, caption)."""
+    return figures.acc_vs_smax(models(r), pareto_front(r))
+
+
+@st.cache_data(**CACHE)
+def pair_figure(r: RunRef, gen_index: int, orig_index: int):
+    """figures.param_pair of generated model gen_index beside original orig_index."""
+    return figures.param_pair(param_pair(r, gen_index, orig_index), gen_index, orig_index)
 
 
 @st.cache_data(**CACHE)

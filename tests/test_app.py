@@ -158,6 +158,30 @@ def test_page_renders_with_a_finished_run(page, finished_run, monkeypatch):
     assert at.query_params["run"] == [rid] or at.query_params["run"] == rid
 
 
+@pytest.mark.parametrize("page", RESULT_PAGES)
+def test_a_rerun_of_a_result_page_reads_no_run_file_again(page, finished_run, transfer_run, monkeypatch):
+    """Pages read a run through load's caches, keyed on the run and its files' modification times: the
+    second render of a page (a click, a widget, a second visit) reads none of its result files again.
+    status.json is the exception: the run picker reads each run's state on every render."""
+    root, rid = transfer_run if page in FAMILY_PAGES else finished_run
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(root))
+    at = app(page, rid)
+    assert_clean(at)
+    reads = []
+    for name in ("read_json", "read_safetensors", "read_npz", "read_analysis_arrays"):
+        real = getattr(runs, name)
+        def spy(path, *args, _real=real, **kwargs):
+            reads.append(Path(path).name)
+            return _real(path, *args, **kwargs)
+        monkeypatch.setattr(runs, name, spy)
+    at.run()
+    assert_clean(at)
+    assert at.get("plotly_chart"), f"{page} drew no chart on its rerun"
+    again = [n for n in reads if n != "status.json"]
+    assert not again, f"a rerun of {page} read {again} again"
+    assert "status.json" in reads                                   # the spies saw the page's reads
+
+
 def test_analysis_pages_explain_a_missing_analysis(finished_run, tmp_path, monkeypatch):
     import shutil
     root, rid = finished_run
