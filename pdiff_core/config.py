@@ -84,13 +84,16 @@ class RunConfig:
 
 
 # digits-quick's wall time: the median over seeds 0-2 of `python -m pdiff_core run --preset digits-quick` on 2
-# shared CPU cores, imports included (bench/quick.py, 2026-11-29: 20.2 s), rounded up. Its description says it,
-# and Home promises it for the quick demo until this machine has finished demo runs to go by.
-DIGITS_QUICK_S = 21
+# shared CPU cores, imports included (bench/quick.py). It ranged from 20.2 s (2026-11-29) to 47.9 s (2026-12-07,
+# AMD EPYC) on the 2-core hosts it was measured on, the same code: one figure was 2.5x off on the other host.
+# Its description gives the range, and Home promises it for the quick demo until this machine has finished demo
+# runs to go by.
+DIGITS_QUICK_S = (20, 50)
+DIGITS_QUICK_WORDS = f"{DIGITS_QUICK_S[0]}-{DIGITS_QUICK_S[1]}"
 
 PRESETS: dict[str, dict] = {
     "digits-quick": dict(description="digits 8x8, MLP, last two BatchNorm layers (D=256); "
-                                     f"about {DIGITS_QUICK_S} s on 2 CPU cores"),
+                                     f"about {DIGITS_QUICK_WORDS} s on 2 CPU cores"),
     "digits-independent": dict(description="digits-quick with an independent zoo: K ends of separate continuations "
                                            "from the base model, not K consecutive steps", zoo="independent"),
     "digits-mixed": dict(description="digits-quick with a mixed zoo: 4 trajectories of K/4 consecutive steps",

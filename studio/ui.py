@@ -9,7 +9,7 @@ from pathlib import Path
 import streamlit as st
 
 from pdiff_core import jobs, runs
-from pdiff_core.config import DIGITS_QUICK_S, ConfigError, preset_config
+from pdiff_core.config import DIGITS_QUICK_WORDS, ConfigError, preset_config
 
 from . import charts, load, shape
 
@@ -282,10 +282,10 @@ def start_run(cfg) -> str:
 
 
 def demo_label() -> str:
-    """The demo button's promise: the median of this machine's finished demo runs, else the benchmark's."""
+    """The demo button's promise: the median of this machine's finished demo runs, else the benchmark's range."""
     est = runs.estimate(DEMO_PRESET)
-    seconds = est[0] if est else DIGITS_QUICK_S
-    return f"Run the quick demo (digits, about {seconds:.0f} s)"
+    seconds = f"{est[0]:.0f}" if est else DIGITS_QUICK_WORDS
+    return f"Run the quick demo (digits, about {seconds} s)"
 
 
 def estimate_note(preset: str, device: str = "auto") -> str:

@@ -12,7 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from pdiff_core import jobs, runs
-from pdiff_core.config import DIGITS_QUICK_S, preset_config
+from pdiff_core.config import DIGITS_QUICK_WORDS, preset_config
 from studio import shape
 from tests.conftest import ROOT, fake_sweep
 
@@ -71,8 +71,8 @@ def test_page_renders_with_no_runs(page, runs_dir):
 
 def test_empty_state_offers_the_quick_demo(runs_dir):
     at = app("home")
-    # no past demo run here: the benchmark's figure (DIGITS_QUICK_S)
-    assert [b.label for b in at.button] == [f"Run the quick demo (digits, about {DIGITS_QUICK_S} s)"]
+    # no past demo run here: the benchmark's figure (DIGITS_QUICK_WORDS)
+    assert [b.label for b in at.button] == [f"Run the quick demo (digits, about {DIGITS_QUICK_WORDS} s)"]
     assert "memorization" in texts(at.markdown).lower()
 
 
@@ -462,7 +462,7 @@ def done_run(root: Path, rid: str, preset: str, seconds: float, device: str = "c
 def test_time_estimate_is_the_median_of_finished_runs_of_the_preset_on_this_device(runs_dir):
     from studio import ui
     assert runs.estimate("digits-quick") is None
-    assert ui.demo_label() == f"Run the quick demo (digits, about {DIGITS_QUICK_S} s)"
+    assert ui.demo_label() == f"Run the quick demo (digits, about {DIGITS_QUICK_WORDS} s)"
     for i, sec in enumerate([30, 10, 50]):
         done_run(runs_dir, f"q{i}", "digits-quick", sec)
     done_run(runs_dir, "gpu", "digits-quick", 3, device="cuda")           # another device

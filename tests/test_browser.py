@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from pdiff_core import jobs, runs
-from pdiff_core.config import DIGITS_QUICK_S
+from pdiff_core.config import DIGITS_QUICK_WORDS
 from tests.conftest import ROOT, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
@@ -253,7 +253,7 @@ def demo_run(tmp_path_factory):
         if shots:
             screenshot(page, shots / "home_empty.png")
         label = page.get_by_role("button", name=DEMO_BUTTON).inner_text()
-        assert f"(digits, about {DIGITS_QUICK_S} s)" in label, label   # no past demo run: the benchmark's
+        assert f"(digits, about {DIGITS_QUICK_WORDS} s)" in label, label   # no past demo run: the benchmark's
         t0 = time.perf_counter()
         page.get_by_role("button", name=DEMO_BUTTON).click()
         # live progress at once. The tiny run takes 4 s, and a rerun slowed by its start could land on the
