@@ -164,32 +164,22 @@ def embedding_methods(r: RunRef, space: str) -> list[str]:
     return shape.embedding_methods(arrays(r), space)
 
 
-@st.cache_data(**CACHE)
-def pareto_front(r: RunRef) -> pd.DataFrame:
-    """The baselines' Pareto frontier on (test accuracy up, s_max down), as a step line."""
-    return shape.pareto_front(models(r))
-
-
-@st.cache_data(**CACHE)
-def param_pair(r: RunRef, gen_index: int, orig_index: int) -> pd.DataFrame:
-    """One generated vector next to an original: coordinate, tensor name, both values, difference."""
-    return shape.param_pair(params(r, "generated")[gen_index], params(r, "originals")[orig_index], param_names(r))
-
-
 # ---- figures --------------------------------------------------------------------------------------
 # plotly builds a figure slowly (about 0.2 s for these two, validating every property), and a page
-# builds it again on each rerun; unpickling a cached one takes about 25 ms
+# builds it again on each rerun; unpickling a cached one takes about 25 ms. The data under each figure
+# is not cached apart: only the figure uses it
 
 @st.cache_data(**CACHE)
 def pareto_figure(r: RunRef):
-    """figures.acc_vs_smax for the run: (figure, caption)."""
-    return figures.acc_vs_smax(models(r), pareto_front(r))
+    """Accuracy against s_max with the baselines' Pareto front (figures.acc_vs_smax): (figure, caption)."""
+    return figures.acc_vs_smax(models(r), shape.pareto_front(models(r)))
 
 
 @st.cache_data(**CACHE)
 def pair_figure(r: RunRef, gen_index: int, orig_index: int):
-    """figures.param_pair of generated model gen_index beside original orig_index."""
-    return figures.param_pair(param_pair(r, gen_index, orig_index), gen_index, orig_index)
+    """Generated model gen_index beside original orig_index, coordinate by coordinate (figures.param_pair)."""
+    df = shape.param_pair(params(r, "generated")[gen_index], params(r, "originals")[orig_index], param_names(r))
+    return figures.param_pair(df, gen_index, orig_index)
 
 
 @st.cache_data(**CACHE)

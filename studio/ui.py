@@ -359,9 +359,10 @@ def drop_fragments() -> None:
     """Forget this session's fragments, just before a switch of page. A timer of the page being left (_follow,
     _live) may have sent a rerun of its fragment already; Streamlit queues it behind the switch, then runs it under
     the old page's id, and the browser clears the new page for it: the results drawn, then the main area empty
-    (once in CI; with POLL_S at 0.05 s, 13 of 23 demos before this, 0 of 29 after: bench/landing.py). A rerun of a fragment the session no longer holds
-    is dropped (AppSession.has_fragment). A full run forgets them too, but only once it ends: the switch ends this
-    one early. The storage is not public API; without it nothing is dropped, as before."""
+    (once in CI; with POLL_S at 0.05 s, 13 of 23 demos before this, 0 of 29 after: bench/landing.py). A rerun
+    of a fragment the session no longer holds is dropped (AppSession.has_fragment). A full run forgets them too,
+    but only once it ends: the switch ends this one early. The storage is not public API; without it nothing is
+    dropped, as before."""
     from streamlit.runtime.scriptrunner import get_script_run_ctx
     storage = getattr(get_script_run_ctx(), "fragment_storage", None)
     if storage is not None:

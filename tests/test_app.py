@@ -71,7 +71,7 @@ def test_page_renders_with_no_runs(page, runs_dir):
 
 def test_empty_state_offers_the_quick_demo(runs_dir):
     at = app("home")
-    # no past demo run here: the benchmark's figure (DIGITS_QUICK_WORDS)
+    # no past demo run here: the benchmark's range (DIGITS_QUICK_WORDS)
     assert [b.label for b in at.button] == [f"Run the quick demo (digits, about {DIGITS_QUICK_WORDS} s)"]
     assert "memorization" in texts(at.markdown).lower()
 

@@ -177,15 +177,14 @@ def screenshot(page, path: Path) -> None:
 def visit_all(page, server_pid: int, shots: Path | None = None) -> dict[str, tuple[float, float, float]]:
     """Every page twice; returns {label: (first visit s, second visit s, server CPU s of the second visit)}
     and asserts each page is healthy."""
-    times: dict[str, list[float]] = {}
+    visits: dict[str, list[tuple[float, float]]] = {}      # label -> (wall s, server CPU s) of each visit
     for round_ in range(2):
         for label, title, selector in PAGES:
             cpu = cpu_seconds(server_pid)
             seconds = visit(page, label, title, selector, shots if round_ == 1 else None)
-            cpu = cpu_seconds(server_pid) - cpu
+            visits.setdefault(label, []).append((seconds, cpu_seconds(server_pid) - cpu))
             assert not problems(page), f"{label} page shows an error: {problems(page)}"
-            times.setdefault(label, []).extend([seconds] if round_ == 0 else [seconds, cpu])
-    return {k: tuple(v) for k, v in times.items()}
+    return {k: (first[0], again[0], again[1]) for k, (first, again) in visits.items()}
 
 
 def report(times: dict[str, tuple[float, float, float]]) -> str:
