@@ -2,11 +2,12 @@
 
     python bench/verify_run.py RUN_DIR [RUN_DIR ...]
 
-Reads predictions.npz and the .safetensors files only (numpy and safetensors, no pdiff_core
-import) and recomputes, by the DESIGN.md definitions: per-model exact test accuracy, s_max of
-every generated and baseline model, and the Pareto dominance of generated models per baseline
-family. Prints them beside analysis.json's numbers; exits 1 on a disagreement. The tests use
-`recompute` as their independent reference."""
+Reads predictions(_val).npz and the .safetensors files only (numpy and safetensors, no pdiff_core
+import) and recomputes, by the DESIGN.md definitions: per-model exact test accuracy, each group's
+median and its model chosen on validation (first on ties) as metrics.json gives them, s_max of every
+generated and baseline model, and the Pareto dominance of generated models per baseline family and
+by any. Prints them beside metrics.json's and analysis.json's numbers; exits 1 on any disagreement.
+The tests use `recompute` as their independent reference."""
 from __future__ import annotations
 
 import json
@@ -66,7 +67,24 @@ def recompute(run_dir: Path) -> dict:
         dom_any |= dom
     out["dominated_share"] = float(dom_any.mean()) if len(dom_any) else float("nan")
     out["smax_mean"] = float(np.nanmean(out["smax"]["generated"])) if fg.any() else float("nan")
+    # metrics.json's figures: the median of finite models' test accuracy, and the test accuracy of the model
+    # with the most validation examples right (the first of equals); predictions_val.npz of a run analysed
+    # before it existed is not there
+    val_path = run_dir / "predictions_val.npz"
+    pv = dict(np.load(val_path, allow_pickle=False)) if val_path.exists() else None
+    out["median"], out["best_by_val"] = {}, {}
+    for g, fin in out["finite"].items():
+        if fin.any():
+            out["median"][g] = float(np.median(out["acc"][g][fin]))
+            if pv is not None and g in pv:
+                val_correct = np.where(fin, (pv[g] == pv["y_val"][None]).sum(axis=1), -1)
+                out["best_by_val"][g] = float(out["acc"][g][int(np.argmax(val_correct))])
     return out
+
+
+def agree(stored, value) -> bool:
+    """analysis.json and metrics.json keep 6 significant digits."""
+    return stored is not None and abs(stored - value) <= 1e-6 * max(1.0, abs(value))
 
 
 def main(argv: list[str]) -> int:
@@ -79,18 +97,27 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)
         return 2
     bad = 0
+
+    def row(name: str, value: float, stored) -> None:
+        nonlocal bad
+        ok = agree(stored, value)
+        bad += not ok
+        print(f"{name:<36} {value:>12.6f} {stored if stored is not None else float('nan'):>14.6f}"
+              f"{'' if ok else '  <- differs'}")
+
     for d in argv:
         r = recompute(Path(d))
         a = json.loads((Path(d) / "analysis.json").read_text())["memorization"]
-        print(f"\n{d}\n{'family':<16} {'dominated_by (recomputed)':>26} {'analysis.json':>14}")
+        groups = json.loads((Path(d) / "metrics.json").read_text())["groups"]
+        print(f"\n{d}\n{'figure':<36} {'recomputed':>12} {'stored':>14}")
+        for g, v in r["median"].items():
+            row(f"{g}: median test acc", v, groups.get(g, {}).get("summary", {}).get("median"))
+        for g, v in r["best_by_val"].items():
+            row(f"{g}: best by val, test acc", v, (groups.get(g, {}).get("best_by_val") or {}).get("test_acc"))
         for g, v in r["dominated_by"].items():
-            stored = a["dominated_by"].get(g)
-            flag = "" if stored is not None and abs(stored - v) < 1e-6 else "  <- differs"
-            bad += bool(flag)
-            print(f"{g:<16} {v:>26.4f} {stored if stored is not None else float('nan'):>14.4f}{flag}")
-        print(f"{'any baseline':<16} {r['dominated_share']:>26.4f} {a['dominated_share']:>14.4f}")
-        print(f"mean s_max of generated: recomputed {r['smax_mean']:.6f}, "
-              f"analysis.json {a['groups']['generated']['smax_mean']}")
+            row(f"dominated by {g}", v, a["dominated_by"].get(g))
+        row("dominated by any baseline", r["dominated_share"], a["dominated_share"])
+        row("mean s_max of generated", r["smax_mean"], a["groups"]["generated"].get("smax_mean"))
     return 1 if bad else 0
 
 

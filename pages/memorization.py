@@ -1,7 +1,7 @@
 """Memorization: are generated models new solutions, or near-copies of checkpoints (or of their average)?"""
 import streamlit as st
 
-from pdiff_core.words import ZOO_MEANING, trajectory_figures, zoo_kind
+from pdiff_core.words import ZOO_MEANING, pct, trajectory_figures, zoo_kind
 from studio import figures, load, shape, ui
 
 ui.header("Memorization")
@@ -18,12 +18,12 @@ ui.numbers([("replica rate", mem["replica_rate"], "share of generated models clo
                                                                 "model is at least as accurate and at least as novel"),
             ("mean s_max", mem["groups"]["generated"].get("smax_mean"), "mean highest IoU with any original",
              "{:.3f}")],
-           fmt="{:.0%}")
+           fmt=pct)
 zoo, traj = zoo_kind(mem), trajectory_figures(mem)
 if traj:
     ui.numbers([("on the training path", traj["on_path_rate"], "share of generated models no farther from the path "
                  "between consecutive checkpoints than the 5th percentile of the path's own wiggle (each "
-                 "checkpoint's distance to its neighbours' chord)", "{:.0%}"),
+                 "checkpoint's distance to its neighbours' chord)", pct),
                 ("distance to path / step", traj["ratio_to_step"], "median distance to the nearest segment between "
                  "consecutive checkpoints, in mean step lengths", "{:.2f}×")])
 st.caption(f"Zoo: **{zoo}**. {ZOO_MEANING.get(zoo, '')}")

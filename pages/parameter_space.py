@@ -6,6 +6,7 @@ from studio import charts, figures, load, ui
 ui.header("Parameter space")
 r = ui.need_results()
 ui.need_analysis(r)
+ui.show_warnings(load.metrics(r))
 
 c1, c2, c3 = st.columns([2, 2, 2])
 space = c1.segmented_control("Vectors", list(figures.MAPS), default="params", key="ps_space",

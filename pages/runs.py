@@ -29,7 +29,8 @@ picked = ui.percent_table(
             "N": st.column_config.NumberColumn(width=45), "arch": st.column_config.TextColumn(width=55),
             "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
             "duration s": st.column_config.NumberColumn(format="%.0f"), "seed": st.column_config.NumberColumn(width=45),
-            "d_traj ÷ step": st.column_config.NumberColumn(format="%.1f")})
+            "d_traj ÷ step": st.column_config.NumberColumn(format="%.1f"),
+            "o-g (max)": st.column_config.NumberColumn(format="%.3f")})     # an IoU, as Similarity shows it
 sel = picked.selection.rows
 rid = shown.iloc[sel[0]]["run"] if sel else ui.active_run()
 st.caption(f"{len(shown)} of {len(table)} runs. Click a column header to sort; select a row to act on it. Accuracies "

@@ -6,6 +6,7 @@ from studio import charts, figures, load, shape, ui
 ui.header("Similarity")
 r = ui.need_results()
 ui.need_analysis(r)
+ui.show_warnings(load.metrics(r))
 sim, a = load.analysis(r)["similarity"], load.arrays(r)
 ui.numbers([("o-o", sim["oo"], "mean IoU between two different originals"),
             ("g-g", sim["gg"], "mean IoU between two different generated models"),

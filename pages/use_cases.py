@@ -6,6 +6,7 @@ from studio import figures, load, ui
 ui.header("Use cases")
 r = ui.need_results()
 ui.need_analysis(r)
+ui.show_warnings(load.metrics(r))
 an, a = load.analysis(r), load.arrays(r)
 
 st.subheader("Ensembles")

@@ -25,7 +25,16 @@ def best_test(group: dict) -> float | None:
 
 
 def pct(v: float | None, digits: int = 0) -> str:
-    return "n/a" if v is None else f"{100 * v:.{digits}f} %"
+    """A share in percent. One generated model of 200 is not '0 %', nor 199 of 200 '100 %': a share that
+    rounds to either end without being there reads '<1 %' or '>99 %'."""
+    if v is None:
+        return "n/a"
+    shown, unit = f"{100 * v:.{digits}f}", 10 ** -digits
+    if 0 < v and float(shown) == 0:
+        return f"<{unit:g} %"
+    if v < 1 and float(shown) >= 100:
+        return f">{100 - unit:g} %"
+    return f"{shown} %"
 
 
 def num(v: float | None, fmt: str = ".2f") -> str:
@@ -105,6 +114,9 @@ def init_statement(r: dict) -> str:
             f"(steps: {reach}). {finals}.")
 
 
+PARTLY = 0.1   # a copy measure below half but at least this share is named in the headline
+
+
 def headline(mem: dict) -> str:
     """The one-line answer."""
     g = mem["groups"]["generated"]
@@ -119,8 +131,15 @@ def headline(mem: dict) -> str:
     elif (g.get("smax_one") or 0) >= 0.5:
         line = (f"Not copies by distance, but {pct(g['smax_one'])} of generated models make exactly the test errors "
                 f"of some checkpoint.")
-    else:
-        line = "New by distance and by errors: generated models are neither near-copies of checkpoints nor their error twins."
+    else:    # no measure reaches half: say which ones still find copies, so 49 % replicas is not called new
+        shares = [(g.get("replica_rate"), "are near-copies of a checkpoint"),
+                  (traj.get("on_path_rate"), "lie on the training path"),
+                  (g.get("within_train_median"), "sit within the checkpoints' median neighbour distance"),
+                  (g.get("smax_one"), "make exactly some checkpoint's test errors")]
+        partly = [f"{pct(v)} {what}" for v, what in shares if (v or 0) >= PARTLY]
+        line = ("Partly copies: " + "; ".join(partly) + "." if partly else
+                "New by distance and by errors: generated models are neither near-copies of checkpoints nor their "
+                f"error twins (each measure below {pct(PARTLY)}).")
     if (mem.get("dominated_share") or 0) >= 0.5:
         line += " A cheap baseline does at least as well for most of them."
     return line

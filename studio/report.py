@@ -15,7 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from pdiff_core import runs
-from pdiff_core.words import ZOO_MEANING, zoo_kind
+from pdiff_core.words import ZOO_MEANING, pct, zoo_kind
 from studio import charts, figures, shape, vectors
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
@@ -68,10 +68,10 @@ def config_table(cfg: dict) -> str:
     return f'<table class="config"><tr><th class="k">option</th><th class="k">value</th></tr>{rows}</table>'
 
 
-def numbers_table(items: list[tuple[str, object, str]]) -> str:
-    """One row of headline numbers: (name, value, format)."""
-    cells = [(n, "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f.format(v))
-             for n, v, f in items]
+def numbers_table(items: list[tuple]) -> str:
+    """One row of headline numbers: (name, value, format), a format a str.format pattern or a function (pct)."""
+    cells = [(n, "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v))
+              else f(v) if callable(f) else f.format(v)) for n, v, f in items]
     return ("<table><tr>" + "".join(f"<th>{html.escape(n)}</th>" for n, _ in cells) + "</tr><tr>"
             + "".join(f"<td>{html.escape(v)}</td>" for _, v in cells) + "</tr></table>")
 
@@ -165,10 +165,10 @@ def build(run_dir: Path) -> str:
              "on test.</p>",
              numbers_table([("o-o IoU", sim["oo"], "{:.3f}"), ("g-g IoU", sim["gg"], "{:.3f}"),
                             ("o-g IoU", sim["og"], "{:.3f}"), ("o-g IoU (max)", sim["og_max"], "{:.3f}"),
-                            ("replica rate", mem["replica_rate"], "{:.0%}"),
+                            ("replica rate", mem["replica_rate"], pct),
                             ("d_traj ÷ step (median)", shape.traj_ratio(mem), "{:.1f}"),
-                            ("within train median", mem["within_train_median"], "{:.0%}"),
-                            ("dominated by a baseline", mem["dominated_share"], "{:.0%}"),
+                            ("within train median", mem["within_train_median"], pct),
+                            ("dominated by a baseline", mem["dominated_share"], pct),
                             ("mean s_max (an IoU)", mem["groups"]["generated"].get("smax_mean"), "{:.3f}")]),
              f'<p class="caption">Zoo: {html.escape(zoo)}. {html.escape(ZOO_MEANING.get(zoo, ""))}</p>']
     section = None

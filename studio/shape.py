@@ -149,8 +149,8 @@ def closest_pair(gen: pd.DataFrame) -> int | None:
 
 # ---- the Runs table, the Run page's timings, a sweep's means ----------------------------------------
 
-RUN_ACCS = ["orig best", "orig median", "gen best", "gen median", "replica rate", "dominated",
-            "o-g (max)"]     # fractions, shown as percentages
+RUN_ACCS = ["orig best", "orig median", "gen best", "gen median", "replica rate", "dominated"]   # fractions, shown
+                                                                                                 # as percentages
 NONE = "–"          # a text cell without a value (a number cell is left empty): never the word "None"
 GEN_MINUS_ORIG, ENSEMBLE_GAIN = "gen − orig (pp, 95 %)", "ensemble gain (pp, 95 %)"
 
@@ -198,7 +198,7 @@ def runs_table(rows: list[dict]) -> pd.DataFrame:
             "sampler", "seed", "K", "N", "orig best", "orig median", "gen best", "gen median", GEN_MINUS_ORIG,
             "replica rate", "d_traj ÷ step", "dominated", "o-g (max)", ENSEMBLE_GAIN]
     df = pd.DataFrame(out, columns=cols)
-    return df.astype({c: float for c in RUN_ACCS + ["duration s", "d_traj ÷ step"]})
+    return df.astype({c: float for c in RUN_ACCS + ["duration s", "d_traj ÷ step", "o-g (max)"]})
 
 
 def filter_runs(df: pd.DataFrame, text: str = "", states: list[str] | None = None) -> pd.DataFrame:

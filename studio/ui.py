@@ -268,6 +268,12 @@ def reference_note(m: dict) -> None:
     zoo = m.get("zoo")
     if zoo and zoo.get("lr_halvings"):
         st.caption(f"Checkpoint collection diverged at collect_lr {zoo['lr_requested']:g} and ran at {zoo['lr']:g}.")
+    show_warnings(m)
+
+
+def show_warnings(m: dict) -> None:
+    """The run's warnings (metrics.json), on every page that reads its results: a broken run's figures mean
+    nothing anywhere (Memorization carries them in its verdict)."""
     for w in m.get("warnings") or []:
         st.warning(w, icon=":material/warning:")
 
@@ -416,9 +422,11 @@ def compute_umap(run_dir: Path) -> None:
 
 
 def numbers(items: list[tuple], fmt: str = "{:.3f}") -> None:
-    """A row of st.metric cards: (label, value, help[, format])."""
+    """A row of st.metric cards: (label, value, help[, format]); a format is a str.format pattern or a function
+    (words.pct for shares)."""
     for col, (label, value, help_, *own) in zip(st.columns(len(items)), items):
-        shown = "-" if value is None or value != value else (own[0] if own else fmt).format(value)
+        f = own[0] if own else fmt
+        shown = "-" if value is None or value != value else f(value) if callable(f) else f.format(value)
         col.metric(label, shown, help=help_, border=True)
 
 

@@ -195,6 +195,17 @@ def test_fresh_init_starts_differ_and_normalization_layers_centre_on_their_defau
     assert model.bn2.weight[0].item() == 3.0          # the model passed in is untouched
 
 
+def test_first_reach_counts_a_curve_exactly_one_example_below_the_best_as_reached():
+    """4 starts at 240 of 270 right against a best of 241: one example below, so reached, although
+    the float mean of the curve is a rounding below best - 1/270."""
+    n, curve = 270, np.stack([np.full(3, 240 / 270)] * 4).mean(axis=0)
+    target = np.mean([241 / n] * 4) - 1 / n
+    assert curve[0] < target                                   # the rounding the comparison must allow
+    assert U.first_reach(curve, target) == 0
+    assert U.first_reach(np.array([239 / n, 240 / n]), 241 / n - 1 / n) == 1     # two below: not yet
+    assert U.first_reach(np.full(2, 239 / n), 241 / n - 1 / n) is None
+
+
 def test_finetune_runs_stay_independent_under_vmap():
     from pdiff_core.evaluate import Evaluator
     prep = small_prep()
@@ -389,6 +400,31 @@ def test_tiny_run_headlines_recomputed_from_raw_files(tiny_run):
     for g in ("originals", "generated"):
         counts = np.where((val[g] >= 0).all(1), (val[g] == val["y_val"]).sum(1), -1)
         assert metrics["groups"][g]["best_by_val"]["index"] == int(np.argmax(counts))
+
+
+def test_verify_run_exits_1_on_any_figure_that_disagrees(tiny_run, tmp_path, capsys):
+    """bench/verify_run.py passes the run as written, and flags each figure it prints when one is changed:
+    it used to set its exit code from the per-family dominance alone."""
+    import shutil
+    from bench.verify_run import main
+    assert main([str(tiny_run)]) == 0
+    edits = {"dominated by any baseline": ("analysis.json", lambda d: d["memorization"].update(dominated_share=0.0)),
+             "mean s_max of generated": ("analysis.json",
+                                         lambda d: d["memorization"]["groups"]["generated"].update(smax_mean=0.1)),
+             "generated: best by val": ("metrics.json",
+                                        lambda d: d["groups"]["generated"]["best_by_val"].update(test_acc=0.5)),
+             "originals: median test acc": ("metrics.json",
+                                            lambda d: d["groups"]["originals"]["summary"].update(median=0.5))}
+    for i, (figure, (name, edit)) in enumerate(edits.items()):
+        run = tmp_path / f"r{i}"
+        shutil.copytree(tiny_run, run)
+        d = runs.read_json(run / name)
+        edit(d)
+        runs.write_json(run / name, d)
+        capsys.readouterr()
+        assert main([str(run)]) == 1, figure
+        flagged = [line for line in capsys.readouterr().out.splitlines() if line.endswith("<- differs")]
+        assert len(flagged) == 1 and flagged[0].startswith(figure), (figure, flagged)
 
 
 def test_accuracy_difference_and_intervals_are_reported(tiny_run):

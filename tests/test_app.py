@@ -197,6 +197,27 @@ def test_analysis_pages_explain_a_missing_analysis(finished_run, tmp_path, monke
     assert app("accuracy", rid).get("plotly_chart")                     # accuracy needs metrics.json only
 
 
+def test_a_runs_warnings_show_on_every_result_page(finished_run, tmp_path, monkeypatch):
+    """A broken run's figures mean nothing on any page: its warnings (metrics.json) show on each result page, the
+    Memorization page in its verdict. They were missing from Similarity, Parameter space and Use cases."""
+    import shutil
+    root, rid = finished_run
+    copy = tmp_path / "runs"
+    shutil.copytree(root / rid, copy / rid)
+    warning = "All 24 finite original checkpoints make the same 9 test errors: a planted warning"
+    m = runs.read_json(copy / rid / "metrics.json")
+    runs.write_json(copy / rid / "metrics.json", {**m, "warnings": [warning]})
+    an = runs.read_json(copy / rid / "analysis.json")
+    runs.write_json(copy / rid / "analysis.json", {**an, "verdict": f"**Warning:** {warning}\n\n{an['verdict']}"})
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(copy))
+    for page in ("accuracy", "similarity", "parameter_space", "use_cases"):
+        at = app(page, rid)
+        assert_clean(at)
+        assert warning in texts(at.warning), (page, texts(at.warning))
+    at = app("memorization", rid)
+    assert warning in texts(at.info) and warning not in texts(at.warning)    # once, in the verdict
+
+
 def test_similarity_pair_reads_the_iou_row_of_the_model_it_names(finished_run, tmp_path, monkeypatch):
     """The matrices' rows are found by their stored labels (iou_labels / iou_index), not assumed to follow
     the models table: with the rows stored generated first, the pair's IoU and agreement stay the same."""
@@ -559,6 +580,9 @@ def test_runs_table_filters_and_compares_three_runs_on_shared_axes(finished_run,
     a = runs.read_json(tmp_path / ids[0] / "analysis.json")
     row = table.set_index("run").loc[ids[0]]
     assert row["d_traj ÷ step"] == pytest.approx(a["memorization"]["trajectory"]["groups"]["generated"]["ratio_to_step"])
+    # shares as percentages; the IoU as the Similarity page shows it, not as a percentage
+    assert row["replica rate"] == pytest.approx(100 * a["memorization"]["replica_rate"])
+    assert row["o-g (max)"] == pytest.approx(a["similarity"]["og_max"])
     for col, d in ((shape.GEN_MINUS_ORIG, a["accuracy"]["median_difference"]),
                    (shape.ENSEMBLE_GAIN, a["ensembles"]["intervals"]["gain_generated"])):
         assert row[col].endswith(f"[{100 * d['lo'] + 0.0:+.1f}, {100 * d['hi'] + 0.0:+.1f}]"), (col, row[col], d)

@@ -83,3 +83,18 @@ def test_identical_checkpoint_predictions_warn():
     assert health.run_warnings(*case(orig_correct=(92, 92, 92))) == []   # same accuracy, different errors
     y, b, o, r = case(orig_correct=(92,))
     assert health.run_warnings(y, b, o, r) == []                          # one checkpoint is not a zoo
+
+
+def test_checkpoints_sharing_one_error_set_warn():
+    """Checkpoints that differ only in which wrong label they give have one error set between them:
+    IoU and s_max are then 1 for anything that errs alike, which a label check alone misses."""
+    y, b, o, r = case(orig_correct=(92, 92, 92), same=True)
+    wrong = np.flatnonzero(o[0] != y)
+    o[1, wrong[0]] = (y[wrong[0]] + 2) % 10                              # another wrong label, the same errors
+    w = health.run_warnings(y, b, o, r)
+    assert len(w) == 1 and "same 8 test errors" in w[0] and "All 3 finite" in w[0] and "IoU" in w[0]
+    o[2, wrong[0]] = y[wrong[0]]                                         # one checkpoint gets that example right
+    assert health.run_warnings(y, b, o, r) == []
+    o[2] = -1                                                            # non-finite: not a checkpoint that errs
+    w = health.run_warnings(y, b, o, r)
+    assert len(w) == 1 and "All 2 finite" in w[0]

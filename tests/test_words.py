@@ -38,6 +38,17 @@ def test_headline_follows_the_strongest_evidence():
     assert R.headline(result(smax_one=0.76)["memorization"]).startswith("Not copies by distance, but 76 %")
     h = R.headline(result(dominated=0.9)["memorization"])
     assert h.startswith("New by distance") and h.endswith("at least as well for most of them.")
+    # below half on every measure, but not new: what still finds copies is named (it said "New" at 49 %)
+    h = R.headline(result(replica=0.49, smax_one=0.2)["memorization"])
+    assert h == ("Partly copies: 49 % are near-copies of a checkpoint; 20 % make exactly some checkpoint's "
+                 "test errors."), h
+    assert R.headline(result(replica=0.09)["memorization"]).startswith("New by distance")
     t = R.verdict(result(zoo="independent"), [])
     assert "independent continuations" in t and "Trajectory:" not in t
     assert "about one step length" in R.verdict(result(), [])
+
+
+def test_a_share_never_rounds_to_none_or_all_when_it_is_not():
+    assert [R.pct(v) for v in (0, 1 / 200, 0.494, 0.5, 199 / 200, 1)] == ["0 %", "<1 %", "49 %", "50 %", ">99 %",
+                                                                        "100 %"]
+    assert [R.pct(v, 1) for v in (1 / 5000, 0.9996, None)] == ["<0.1 %", ">99.9 %", "n/a"]
