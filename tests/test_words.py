@@ -52,3 +52,22 @@ def test_a_share_never_rounds_to_none_or_all_when_it_is_not():
     assert [R.pct(v) for v in (0, 1 / 200, 0.494, 0.5, 199 / 200, 1)] == ["0 %", "<1 %", "49 %", "50 %", ">99 %",
                                                                         "100 %"]
     assert [R.pct(v, 1) for v in (1 / 5000, 0.9996, None)] == ["<0.1 %", ">99.9 %", "n/a"]
+
+
+def test_use_case_statements_say_the_comparison_at_k_and_the_limits_of_a_fastest_start():
+    """A larger ensemble gain from a weaker single model is no better ensemble: the comparison at the largest k
+    is said beside the gains. The fastest start is one seed's mean of a few starts, said so."""
+    ens = {"k": [1, 16], "intervals": {"gain_generated": diff(0.059, 0.04, 0.08), "gain_originals": diff(0.007, -0.01, 0.02),
+                                      "gain_difference": diff(0.052, 0.03, 0.07),
+                                      "largest_difference": diff(-0.022, -0.042, -0.004)}}
+    text = R.ensemble_statement(ens)
+    assert text.endswith("16 generated against 16 originals: lower, -2.2 pp (95 % interval -4.2 to -0.4; one test "
+                         "example = 0.28 pp)."), text
+    del ens["intervals"]["largest_difference"]                           # an analysis from before it was stored
+    assert "against 16 originals" not in R.ensemble_statement(ens)
+    init = {"kinds": ["generated", "original", "random"], "starts": {"generated": 4, "original": 4, "random": 4},
+            "steps": 60, "steps_to_target": {"generated": 55, "original": 53, "random": 56}, "fastest": ["original"],
+            "final_test_vs_random": {"generated": diff(0.001, -0.01, 0.012)}}
+    text = R.init_statement(init)
+    assert "is original start (steps: generated 55, original 53, random 56; the mean of 4 starts each on one seed, " \
+           "with no interval: a few steps apart is no difference)" in text, text
