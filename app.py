@@ -1,9 +1,10 @@
 """p-diff Studio: `streamlit run app.py`. A router: page list, sidebar run picker, ?run= in the URL."""
+import traceback
 from pathlib import Path
 
 import streamlit as st
 
-from pdiff_core.runs import RunError
+from pdiff_core.runs import DAMAGE, RunError
 from studio import ui
 
 # a local icon: a material-symbol icon is fetched from an external font host, which fails offline
@@ -17,3 +18,8 @@ try:
     nav.run()
 except RunError as e:   # a damaged run file: its one-line message says what to do, never a traceback
     st.error(str(e), icon=":material/error:")
+except DAMAGE as e:
+    # a run file that parses but does not hold what this version wrote (a key gone, a wrong shape): one line
+    # that says what to do; the traceback goes to the server's log, so that a bug stays findable
+    traceback.print_exc()
+    st.error(ui.damaged_page(e), icon=":material/error:")

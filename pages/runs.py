@@ -103,8 +103,18 @@ st.subheader("Compare runs")
 done = [row["run"] for row in rows if row.get("metrics") and row.get("config")]   # a damaged config: not comparable
 pair = st.multiselect("Runs to compare (any number)", done, default=done[:2] if len(done) >= 2 else None,
                       key="compare")
-if len(pair) >= 2:
-    refs = [load.ref(p) for p in pair]
+refs = []
+for p in pair:              # a run whose files cannot be drawn is left out with its reason; the others are compared
+    try:
+        r = load.ref(p)
+        load.accuracy_frame(r)
+        if r.has("analysis.json") and r.has("analysis.npz"):
+            load.arrays(r)["generated_nn_raw_dist"], load.models(r)
+        refs.append(r)
+    except runs.DAMAGE as e:     # RunError is a ValueError
+        st.warning(f"`{p}` is left out of the comparison: its files are damaged ({type(e).__name__}: {e}).",
+                   icon=":material/warning:")
+if len(refs) >= 2:
     diff = load.config_diff(refs)
     if len(diff):
         st.markdown("**Options that differ**")

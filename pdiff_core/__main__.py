@@ -44,11 +44,14 @@ def cmd_list(args) -> int:
     print(f"{'run':<40} {'state':<10} {'dataset':<10} {'arch':<9} {'layers':<8} "
           f"{'orig best/med':>13} {'gen best/med':>13}")
     for r in rows:
-        c, m = r.get("config", {}), r.get("metrics") or {}
-        groups = m.get("groups") if isinstance(m.get("groups"), dict) else {}   # a damaged file: shown as '?'
-        o, g = groups.get("originals") or {}, groups.get("generated") or {}
-        print(f"{r['run']:<40} {r.get('state', '?'):<10} {c.get('dataset', '?'):<10} {c.get('arch', '?'):<9} "
-              f"{str(c.get('layers', '?'))[:8]:<8} {best(o)}{best(g)}")
+        try:
+            c, m = r.get("config", {}), r.get("metrics") or {}
+            groups = m.get("groups") if isinstance(m.get("groups"), dict) else {}   # a damaged file: shown as '?'
+            o, g = groups.get("originals") or {}, groups.get("generated") or {}
+            print(f"{r['run']:<40} {r.get('state', '?'):<10} {c.get('dataset', '?'):<10} {c.get('arch', '?'):<9} "
+                  f"{str(c.get('layers', '?'))[:8]:<8} {best(o)}{best(g)}")
+        except runs.DAMAGE as e:   # one damaged run, not the list
+            print(f"{r['run']:<40} damaged: {type(e).__name__}: {e}; `show {r['run']}` says more")
     return 0
 
 
@@ -182,7 +185,14 @@ def cmd_report(args) -> int:
                             "report a run that is done")
     out_file(args.out, f"report-{args.run}.html")
     from studio.report import write     # plotly and the figures only here: `import pdiff_core` stays light
-    print(write(args.run, args.out).resolve())
+    try:
+        print(write(args.run, args.out).resolve())
+    except runs.RunError:
+        raise
+    except runs.DAMAGE as e:
+        raise runs.RunError(f"run {args.run}'s files do not hold what a report reads ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''}); `python -m pdiff_core analyze {args.run}` "
+                            "rebuilds its analysis, and if that fails, delete the run and run it again") from None
     return 0
 
 
@@ -227,6 +237,13 @@ def out_file(path: str | None, example: str) -> None:
         raise runs.RunError(f"--out {path} is a folder; give a file name in it, e.g. {p / example}")
     if not p.parent.is_dir():
         raise runs.RunError(f"--out {path}: the folder {p.parent} does not exist; create it or choose another")
+    root = runs.runs_root().resolve()
+    if root in p.resolve().parents:      # a run's own files (metrics.json, base_model...) are never written over
+        raise runs.RunError(f"--out {path} is inside the runs directory {root}; write it elsewhere, e.g. ./{example}")
+    suffix = Path(example).suffix
+    if p.exists() and p.suffix != suffix:
+        raise runs.RunError(f"--out {path} exists and is not a {suffix} file; give a new name or a {suffix} file "
+                            "to replace")
 
 
 MAX_HEADS = 10_000   # heads for one new task; more is an allocation, not a question

@@ -71,6 +71,8 @@ def load_run(run_dir: Path, prep: Prepared | None) -> RunInputs:
         raise damaged(run_dir, f"base_model.safetensors does not fit the model of config.json "
                                f"({str(e).splitlines()[0]})") from None
     metrics = runs.read_metrics(run_dir / "metrics.json")
+    if not isinstance(metrics.get("base"), dict):    # the analysis keeps it; every reader needs it: refused first
+        raise damaged(run_dir, "metrics.json has no 'base' results")
     preds = runs.read_npz(run_dir / "predictions.npz")
     tensors = {name: runs.read_safetensors(run_dir / f"{name}.safetensors") for name in ("originals", "generated")}
     try:
@@ -79,7 +81,7 @@ def load_run(run_dir: Path, prep: Prepared | None) -> RunInputs:
         raise damaged(run_dir, f"originals.safetensors has no valid layout metadata ({e})") from None
     val_path = run_dir / "predictions_val.npz"
     val_preds = runs.read_npz(val_path) if val_path.exists() else None
-    check_inputs(run_dir, codec.dim, metrics, tensors, preds, val_preds)
+    check_inputs(run_dir, codec.dim, metrics, tensors, preds, val_preds, prep.data)
     if val_preds is None:
         ev = Evaluator(model, codec, prep.device, chunk=prep.cfg.eval_chunk)
         vecs = {"base": codec.flatten(model.state_dict())[None],
@@ -105,8 +107,11 @@ def damaged(run_dir: Path, what: str) -> runs.RunError:
     return runs.RunError(f"run {run_dir.name} is damaged: {what}; delete the run and run it again")
 
 
-def check_inputs(run_dir: Path, dim: int, metrics: dict, tensors: dict, preds: dict, val_preds: dict) -> None:
-    """Every file the analysis reads agrees with the others, checked before it writes anything."""
+def check_inputs(run_dir: Path, dim: int, metrics: dict, tensors: dict, preds: dict, val_preds: dict,
+                 data=None) -> None:
+    """Every file the analysis reads agrees with the others and with the dataset (`data`, the run's splits),
+    checked before it writes anything: a prediction file edited into other labels would otherwise be
+    analysed, and the run's good results overwritten with its zeros."""
     rows = {}
     for g, (t, _) in tensors.items():
         for key in ("params", "latents"):
@@ -121,6 +126,14 @@ def check_inputs(run_dir: Path, dim: int, metrics: dict, tensors: dict, preds: d
             continue
         if y not in arrays or arrays[y].ndim != 1:
             raise damaged(run_dir, f"{split} has no {y} labels")
+        if data is not None and not np.array_equal(arrays[y], getattr(data, y).numpy()):
+            raise damaged(run_dir, f"{split}'s {y} are not the labels of the run's {y.split('_')[1]} split")
+        for g, a in arrays.items():     # model predictions: integer classes, -1 for a non-finite model
+            if g != y and (a.dtype.kind not in "iu" or (data is not None and a.size
+                                                         and not (-1 <= a.min() and a.max() < data.n_classes))):
+                seen = f", values {a.min()} to {a.max()}" if a.dtype.kind in "iuf" and a.size else ""
+                raise damaged(run_dir, f"{split} holds {g} predictions that are not class labels of this "
+                                       f"dataset (dtype {a.dtype}{seen})")
         for g, n in rows.items():
             if g not in arrays or arrays[g].shape != (n, len(arrays[y])):
                 got = tuple(arrays[g].shape) if g in arrays else "nothing"

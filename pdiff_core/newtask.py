@@ -36,10 +36,16 @@ def read_task_file(path, name: str | None = None) -> tuple[np.ndarray, np.ndarra
             if "X" not in z.files or "y" not in z.files:
                 raise NewTaskError(f"{path}: save the examples as X and their labels (0/1) as y with np.savez")
             x, y = z["X"], z["y"]
+    except MemoryError:     # a header that claims more rows than memory holds
+        raise NewTaskError(f"{path}: its arrays are larger than this machine's memory; give fewer examples") from None
     except (OSError, ValueError, EOFError) as e:
         if isinstance(e, NewTaskError):
             raise
         raise NewTaskError(f"{path}: not a readable .npz file ({e})") from None
+    if x.ndim == 0:
+        raise NewTaskError(f"{path}: X must hold one row per example, got a single number")
+    if y.dtype == bool:     # True/False are the natural 1/0 labels
+        y = y.astype(np.int64)
     if y.ndim != 1 or len(y) != len(x) or not np.isin(y, (0, 1)).all():
         raise NewTaskError(f"{path}: y must be one label per row of X, each 0 (rest) or 1 (the task's class)")
     if min((y == 0).sum(), (y == 1).sum()) < 1:

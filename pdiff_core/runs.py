@@ -28,6 +28,12 @@ class RunError(ValueError):
     """A missing, unsafe or corrupt run directory."""
 
 
+# what reading a run file that parses but does not hold what the pipeline wrote raises (a key gone, a string where
+# a number belongs, a list where an object does): each reader that must not let one such run take down the others
+# catches these and says which run is damaged
+DAMAGE = (KeyError, TypeError, AttributeError, IndexError, ValueError)
+
+
 def runs_root() -> Path:
     return Path(os.environ.get("PDIFF_RUNS_DIR") or "runs").resolve()
 
@@ -104,7 +110,9 @@ def remedy_for(path: Path) -> str:
     """What to do about a damaged run file: the analysis's files (and a transfer run's transfer.json, computed
     from transfer.npz) are rebuilt by analyze, the rest by a new run."""
     path = Path(path)
-    if path.name.startswith(("analysis.", "umap.")) or path.name == "transfer.json":
+    if path.name.startswith("umap."):      # analyze alone keeps an existing umap.npz: --umap recomputes it
+        return f"delete it, or run `python -m pdiff_core analyze {path.parent.name} --umap` to recompute it"
+    if path.name.startswith("analysis.") or path.name == "transfer.json":
         return f"run `python -m pdiff_core analyze {path.parent.name}` to rebuild it"
     return "delete the run and run it again"
 

@@ -303,6 +303,9 @@ def list_sweeps() -> list[dict]:
             out.append(summary(load(d.name)))
         except (SweepError, runs.RunError) as e:
             out.append({"name": d.name, "damaged": str(e)})
+        except runs.DAMAGE as e:
+            out.append({"name": d.name, "damaged": f"{d} holds files this version did not write ({type(e).__name__}: "
+                                                   f"{e}); delete the folder, or its state.json to run it again"})
     return out
 
 
@@ -311,6 +314,9 @@ def read_state(name: str) -> dict:
     path = folder(name) / "state.json"
     remedy = f"delete it: the sweep then reads as created, and `--resume {name}` runs its cells not done"
     state = runs.read_json(path, remedy=remedy) if path.exists() else {"state": "created"}
+    if not isinstance(state.get("going") or {}, dict):
+        raise runs.RunError(f"{path} is corrupt ('going' is a JSON {type(state['going']).__name__}, not an object); "
+                            f"{remedy}")
     if state.get("state") == "running" and not jobs.alive(state.get("pid")):
         state = {**state, "state": "interrupted", "going": {}}
     return state

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pdiff_core import jobs
+from pdiff_core import jobs, runs
 from pdiff_core.words import best_test, interval_level, interval_words, pp_figures, trajectory_figures
 
 
@@ -170,35 +170,52 @@ def runs_table(rows: list[dict]) -> pd.DataFrame:
     numbers and the config options people compare on (already small: no caching needed)."""
     out = []
     for row in rows:
-        c, m, a = row.get("config") or {}, row.get("metrics") or {}, row.get("analysis") or {}
-        g = m.get("groups", {})
-        o, gen = g.get("originals", {}), g.get("generated", {})
-        mem, notes = a.get("memorization") or {}, row.get("notes") or {}
-        state = row.get("state")
-        if state in jobs.ACTIVE:
-            state = f"{state} {100 * (row.get('progress') or 0):.0f}%"
-        started, finished = row.get("started"), row.get("finished")
-        out.append({
-            "run": row["run"], "name": notes.get("name", ""), "tags": ", ".join(notes.get("tags", [])),
-            "state": state, "created": pd.to_datetime(started, unit="s") if started else pd.NaT,
-            "duration s": round(finished - started, 1) if started and finished else None,
-            "preset": c.get("preset"), "dataset": c.get("dataset"), "arch": c.get("arch"), "layers": c.get("layers"),
-            "zoo": c.get("zoo", "trajectory"), "sampler": c.get("sampler"), "seed": c.get("seed"),
-            "K": c.get("k"), "N": c.get("n_generate"),
-            "orig best": best_test(o), "orig median": o.get("summary", {}).get("median"),
-            "gen best": best_test(gen), "gen median": gen.get("summary", {}).get("median"),
-            GEN_MINUS_ORIG: difference_cell((a.get("accuracy") or {}).get("median_difference")) or NONE,
-            "replica rate": mem.get("replica_rate"),
-            # a trajectory's replica threshold is one step length: the distance to the path, in steps, beside it
-            "d_traj ÷ step": traj_ratio(mem),
-            "dominated": mem.get("dominated_share"), "o-g (max)": (a.get("similarity") or {}).get("og_max"),
-            ENSEMBLE_GAIN: difference_cell(((a.get("ensembles") or {}).get("intervals") or {}).get("gain_generated"))
-            or NONE})
+        try:
+            out.append(run_row(row))
+        except runs.DAMAGE as e:
+            # a file that parses but not as written: that row says so, the table and every other run stay
+            out.append({"run": row["run"], "state": f"damaged ({type(e).__name__}: {e})"})
     cols = ["run", "name", "tags", "state", "created", "duration s", "preset", "dataset", "arch", "layers", "zoo",
             "sampler", "seed", "K", "N", "orig best", "orig median", "gen best", "gen median", GEN_MINUS_ORIG,
             "replica rate", "d_traj ÷ step", "dominated", "o-g (max)", ENSEMBLE_GAIN]
     df = pd.DataFrame(out, columns=cols)
     return df.astype({c: float for c in RUN_ACCS + ["duration s", "d_traj ÷ step", "o-g (max)"]})
+
+
+def number(v) -> float | None:
+    """A figure from a run file, or ValueError: a string there is damage, not a value to draw."""
+    if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)):
+        return v
+    raise ValueError(f"{v!r} where a number belongs")
+
+
+def run_row(row: dict) -> dict:
+    """One run's row of runs_table; KeyError, TypeError, AttributeError or ValueError for a damaged file."""
+    c, m, a = row.get("config") or {}, row.get("metrics") or {}, row.get("analysis") or {}
+    g = m.get("groups", {})
+    o, gen = g.get("originals", {}), g.get("generated", {})
+    mem, notes = a.get("memorization") or {}, row.get("notes") or {}
+    state = row.get("state")
+    if state in jobs.ACTIVE:
+        state = f"{state} {100 * (row.get('progress') or 0):.0f}%"
+    started, finished = number(row.get("started")), number(row.get("finished"))
+    return {
+        "run": row["run"], "name": notes.get("name", ""), "tags": ", ".join(notes.get("tags", [])),
+        "state": state, "created": pd.to_datetime(started, unit="s") if started else pd.NaT,
+        "duration s": round(finished - started, 1) if started and finished else None,
+        "preset": c.get("preset"), "dataset": c.get("dataset"), "arch": c.get("arch"), "layers": c.get("layers"),
+        "zoo": c.get("zoo", "trajectory"), "sampler": c.get("sampler"), "seed": c.get("seed"),
+        "K": c.get("k"), "N": c.get("n_generate"),
+        "orig best": number(best_test(o)), "orig median": number(o.get("summary", {}).get("median")),
+        "gen best": number(best_test(gen)), "gen median": number(gen.get("summary", {}).get("median")),
+        GEN_MINUS_ORIG: difference_cell((a.get("accuracy") or {}).get("median_difference")) or NONE,
+        "replica rate": number(mem.get("replica_rate")),
+        # a trajectory's replica threshold is one step length: the distance to the path, in steps, beside it
+        "d_traj ÷ step": number(traj_ratio(mem)),
+        "dominated": number(mem.get("dominated_share")),
+        "o-g (max)": number((a.get("similarity") or {}).get("og_max")),
+        ENSEMBLE_GAIN: difference_cell(((a.get("ensembles") or {}).get("intervals") or {}).get("gain_generated"))
+        or NONE}
 
 
 def filter_runs(df: pd.DataFrame, text: str = "", states: list[str] | None = None) -> pd.DataFrame:

@@ -196,6 +196,20 @@ def need_results() -> load.RunRef:
     return r
 
 
+def damaged_page(e: Exception) -> str:
+    """One line for a page that could not read the active run's files (app.py's last resort)."""
+    what = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    try:
+        rid = active_run()
+    except Exception:           # the run list itself is what failed: no run to name
+        rid = None
+    if not rid:
+        return f"This page failed ({what}); the server's log has the details."
+    return (f"This page could not read run `{rid}` ({what}): its files are damaged or were not written by this "
+            f"version. `python -m pdiff_core analyze {rid}` rebuilds its analysis; if the page still fails, "
+            "delete the run and run it again.")
+
+
 def need_analysis(r: load.RunRef) -> None:
     if not (r.has("analysis.json") and r.has("analysis.npz")):
         st.info(f"Analysis not computed yet: run `python -m pdiff_core analyze {r.id}`")

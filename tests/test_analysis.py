@@ -317,6 +317,12 @@ def _drop_a_row(run_dir, group):
     runs.write_safetensors(run_dir / f"{group}.safetensors", t, meta)
 
 
+def _set_preds(run_dir, key, edit):
+    p = runs.read_npz(run_dir / "predictions.npz")
+    p[key] = edit(p[key])
+    runs.write_npz(run_dir / "predictions.npz", p)
+
+
 def _drop_preds(run_dir, group):
     p = runs.read_npz(run_dir / "predictions.npz")
     del p[group]
@@ -330,6 +336,14 @@ def _drop_preds(run_dir, group):
     (lambda d: _drop_a_row(d, "originals"), "originals.safetensors holds params (23, "),
     (lambda d: _drop_preds(d, "generated"), "predictions.npz holds nothing for generated"),
     (lambda d: (d / "metrics.json").write_text("[1, 2]"), "metrics.json is corrupt (a JSON list, not an object)"),
+    # predictions edited into what no model of this dataset predicts were analysed as all wrong, and written
+    (lambda d: _set_preds(d, "generated", lambda p: np.full_like(p, 999)), "holds generated predictions that are "
+                                                                           "not class labels of this dataset"),
+    (lambda d: _set_preds(d, "generated", lambda p: p + 0.5), "(dtype float64"),
+    (lambda d: _set_preds(d, "y_test", lambda y: (y + 1) % 10), "predictions.npz's y_test are not the labels of "
+                                                                 "the run's test split"),
+    (lambda d: runs.write_json(d / "metrics.json", {k: v for k, v in runs.read_json(d / "metrics.json").items()
+                                                    if k != "base"}), "metrics.json has no 'base' results"),
 ])
 def test_damaged_or_all_nonfinite_inputs_are_refused_before_anything_is_written(tiny_run, tmp_path, damage, says):
     """One line that says what is wrong, and no file rewritten: before, an all-NaN generator crashed

@@ -218,6 +218,50 @@ def test_a_runs_warnings_show_on_every_result_page(finished_run, tmp_path, monke
     assert warning in texts(at.info) and warning not in texts(at.warning)    # once, in the verdict
 
 
+def test_one_damaged_run_leaves_the_runs_page_and_its_comparison_to_the_others(finished_run, tmp_path, monkeypatch):
+    """A run file that parses but not as written (a date as a word, a string where a share belongs, an analysis.npz
+    without its arrays) replaced the whole Runs page with a traceback. Its row now says it is damaged, and the
+    comparison leaves it out with its reason."""
+    import shutil
+    root, rid = finished_run
+    copy = tmp_path / "runs"
+    for name in ("good", "late", "shares", "arrays"):
+        shutil.copytree(root / rid, copy / name)
+    status = runs.read_json(copy / "late" / "status.json")
+    runs.write_json(copy / "late" / "status.json", {**status, "started": "yesterday"})
+    an = runs.read_json(copy / "shares" / "analysis.json")
+    runs.write_json(copy / "shares" / "analysis.json", {**an, "memorization": {**an["memorization"],
+                                                                              "replica_rate": "most"}})
+    np.savez(copy / "arrays" / "analysis.npz", x=np.zeros(1))
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(copy))
+    at = app("runs", "good")
+    assert_clean(at)
+    table = at.dataframe[0].value.set_index("run")
+    assert table.at["good", "state"] == "done" and table.at["arrays", "state"] == "done"
+    assert table.at["late", "state"].startswith("damaged (ValueError") and "'yesterday'" in table.at["late", "state"]
+    assert table.at["shares", "state"].startswith("damaged (ValueError: 'most' where a number belongs")
+    at.multiselect(key="compare").set_value(["good", "arrays", "late"]).run()
+    assert_clean(at)
+    assert "`arrays` is left out of the comparison" in texts(at.warning), texts(at.warning)
+    assert len(at.get("plotly_chart")) == 3                  # good and late: accuracy, distances, novelty
+
+
+def test_a_result_file_that_parses_but_lacks_its_keys_gets_one_line_not_a_traceback(finished_run, tmp_path,
+                                                                                    monkeypatch):
+    """The last resort in app.py: a page that cannot read what it needs from a run says which run and what to do."""
+    import shutil
+    root, rid = finished_run
+    shutil.copytree(root / rid, tmp_path / "runs" / rid)
+    an = runs.read_json(tmp_path / "runs" / rid / "analysis.json")
+    runs.write_json(tmp_path / "runs" / rid / "analysis.json", {k: v for k, v in an.items() if k != "similarity"})
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(tmp_path / "runs"))
+    at = app("similarity", rid)
+    assert not at.exception, texts(at.exception)
+    (error,) = [e.value for e in at.error]
+    assert error.startswith(f"This page could not read run `{rid}` (KeyError: 'similarity')") and "\n" not in error
+    assert f"python -m pdiff_core analyze {rid}" in error
+
+
 def test_similarity_pair_reads_the_iou_row_of_the_model_it_names(finished_run, tmp_path, monkeypatch):
     """The matrices' rows are found by their stored labels (iou_labels / iou_index), not assumed to follow
     the models table: with the rows stored generated first, the pair's IoU and agreement stay the same."""

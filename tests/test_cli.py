@@ -190,6 +190,16 @@ def test_a_corrupt_transfer_summary_is_rebuilt_not_deleted(capsys, runs_dir):
     assert "delete" not in err
 
 
+def test_each_damaged_file_names_the_command_that_rebuilds_it(tmp_path):
+    """analyze keeps an existing umap.npz, so a corrupt one was sent to a command that left it corrupt."""
+    from pdiff_core.runs import remedy_for
+    assert remedy_for(tmp_path / "r" / "umap.npz") == ("delete it, or run `python -m pdiff_core analyze r --umap` "
+                                                       "to recompute it")
+    for name in ("analysis.json", "analysis.npz", "transfer.json"):
+        assert remedy_for(tmp_path / "r" / name) == "run `python -m pdiff_core analyze r` to rebuild it"
+    assert remedy_for(tmp_path / "r" / "metrics.json") == "delete the run and run it again"
+
+
 def test_output_files_and_head_counts_are_checked_up_front(capsys, runs_dir, tmp_path):
     d = runs_dir / "r"
     d.mkdir(parents=True)
@@ -205,6 +215,55 @@ def test_output_files_and_head_counts_are_checked_up_front(capsys, runs_dir, tmp
     for n in ("0", "-1", "100000000"):
         code, out, err = run_cli(capsys, "new-task", "r", str(tmp_path / "t.npz"), "--n", n)
         assert_one_line_error(code, err, "--n must be from 1 to")
+
+
+def test_output_never_overwrites_a_runs_files(capsys, runs_dir, tmp_path):
+    """`report --out` and `new-task --out` wrote over any file they were given: a run's metrics.json became
+    HTML, its base model a set of heads. A path inside the runs directory, or an existing file of another
+    kind, is refused in one line and left as it was."""
+    d = runs_dir / "r"
+    d.mkdir(parents=True)
+    (d / "config.json").write_text("{}")
+    (d / "status.json").write_text('{"state": "done"}')
+    (d / "metrics.json").write_text('{"groups": {}}')
+    (d / "transfer.npz").write_bytes(b"")
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    code, out, err = run_cli(capsys, "report", "r", "--out", str(d / "metrics.json"))
+    assert_one_line_error(code, err, "is inside the runs directory", "write it elsewhere")
+    code, out, err = run_cli(capsys, "new-task", "r", str(tmp_path / "t.npz"), "--out", str(d / "transfer.npz"))
+    assert_one_line_error(code, err, "is inside the runs directory")
+    mine = tmp_path / "notes.txt"
+    mine.write_text("mine")
+    code, out, err = run_cli(capsys, "report", "r", "--out", str(mine))
+    assert_one_line_error(code, err, "exists and is not a .html file")
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before and mine.read_text() == "mine"
+
+
+def test_a_report_of_an_analysis_that_lacks_its_keys_is_one_line(capsys, tiny_run, tmp_path, monkeypatch):
+    import shutil
+    from pdiff_core import runs
+    shutil.copytree(tiny_run, tmp_path / "runs" / "r")
+    an = runs.read_json(tmp_path / "runs" / "r" / "analysis.json")
+    runs.write_json(tmp_path / "runs" / "r" / "analysis.json", {k: v for k, v in an.items() if k != "memorization"})
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(tmp_path / "runs"))
+    code, out, err = run_cli(capsys, "report", "r", "--out", str(tmp_path / "r.html"))
+    assert_one_line_error(code, err, "run r's files do not hold what a report reads (KeyError: 'memorization')",
+                          "`python -m pdiff_core analyze r` rebuilds its analysis")
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_one_damaged_run_does_not_take_the_list_from_the_others(capsys, runs_dir):
+    """A metrics.json whose groups parse but hold a string where the summary belongs crashed `list` for every run."""
+    for rid, summary in (("good", {"median": 0.9}), ("bad", "x")):
+        (runs_dir / rid).mkdir(parents=True)
+        (runs_dir / rid / "config.json").write_text('{"dataset": "digits"}')
+        (runs_dir / rid / "status.json").write_text('{"state": "done"}')
+        (runs_dir / rid / "metrics.json").write_text(json.dumps({"groups": {"originals": {"summary": summary}}}))
+    code, out, err = run_cli(capsys, "list")
+    assert code == 0 and not err, err
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert rows["good"].split()[1] == "done" and "/90.0" in rows["good"]
+    assert rows["bad"].split()[1] == "damaged:" and "AttributeError" in rows["bad"] and "show bad" in rows["bad"]
 
 
 def test_presets_and_empty_list(capsys, runs_dir):

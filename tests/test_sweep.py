@@ -119,6 +119,19 @@ def test_a_damaged_sweep_is_listed_as_such_and_refused_in_one_line(runs_dir, cap
     assert not no_cells
 
 
+def test_a_damaged_state_file_is_listed_as_such_and_hides_no_other_sweep(runs_dir, capsys):
+    """A state.json whose 'going' parses as a list crashed `sweep --list` (and the Sweeps page) for every sweep."""
+    from pdiff_core import runs
+    fake_sweep("good")
+    fake_sweep("bad")
+    runs.write_json(sweep.root() / "bad" / "state.json", {"state": "created", "going": [1]})
+    assert main(["sweep", "--list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("good ") and "1 pending" in line for line in out), out
+    (bad,) = [line for line in out if line.startswith("bad ")]
+    assert "damaged" in bad and "'going' is a JSON list, not an object" in bad and "delete it" in bad, bad
+
+
 def test_a_cell_run_id_outside_the_runs_folder_moves_nothing(runs_dir, capsys, no_cells):
     victim = runs_dir.parent / "victim"
     victim.mkdir()

@@ -198,3 +198,17 @@ def test_the_median_interval_over_tasks_covers_the_median_at_least_95_percent_of
     cover = np.mean([(c := metrics.median_ci(rng.exponential(size=16)))["lo"] <= np.log(2) <= c["hi"]
                      for _ in range(5000)])
     assert abs(cover - d["level"]) < 0.01 and cover >= 0.95, cover
+
+
+def test_task_files_that_are_not_examples_get_one_line(tmp_path):
+    """A single number as X raised a TypeError through the CLI and the Transfer page's upload; True/False labels
+    are 1/0 labels."""
+    import numpy as np
+    from pdiff_core import newtask
+    f = tmp_path / "t.npz"
+    np.savez(f, X=np.float64(3), y=np.array([0, 1]))
+    with pytest.raises(newtask.NewTaskError, match="X must hold one row per example, got a single number"):
+        newtask.read_task_file(f)
+    np.savez(f, X=np.zeros((2, 64)), y=np.array([False, True]))
+    x, y = newtask.read_task_file(f)
+    assert y.tolist() == [0, 1] and y.dtype.kind == "i"
