@@ -237,9 +237,10 @@ def out_file(path: str | None, example: str) -> None:
         raise runs.RunError(f"--out {path} is a folder; give a file name in it, e.g. {p / example}")
     if not p.parent.is_dir():
         raise runs.RunError(f"--out {path}: the folder {p.parent} does not exist; create it or choose another")
-    root = runs.runs_root().resolve()
-    if root in p.resolve().parents:      # a run's own files (metrics.json, base_model...) are never written over
-        raise runs.RunError(f"--out {path} is inside the runs directory {root}; write it elsewhere, e.g. ./{example}")
+    root, rp = runs.runs_root().resolve(), p.resolve()
+    if root in rp.parents and rp.parent != root:     # a run's (or sweep's) own files are never written over
+        raise runs.RunError(f"--out {path} is inside '{rp.relative_to(root).parts[0]}', a folder of the runs "
+                            f"directory, whose files only the pipeline writes; write it elsewhere, e.g. ./{example}")
     suffix = Path(example).suffix
     if p.exists() and p.suffix != suffix:
         raise runs.RunError(f"--out {path} exists and is not a {suffix} file; give a new name or a {suffix} file "

@@ -229,9 +229,9 @@ def test_output_never_overwrites_a_runs_files(capsys, runs_dir, tmp_path):
     (d / "transfer.npz").write_bytes(b"")
     before = {p.name: p.read_bytes() for p in d.iterdir()}
     code, out, err = run_cli(capsys, "report", "r", "--out", str(d / "metrics.json"))
-    assert_one_line_error(code, err, "is inside the runs directory", "write it elsewhere")
+    assert_one_line_error(code, err, "is inside 'r', a folder of the runs directory", "write it elsewhere")
     code, out, err = run_cli(capsys, "new-task", "r", str(tmp_path / "t.npz"), "--out", str(d / "transfer.npz"))
-    assert_one_line_error(code, err, "is inside the runs directory")
+    assert_one_line_error(code, err, "is inside 'r', a folder of the runs directory")
     mine = tmp_path / "notes.txt"
     mine.write_text("mine")
     code, out, err = run_cli(capsys, "report", "r", "--out", str(mine))
