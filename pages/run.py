@@ -2,7 +2,7 @@
 warnings, stage timings, the full configuration and the whole log. Live while the run is going."""
 import streamlit as st
 
-from pdiff_core import jobs
+from pdiff_core import jobs, runs
 from studio import charts, load, shape, ui
 
 
@@ -27,8 +27,8 @@ def record(rid: str, status: dict) -> None:
             st.plotly_chart(charts.losses(curves), key=f"record-losses-{rid}")
         else:
             st.caption("No loss recorded: the run stopped before the autoencoder trained.")
-    warnings = list(dict.fromkeys([*(status.get("warnings") or []),
-                                   *((load.metrics(r).get("warnings") or []) if r.has("metrics.json") else [])]))
+    warnings = list(dict.fromkeys([*runs.warnings_of(status),
+                                   *(runs.warnings_of(load.metrics(r)) if r.has("metrics.json") else [])]))
     if warnings:
         st.subheader("Warnings")
         for w in warnings:

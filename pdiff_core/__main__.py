@@ -103,7 +103,7 @@ def show_metrics(m: dict) -> None:
         z = m["zoo"]
         print(f"zoo: {z['kind']}, {z['runs']} run(s), {z['steps_per_run']} steps per run, collect_lr {z['lr']:g}"
               + (f" (asked {z['lr_requested']:g}; halved {z['lr_halvings']}x after divergence)" if z.get("lr_halvings") else ""))
-    for w in m.get("warnings") or []:
+    for w in runs.warnings_of(m):
         print(f"warning: {w}")
     print("test accuracy %; best = the model chosen on validation, its test accuracy; max = the highest test "
           "accuracy (a statistic, not a choice)")

@@ -118,6 +118,8 @@ def check_inputs(run_dir: Path, dim: int, metrics: dict, tensors: dict, preds: d
             if key not in t:
                 raise damaged(run_dir, f"{g}.safetensors has no '{key}'")
         n = rows[g] = len(t["params"])
+        if t["params"].dtype != torch.float32:     # what the pipeline writes; a float64 one failed deep in a matmul
+            raise damaged(run_dir, f"{g}.safetensors holds {t['params'].dtype} params, not float32")
         if t["params"].ndim != 2 or t["params"].shape[1] != dim or len(t["latents"]) != n:
             raise damaged(run_dir, f"{g}.safetensors holds params {tuple(t['params'].shape)} and latents "
                                    f"{tuple(t['latents'].shape)}, not {n} rows of {dim} parameters")
@@ -350,7 +352,7 @@ def analyze(run_dir: Path, prep: Prepared | None, report, test_logits: dict | No
     lap("maps_wait")
 
     counts = {g: {"n": len(grp.finite), "finite": int(grp.finite.sum())} for g, grp in {**groups, **base}.items()}
-    warnings = list(run.metrics.get("warnings") or [])
+    warnings = runs.warnings_of(run.metrics)
     result = clean({
         "version": VERSION, "seed": seed,
         "groups": list({**groups, **base}), "baseline_groups": list(base),

@@ -131,6 +131,13 @@ def read_json(path: Path, remedy: str | None = None) -> dict:
     return obj
 
 
+def warnings_of(d: dict) -> list[str]:
+    """A metrics.json's or status.json's warnings as a list of sentences (a lone string is one warning, not one
+    per letter)."""
+    w = d.get("warnings") or []
+    return [w] if isinstance(w, str) else [str(x) for x in w] if isinstance(w, list) else [str(w)]
+
+
 def read_metrics(path: Path) -> dict:
     """metrics.json, with its per-group results as an object of objects (what every reader walks); RunError,
     saying what to do, for any other shape."""

@@ -150,7 +150,7 @@ def build(run_dir: Path) -> str:
     sim, mem = an["similarity"], an["memorization"]
     zoo = zoo_kind(mem)
     nonfinite = figures.nonfinite_warning(m)
-    warnings = [*(m.get("warnings") or []), *([nonfinite] if nonfinite else [])]
+    warnings = [*runs.warnings_of(m), *([nonfinite] if nonfinite else [])]
 
     parts = [f"<h1>p-diff report: {html.escape(run_id)}</h1>",
              f'<p class="sub">{html.escape(str(m["dataset"]))} · {html.escape(str(m["arch"]))} · layers '

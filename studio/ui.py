@@ -288,7 +288,7 @@ def reference_note(m: dict) -> None:
 def show_warnings(m: dict) -> None:
     """The run's warnings (metrics.json), on every page that reads its results: a broken run's figures mean
     nothing anywhere (Memorization carries them in its verdict)."""
-    for w in m.get("warnings") or []:
+    for w in runs.warnings_of(m):
         st.warning(w, icon=":material/warning:")
 
 

@@ -317,6 +317,12 @@ def _drop_a_row(run_dir, group):
     runs.write_safetensors(run_dir / f"{group}.safetensors", t, meta)
 
 
+def _to_double(run_dir, group):
+    t, meta = runs.read_safetensors(run_dir / f"{group}.safetensors")
+    t["params"] = t["params"].double()
+    runs.write_safetensors(run_dir / f"{group}.safetensors", t, meta)
+
+
 def _set_preds(run_dir, key, edit):
     p = runs.read_npz(run_dir / "predictions.npz")
     p[key] = edit(p[key])
@@ -334,6 +340,7 @@ def _drop_preds(run_dir, group):
                                           "the generator diverged"),
     (lambda d: _nan_rows(d, "originals"), "all 24 originals models of bad have non-finite"),
     (lambda d: _drop_a_row(d, "originals"), "originals.safetensors holds params (23, "),
+    (lambda d: _to_double(d, "generated"), "generated.safetensors holds torch.float64 params, not float32"),
     (lambda d: _drop_preds(d, "generated"), "predictions.npz holds nothing for generated"),
     (lambda d: (d / "metrics.json").write_text("[1, 2]"), "metrics.json is corrupt (a JSON list, not an object)"),
     # predictions edited into what no model of this dataset predicts were analysed as all wrong, and written

@@ -335,3 +335,10 @@ def test_the_command_line_sees_a_dead_run_as_failed_as_the_app_does(runs_dir, ca
     assert runs.read_status(run_dir)["state"] == "failed"
     code, _, err = run_cli(capsys, "report", "k9")
     assert_one_line_error(code, err, "not finished (state: failed)")
+
+
+def test_a_lone_warning_string_is_one_warning(capsys, runs_dir):
+    """metrics.json's warnings as one string printed one letter a line (and drew one box per letter in the app)."""
+    from pdiff_core import runs
+    assert runs.warnings_of({"warnings": "base model under-trained"}) == ["base model under-trained"]
+    assert runs.warnings_of({"warnings": ["a", "b"]}) == ["a", "b"] and runs.warnings_of({}) == []
