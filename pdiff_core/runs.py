@@ -117,13 +117,18 @@ def remedy_for(path: Path) -> str:
     return "delete the run and run it again"
 
 
+def missing(path: Path, remedy: str | None = None) -> str:
+    """A run file that is not there: the run stopped before writing it, or it was removed since; what to do."""
+    return f"{path} is missing: the run stopped before writing it, or it was removed; {remedy or remedy_for(path)}"
+
+
 def read_json(path: Path, remedy: str | None = None) -> dict:
     """A run file's JSON object; RunError, saying what to do, for a missing, unreadable or wrong-shaped one.
     remedy: what to do about a damaged file that is not a run's (a sweep's); by default a run's remedy."""
     try:
         obj = json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise RunError(f"{path} is missing; the run may still be going or was never finished") from None
+        raise RunError(missing(path, remedy)) from None
     except (ValueError, UnicodeDecodeError, OSError) as e:   # OSError: a folder or an unreadable file there
         raise RunError(f"{path} is corrupt ({e}); {remedy or remedy_for(path)}") from None
     if not isinstance(obj, dict):         # every run file is an object: a list or number is damage
@@ -160,7 +165,7 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
         with safe_open(str(path), framework="pt") as f:
             return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
     except FileNotFoundError:
-        raise RunError(f"{path} is missing; the run did not get that far") from None
+        raise RunError(missing(path)) from None
     except Exception as e:  # safetensors raises its own error types for bad headers
         raise RunError(f"{path} is not a valid safetensors file ({e}); {remedy_for(path)}") from None
 
@@ -178,7 +183,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
     except FileNotFoundError:
-        raise RunError(f"{path} is missing; the run did not get that far") from None
+        raise RunError(missing(path)) from None
     except Exception as e:
         raise RunError(f"{path} is corrupt ({e}); {remedy_for(path)}") from None
 

@@ -198,6 +198,11 @@ def test_each_damaged_file_names_the_command_that_rebuilds_it(tmp_path):
     for name in ("analysis.json", "analysis.npz", "transfer.json"):
         assert remedy_for(tmp_path / "r" / name) == "run `python -m pdiff_core analyze r` to rebuild it"
     assert remedy_for(tmp_path / "r" / "metrics.json") == "delete the run and run it again"
+    # a missing file says the same ("the run did not get that far" was said of a finished run's lost file)
+    from pdiff_core import runs
+    with pytest.raises(runs.RunError, match="analysis.npz is missing: the run stopped before writing it, or it was "
+                                            "removed; run `python -m pdiff_core analyze r` to rebuild it"):
+        runs.read_npz(tmp_path / "r" / "analysis.npz")
 
 
 def test_output_files_and_head_counts_are_checked_up_front(capsys, runs_dir, tmp_path):
