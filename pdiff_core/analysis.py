@@ -28,6 +28,7 @@ from threadpoolctl import threadpool_limits
 from . import runs
 from .baselines import NOISE_SIGMAS, SUBSET, make_baselines
 from .config import RunConfig
+from .data import DataError
 from .embed import PCA_DIMS, PendingMaps, pca, tsne, umap_embed   # sklearn imported here, so one_thread() also limits its BLAS
 from .evaluate import Evaluator
 from .memorization import Group, memorization, similarity
@@ -63,7 +64,13 @@ def load_run(run_dir: Path, prep: Prepared | None) -> RunInputs:
     """Everything the analysis reads from a run directory (prep is rebuilt from config.json).
     A run written before predictions_val.npz existed gets it now, from its parameters."""
     if prep is None:
-        prep = prepare(RunConfig.from_dict(runs.read_json(run_dir / "config.json")))
+        cfg = RunConfig.from_dict(runs.read_json(run_dir / "config.json"))
+        try:
+            prep = prepare(cfg)
+        except DataError as e:      # its advice is a new run's (--set data_root), which analyze does not take
+            raise runs.RunError(f"{str(e).split('; ')[0]}; put the files back where run {run_dir.name}'s "
+                                f"config.json says (data_root '{cfg.data_root}'), or set data_root there to where "
+                                "they are now") from None
     model = copy.deepcopy(prep.model)   # prep holds the untrained model; the weights are on disk
     try:
         model.load_state_dict(runs.read_safetensors(run_dir / "base_model.safetensors")[0])

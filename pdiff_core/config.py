@@ -170,6 +170,8 @@ def parse_overrides(pairs: list[str]) -> dict:
         key = key.strip()
         if key not in types:
             raise ConfigError(f"unknown config key '{key}'; valid keys: {', '.join(sorted(types))}")
+        if key in out:      # the last one silently winning hides a typo in the other
+            raise ConfigError(f"--set {key} is given twice; give each key once")
         out[key] = _coerce(types[key], key, text.strip())
     return out
 

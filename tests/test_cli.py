@@ -38,6 +38,7 @@ def no_running_runs(runs_dir):
     (["run", "--set", "dataset=imagenet"], ["unknown dataset 'imagenet'", "digits"]),
     (["run", "--set", "layers=bn7.weight"], ["bn7.weight", "last_bn", "bn1.weight"]),
     (["run", "--set", "ae_steps=-5"], ["ae_steps must be a positive integer", "-5"]),
+    (["run", "--set", "k=12", "--set", "k=13"], ["--set k is given twice; give each key once"]),
     (["run", "--set", "k=0"], ["k must be"]),
     (["run", "--set", "k=many"], ["k=many: expected a whole number"]),
     (["run", "--set", "nonsense=1"], ["unknown config key 'nonsense'"]),
@@ -176,6 +177,20 @@ def test_damaged_runs_are_listed_and_refused_in_one_line(capsys, runs_dir):
     assert_one_line_error(code, err, "status.json is corrupt (a JSON list, not an object)")
     for rid, fs in files.items():
         assert {p.name: p.read_text() for p in (runs_dir / rid).iterdir()} == fs
+
+
+def test_analyze_of_a_run_whose_data_folder_is_gone_says_where_to_put_it(capsys, runs_dir):
+    """The dataset's own advice is a new run's ('pass --set data_root'), which analyze does not take."""
+    from pdiff_core.config import preset_config
+    d = runs_dir / "m"
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps(preset_config("tiny", dataset="mnist", data_root="/nowhere").to_dict()))
+    (d / "status.json").write_text('{"state": "done"}')
+    (d / "metrics.json").write_text('{"groups": {}}')
+    code, out, err = run_cli(capsys, "analyze", "m")
+    assert_one_line_error(code, err, "MNIST files not found", "put the files back where run m's config.json says "
+                          "(data_root '/nowhere'), or set data_root there")
+    assert "--set" not in err
 
 
 def test_a_corrupt_transfer_summary_is_rebuilt_not_deleted(capsys, runs_dir):
