@@ -112,7 +112,7 @@ for p in pair:              # a run whose files cannot be drawn is left out with
             load.arrays(r)["generated_nn_raw_dist"], load.models(r)
         refs.append(r)
     except runs.DAMAGE as e:     # RunError is a ValueError
-        st.warning(f"`{p}` is left out of the comparison: its files are damaged ({type(e).__name__}: {e}).",
+        st.warning(f"`{p}` is left out of the comparison: its files are damaged ({runs.damage_words(e)}).",
                    icon=":material/warning:")
 if len(refs) >= 2:
     diff = load.config_diff(refs)

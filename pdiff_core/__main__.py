@@ -51,7 +51,7 @@ def cmd_list(args) -> int:
             print(f"{r['run']:<40} {r.get('state', '?'):<10} {c.get('dataset', '?'):<10} {c.get('arch', '?'):<9} "
                   f"{str(c.get('layers', '?'))[:8]:<8} {best(o)}{best(g)}")
         except runs.DAMAGE as e:   # one damaged run, not the list
-            print(f"{r['run']:<40} damaged: {type(e).__name__}: {e}; `show {r['run']}` says more")
+            print(f"{r['run']:<40} damaged: {runs.damage_words(e)}; `show {r['run']}` says more")
     return 0
 
 
@@ -61,7 +61,7 @@ def reading(path: Path):
     try:
         yield
     except (KeyError, TypeError, AttributeError, IndexError) as e:
-        raise runs.RunError(f"{path} is damaged ({type(e).__name__}: {e}); delete the run and run it again") from None
+        raise runs.RunError(f"{path} is damaged ({runs.damage_words(e)}); delete the run and run it again") from None
 
 
 def cmd_show(args) -> int:
@@ -190,8 +190,8 @@ def cmd_report(args) -> int:
     except runs.RunError:
         raise
     except runs.DAMAGE as e:
-        raise runs.RunError(f"run {args.run}'s files do not hold what a report reads ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0] if str(e) else ''}); `python -m pdiff_core analyze {args.run}` "
+        raise runs.RunError(f"run {args.run}'s files do not hold what a report reads ({runs.damage_words(e)}); "
+                            f"`python -m pdiff_core analyze {args.run}` "
                             "rebuilds its analysis, and if that fails, delete the run and run it again") from None
     return 0
 

@@ -28,7 +28,7 @@ from threadpoolctl import threadpool_limits
 from . import runs
 from .baselines import NOISE_SIGMAS, SUBSET, make_baselines
 from .config import RunConfig
-from .data import DataError
+from .data import DataError, Splits
 from .embed import PCA_DIMS, PendingMaps, pca, tsne, umap_embed   # sklearn imported here, so one_thread() also limits its BLAS
 from .evaluate import Evaluator
 from .memorization import Group, memorization, similarity
@@ -115,7 +115,7 @@ def damaged(run_dir: Path, what: str) -> runs.RunError:
 
 
 def check_inputs(run_dir: Path, dim: int, metrics: dict, tensors: dict, preds: dict, val_preds: dict,
-                 data=None) -> None:
+                 data: Splits) -> None:
     """Every file the analysis reads agrees with the others and with the dataset (`data`, the run's splits),
     checked before it writes anything: a prediction file edited into other labels would otherwise be
     analysed, and the run's good results overwritten with its zeros."""
@@ -135,11 +135,10 @@ def check_inputs(run_dir: Path, dim: int, metrics: dict, tensors: dict, preds: d
             continue
         if y not in arrays or arrays[y].ndim != 1:
             raise damaged(run_dir, f"{split} has no {y} labels")
-        if data is not None and not np.array_equal(arrays[y], getattr(data, y).numpy()):
+        if not np.array_equal(arrays[y], getattr(data, y).numpy()):
             raise damaged(run_dir, f"{split}'s {y} are not the labels of the run's {y.split('_')[1]} split")
         for g, a in arrays.items():     # model predictions: integer classes, -1 for a non-finite model
-            if g != y and (a.dtype.kind not in "iu" or (data is not None and a.size
-                                                         and not (-1 <= a.min() and a.max() < data.n_classes))):
+            if g != y and (a.dtype.kind not in "iu" or (a.size and not (-1 <= a.min() and a.max() < data.n_classes))):
                 seen = f", values {a.min()} to {a.max()}" if a.dtype.kind in "iuf" and a.size else ""
                 raise damaged(run_dir, f"{split} holds {g} predictions that are not class labels of this "
                                        f"dataset (dtype {a.dtype}{seen})")

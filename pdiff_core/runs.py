@@ -34,6 +34,12 @@ class RunError(ValueError):
 DAMAGE = (KeyError, TypeError, AttributeError, IndexError, ValueError)
 
 
+def damage_words(e: Exception) -> str:
+    """Such an error on one line, for the message that names the damaged run: "KeyError: 'similarity'"."""
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
 def runs_root() -> Path:
     return Path(os.environ.get("PDIFF_RUNS_DIR") or "runs").resolve()
 

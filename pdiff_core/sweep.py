@@ -304,8 +304,9 @@ def list_sweeps() -> list[dict]:
         except (SweepError, runs.RunError) as e:
             out.append({"name": d.name, "damaged": str(e)})
         except runs.DAMAGE as e:
-            out.append({"name": d.name, "damaged": f"{d} holds files this version did not write ({type(e).__name__}: "
-                                                   f"{e}); delete the folder, or its state.json to run it again"})
+            out.append({"name": d.name, "damaged": f"{d} holds files this version did not write "
+                                                   f"({runs.damage_words(e)}); delete the folder, or its state.json "
+                                                   "to run it again"})
     return out
 
 

@@ -172,7 +172,8 @@ def embedding_methods(r: RunRef, space: str) -> list[str]:
 @st.cache_data(**CACHE)
 def pareto_figure(r: RunRef):
     """Accuracy against s_max with the baselines' Pareto front (figures.acc_vs_smax): (figure, caption)."""
-    return figures.acc_vs_smax(models(r), shape.pareto_front(models(r)))
+    m = models(r)
+    return figures.acc_vs_smax(m, shape.pareto_front(m))
 
 
 @st.cache_data(**CACHE)

@@ -174,7 +174,7 @@ def runs_table(rows: list[dict]) -> pd.DataFrame:
             out.append(run_row(row))
         except runs.DAMAGE as e:
             # a file that parses but not as written: that row says so, the table and every other run stay
-            out.append({"run": row["run"], "state": f"damaged ({type(e).__name__}: {e})"})
+            out.append({"run": row["run"], "state": f"damaged ({runs.damage_words(e)})"})
     cols = ["run", "name", "tags", "state", "created", "duration s", "preset", "dataset", "arch", "layers", "zoo",
             "sampler", "seed", "K", "N", "orig best", "orig median", "gen best", "gen median", GEN_MINUS_ORIG,
             "replica rate", "d_traj ÷ step", "dominated", "o-g (max)", ENSEMBLE_GAIN]

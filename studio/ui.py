@@ -198,7 +198,7 @@ def need_results() -> load.RunRef:
 
 def damaged_page(e: Exception) -> str:
     """One line for a page that could not read the active run's files (app.py's last resort)."""
-    what = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    what = runs.damage_words(e)
     try:
         rid = active_run()
     except Exception:           # the run list itself is what failed: no run to name
