@@ -26,10 +26,10 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from . import runs
-from .baselines import NOISE_SIGMAS, SUBSET, make_baselines
+from .baselines import N_FAMILIES, NOISE_SIGMAS, SUBSET, make_baselines
 from .config import RunConfig
 from .data import DataError, Splits
-from .embed import PCA_DIMS, PendingMaps, pca, tsne, umap_embed   # sklearn imported here, so one_thread() also limits its BLAS
+from .embed import PCA_DIMS, PendingMaps, helper_pays, pca, tsne, umap_embed   # sklearn imported here, so one_thread() also limits its BLAS
 from .evaluate import Evaluator
 from .memorization import Group, memorization, similarity
 from .metrics import correct, group_metrics, median_difference
@@ -210,7 +210,13 @@ def param_embeddings(groups, base, codec, seed) -> tuple[dict, dict, PendingMaps
     info = {"space": "normalized", "methods": ["pca", "tsne"], "pca_dims": min(PCA_DIMS, *x.shape),
             "per_baseline_cap": EMBED_PER_BASELINE,
             "points": {g: int((names == g).sum()) for g in dict.fromkeys(names)}}
-    return info, {"emb_params_group": names, "emb_params_index": index}, PendingMaps(x, seed)
+    return info, {"emb_params_group": names, "emb_params_index": index}, PendingMaps(x, seed, helper_pays(len(x)))
+
+
+def map_points(cfg) -> int:
+    """At most how many points a run's parameter map holds (embedding_points): every checkpoint and
+    generated model, and up to EMBED_PER_BASELINE of each baseline family's n_generate."""
+    return cfg.k + cfg.n_generate + N_FAMILIES * min(cfg.n_generate, EMBED_PER_BASELINE)
 
 
 def finish_param_embeddings(info: dict, arrays: dict, pending: PendingMaps, wait) -> tuple[dict, dict, dict]:

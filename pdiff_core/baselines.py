@@ -10,6 +10,7 @@ import torch
 from .params import Codec
 
 NOISE_SIGMAS = (0.001, 0.01, 0.05, 0.1, 0.15)
+N_FAMILIES = len(NOISE_SIGMAS) + 4   # make_baselines: noise_*, average, average16, gaussian, interpolation
 SUBSET = 16   # checkpoints per average in the "average16" family
 
 

@@ -1,8 +1,9 @@
 """2-D maps of parameter vectors (PCA, t-SNE, UMAP), computed in a helper process.
 
-t-SNE of a run's parameter points takes about 2.4 s on one core. The pipeline starts the helper
-when a run starts (numpy and scikit-learn load while the run trains); the analysis hands it the
-points and does everything else meanwhile. The maps are the same numbers wherever they are
+t-SNE of a run's parameter points takes about 2.4 s on one core (digits-quick). The pipeline starts
+the helper when a run with a large map starts (numpy and scikit-learn load while the run trains); the
+analysis hands it the points and does everything else meanwhile. A small map (HELPER_MIN_POINTS) is
+computed in the run's own process. The maps are the same numbers wherever they are
 computed (one thread, fixed seeds); if the helper cannot start or dies, they are computed in
 this process instead.
 
@@ -38,6 +39,11 @@ from threadpoolctl import threadpool_limits
 from . import child_env
 
 PCA_DIMS = 50            # t-SNE and UMAP run on this many principal components
+# A smaller map is computed in the run's own process: its t-SNE takes about a second there (tiny's 184
+# points: 0.9 s), while the helper costs about 3.5 s of CPU to start (numpy and scikit-learn load again).
+# tiny runs took the same wall time either way and 27 % less CPU without it (9.64 against 9.66 s,
+# 9.8 against 13.3 s of CPU, median of 5 each); digits-quick's 850 points take seconds, so it keeps the helper.
+HELPER_MIN_POINTS = 300
 UMAP_ON_DEMAND = ("on demand: python -m pdiff_core analyze RUN --umap, or the Parameter space page "
                   "(numba compiles it for about 8 s the first time in a process)")
 
@@ -199,12 +205,22 @@ def stop_helper():
 atexit.register(stop_helper)
 
 
-class PendingMaps:
-    """param_maps(x, seed) (PCA and t-SNE) under way in the helper; result() falls back to this process."""
+def helper_pays(points: int) -> bool:
+    """Whether a map of `points` points goes to the helper: a large one, or any once a helper is running
+    (the pipeline starts it early for a run whose map it expects to be large)."""
+    return points >= HELPER_MIN_POINTS or (_helper is not None and _helper.alive())
 
-    def __init__(self, x: np.ndarray, seed: int):
-        self.x, self.seed = x, seed
-        self.helper, self.dst, self.note = start_helper(), None, "helper process"
+
+class PendingMaps:
+    """param_maps(x, seed) (PCA and t-SNE) under way in the helper; result() falls back to this process.
+    With helper=False they are computed in this process, by result()."""
+
+    def __init__(self, x: np.ndarray, seed: int, helper: bool = True):
+        self.x, self.seed, self.dst = x, seed, None
+        if not helper:
+            self.helper, self.note = None, f"in this process ({len(x)} points: quicker than starting the helper)"
+            return
+        self.helper, self.note = start_helper(), "helper process"
         if self.helper is None:
             self.note = "in this process (the helper process could not start)"
             return

@@ -49,9 +49,11 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, report: Callable[[str, float, st
         return run_transfer(cfg, run_dir, report, prep, log_loss)
     run_dir = Path(run_dir)
     runs.write_json(run_dir / "config.json", cfg.to_dict())
-    if cfg.analysis:   # the analysis's helper process (t-SNE) loads scikit-learn while we train
-        from .embed import start_helper
-        start_helper()
+    if cfg.analysis:   # the analysis's helper process (t-SNE of a large map) loads scikit-learn while we train
+        from .analysis import map_points
+        from .embed import helper_pays, start_helper
+        if helper_pays(map_points(cfg)):
+            start_helper()
     gen = seed_everything(cfg.seed)
     model = copy.deepcopy(prep.model)
     timings: dict[str, float] = {}

@@ -75,12 +75,12 @@ def memory_need(cfg: RunConfig, model: torch.nn.Module, names: list[str], n_val:
     """Bytes held by the run's largest tensors, keyed by the options that size them. A lower bound
     (activations and temporary copies left out), from shapes alone: `model` may be on the meta device."""
     from .autoencoder import ParamAutoencoder
-    from .baselines import NOISE_SIGMAS
+    from .baselines import N_FAMILIES
     from .diffusion import Denoiser
     dim = sum(t.numel() for n, t in model.state_dict().items() if n in names)
     k = cfg.k * (cfg.tasks_train if cfg.family else 1)
     n = cfg.n_generate * (cfg.tasks_heldout if cfg.family else 1)
-    n_rows = n * (len(NOISE_SIGMAS) + 4 if cfg.analysis and not cfg.family else 1)   # with the baselines' families
+    n_rows = n * (N_FAMILIES if cfg.analysis and not cfg.family else 1)   # with the baselines' families
     row = 4 * dim + 8 * (n_val + n_test) + 4 * n_test * n_classes    # a vector, its predictions, its test logits
     return {"width": _trained_bytes(lambda: model),
             "k": k * (row + 2 * 4 * dim),                        # + the normalized and reconstructed checkpoints

@@ -152,6 +152,7 @@ def test_make_baselines_names_shapes_and_seed():
     fams = B.make_baselines(theta, codec, 7, seed=3)
     assert list(fams) == ["noise_0.001", "noise_0.01", "noise_0.05", "noise_0.1", "noise_0.15",
                           "average", "average16", "gaussian", "interpolation"]
+    assert len(fams) == B.N_FAMILIES        # what the parameter map's size (analysis.map_points) counts on
     assert {k: tuple(v.shape) for k, v in fams.items()} == {k: (1 if k == "average" else 7, 5) for k in fams}
     again = B.make_baselines(theta, codec, 7, seed=3)
     assert all(torch.equal(fams[k], again[k]) for k in fams)
@@ -271,6 +272,10 @@ def test_tiny_run_files_agree_with_definitions(tiny_run):
     assert z["init_generated"].shape == (4, U.INIT_STEPS + 1)
     assert a["ensembles"]["k"] == [1, 2, 5, 10, 16]
     assert z["emb_params_tsne"].shape == (len(z["emb_params_group"]), 2)
+    from pdiff_core.analysis import map_points
+    from pdiff_core.config import RunConfig
+    cfg = RunConfig.from_dict(runs.read_json(tiny_run / "config.json"))
+    assert len(z["emb_params_group"]) <= map_points(cfg) <= len(z["emb_params_group"]) + 16   # average: 1 of 16
 
 
 def test_nonfinite_generated_models_are_excluded(tiny_run, tmp_path):

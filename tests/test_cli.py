@@ -319,7 +319,8 @@ def test_sigterm_ends_the_run_cancelled_and_stops_its_helper(runs_dir):
     import os
     import signal
     proc = subprocess.Popen([sys.executable, "-m", "pdiff_core", "run", "--preset", "tiny", "--quiet",
-                             "--run-id", "term", "--set", "ddpm_steps=5000"], cwd=ROOT,
+                             "--run-id", "term", "--set", "ddpm_steps=5000",
+                             "--set", "n_generate=40"], cwd=ROOT,   # a map of 424 points: the helper starts
                             env={**os.environ, "PDIFF_RUNS_DIR": str(runs_dir)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     status, children = runs_dir / "term" / "status.json", f"/proc/{proc.pid}/task/{proc.pid}/children"

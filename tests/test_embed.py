@@ -57,6 +57,23 @@ def test_a_dead_helper_falls_back_to_this_process():
     np.testing.assert_array_equal(maps["tsne"], ref["tsne"])
 
 
+def test_a_small_map_stays_in_this_process_unless_a_helper_is_running():
+    """tiny's map (169 points) is quicker to compute here than to start the helper for; digits-quick's is not."""
+    from pdiff_core.analysis import map_points
+    from pdiff_core.config import preset_config
+    assert map_points(preset_config("tiny")) < embed.HELPER_MIN_POINTS <= map_points(preset_config("digits-quick"))
+    embed.stop_helper()
+    x = points(seed=2)
+    assert not embed.helper_pays(len(x)) and embed.helper_pays(embed.HELPER_MIN_POINTS)
+    maps, _, timings = embed.PendingMaps(x, 4, embed.helper_pays(len(x))).result()
+    assert timings["where"] == "in this process (90 points: quicker than starting the helper)", timings
+    assert embed._helper is None                            # none was started
+    np.testing.assert_array_equal(maps["tsne"], embed.param_maps(x, 4)[0]["tsne"])
+    embed.start_helper()                                    # as the pipeline does for a run with a large map
+    assert embed.helper_pays(len(x))
+    assert embed.PendingMaps(x, 4, embed.helper_pays(len(x))).result()[2]["where"] == "helper process"
+
+
 def test_giving_up_while_waiting_stops_the_helper():
     pending = embed.PendingMaps(points(n=1500, d=60), 0)   # t-SNE of 1500 points: a few seconds
     proc = pending.helper.proc
