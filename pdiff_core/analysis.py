@@ -205,7 +205,7 @@ def embedding_points(groups: dict[str, torch.Tensor], base: dict[str, torch.Tens
 
 def param_embeddings(groups, base, codec, seed) -> tuple[dict, dict, PendingMaps]:
     """PCA, t-SNE and UMAP of normalized parameters: what was embedded now, and the maps
-    started in the helper process (embed.py), to be collected with finish_param_embeddings."""
+    started in the helper process (embed.py) for a large map, to be collected with finish_param_embeddings."""
     x, names, index = embedding_points(groups, base, codec, seed)
     info = {"space": "normalized", "methods": ["pca", "tsne"], "pca_dims": min(PCA_DIMS, *x.shape),
             "per_baseline_cap": EMBED_PER_BASELINE,
@@ -320,7 +320,7 @@ def analyze(run_dir: Path, prep: Prepared | None, report, test_logits: dict | No
 
     report(0.05, "building and evaluating baselines")
     fams = make_baselines(groups["originals"].params, codec, prep.cfg.n_generate, seed + SALT_BASELINES)
-    # the parameter maps (t-SNE, UMAP) run in the helper process, beside everything below
+    # the parameter maps (PCA, t-SNE) of a large map run in the helper process, beside everything below
     maps_started = param_embeddings({g: grp.params for g, grp in groups.items()}, fams, codec, seed + SALT_EMBED)
     base = evaluate_baselines(ev, prep, fams, feats)
     lap("baselines")

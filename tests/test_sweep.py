@@ -299,7 +299,7 @@ def test_mean_ci_is_a_t_interval_over_seeds():
 
 def test_a_killed_local_worker_is_retried_once(tmp_path):
     runs_dir = tmp_path / "runs"
-    # no analysis stage: this checks the retry, and the analysis (and its UMAP helper) only costs time here
+    # no analysis stage: this checks the retry, and the analysis only costs time here
     proc = cli(runs_dir, "--preset", "tiny", "--grid", "k=12", "--grid", "analysis=false", "--name", "kill",
                "--workers", "1")
     try:
