@@ -42,7 +42,7 @@ PCA_DIMS = 50            # t-SNE and UMAP run on this many principal components
 # A smaller map is computed in the run's own process: its t-SNE takes about a second there (tiny's 169
 # points: 0.9 s), while the helper costs about 3.5 s of CPU to start (numpy and scikit-learn load again).
 # tiny runs took the same wall time either way and 27 % less CPU without it (9.10 against 9.51 s,
-# 9.3 against 12.8 s of CPU, median of 5 each, alternating); on digits-quick's 850 points the helper saved
+# 9.3 against 12.8 s of CPU, median of 5 each, alternating); on digits-quick's 801 points the helper saved
 # 4.5 s of wall time (57.5 against 62.0 s, median of 3, alternating) for 3.8 s more CPU.
 HELPER_MIN_POINTS = 300
 UMAP_ON_DEMAND = ("on demand: python -m pdiff_core analyze RUN --umap, or the Parameter space page "
