@@ -4,7 +4,7 @@
 
 Each run is `python -m pdiff_core run` in a fresh process (imports included). "Without" patches
 embed.HELPER_MIN_POINTS in that process so that no map goes to the helper; "with" sets it to 0, so that
-every map does (the default, 300 points, sends digits-quick's 850 there and keeps tiny's 169 here).
+every map does (the default, 300 points, sends digits-quick's 801 there and keeps tiny's 169 here).
 Prints the median wall time and CPU (the run's process and its children) of each way, and their ratio."""
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,11 +42,6 @@ def one(preset: str, min_points: int, runs_dir: str) -> tuple[float, float, str]
     return wall, cpu, where
 
 
-def median(xs):
-    xs = sorted(xs)
-    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", nargs="+", default=["tiny", "digits-quick"])
@@ -60,8 +56,8 @@ def main():
                     got[way].append(one(preset, min_points, runs_dir))
             for way, rows in got.items():
                 print(f"| {preset} | {way} | {', '.join(f'{w:.1f}' for w, _, _ in rows)} | "
-                      f"{median([w for w, _, _ in rows]):.2f} | {median([c for _, c, _ in rows]):.2f} | {rows[0][2]} |")
-            w, wo = ([median([r[i] for r in got[way]]) for i in (0, 1)] for way in WAYS)
+                      f"{statistics.median([w for w, _, _ in rows]):.2f} | {statistics.median([c for _, c, _ in rows]):.2f} | {rows[0][2]} |")
+            w, wo = ([statistics.median([r[i] for r in got[way]]) for i in (0, 1)] for way in WAYS)
             print(f"| {preset} | with ÷ without | | {w[0] / wo[0]:.2f}x | {w[1] / wo[1]:.2f}x | |")
 
 
