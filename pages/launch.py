@@ -129,4 +129,5 @@ with st.expander("More options", expanded=any(bad in names for names in forms.MO
 if error and bad is None:
     st.error(error, icon=":material/error:")
 st.button("Launch", type="primary", icon=":material/rocket_launch:", on_click=launch, key="launch_button")
+jobs.standby()          # a worker does its imports while the user fills the form: Launch then skips them
 remember_in_url()

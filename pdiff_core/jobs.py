@@ -4,17 +4,24 @@ The app never trains in its own process. start() writes config.json and a "queue
 then launches `python -m pdiff_core run ... --run-id ID --quiet` in a new session, with its
 stdout and stderr going to worker.out in the run directory. refresh() turns a run whose status
 says queued/running but whose process is gone into "failed", with the last lines it printed, so
-nothing is left "running" forever. Several runs may go at once: each is its own process."""
+nothing is left "running" forever. Several runs may go at once: each is its own process.
+
+standby() starts the next worker early (pdiff_core/standby.py), while the page with the launch
+button is open, so that start() hands it the run with its imports done; it is used only when its
+environment and this package's code are still what a fresh worker would get."""
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -26,6 +33,8 @@ UPLOADS = "_uploads"          # inside the runs root; not a valid run id, so nev
 START_GRACE_S = 15.0          # a queued run without a pid yet is given this long before it counts as dead
 ACTIVE = ("queued", "running")
 _children: dict[int, subprocess.Popen] = {}   # workers started by this process, polled so they get reaped
+_standby: dict = {"proc": None, "key": None}  # the waiting worker, and what it was started with
+_standby_lock = threading.Lock()              # the app's sessions each run in a thread of one server
 
 
 def _overrides(cfg: RunConfig) -> list[str]:
@@ -44,8 +53,68 @@ def worker_command(cfg: RunConfig, run_id: str) -> list[str]:
             "--run-id", run_id, "--quiet"]
 
 
+def worker_env() -> dict[str, str]:
+    return child_env(PDIFF_RUNS_DIR=str(runs.runs_root()), PYTHONUNBUFFERED="1")
+
+
+def _standby_key(env: dict[str, str]) -> tuple:
+    """What a waiting worker must share with a fresh one: the environment (thread counts and paths are
+    read at import) and this package's code (an edit since it started would not be in it)."""
+    code = max(p.stat().st_mtime_ns for p in Path(__file__).parent.glob("*.py"))
+    return tuple(sorted(env.items())), code
+
+
+def standby() -> None:
+    """Have a worker waiting with its imports done (about 5.5 s of CPU), for the next start(). Only when no
+    worker of ours is going: on 2 cores its imports would slow a going run down. PDIFF_STANDBY=0: never."""
+    if os.environ.get("PDIFF_STANDBY") == "0" or any(alive(pid) for pid in list(_children)):
+        return
+    env = worker_env()
+    with _standby_lock:
+        proc = _standby["proc"]
+        if proc is not None and proc.poll() is None and _standby["key"] == _standby_key(env):
+            return
+        _drop_standby()
+        proc = subprocess.Popen([sys.executable, "-m", "pdiff_core.standby"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+        _standby.update(proc=proc, key=_standby_key(env))
+
+
+def _drop_standby() -> None:
+    proc = _standby["proc"]
+    _standby.update(proc=None, key=None)
+    if proc is not None:
+        proc.kill()                         # it holds no run: nothing is lost
+        proc.wait()
+        proc.stdin.close(), proc.stdout.close()
+
+
+def _hand_to_standby(run_dir: Path, argv: list[str], env: dict[str, str]) -> subprocess.Popen | None:
+    """Give the run to the waiting worker, or None when there is none that matches a fresh worker (it is
+    then stopped). Its pid goes into status.json first: with its imports done, it writes status at once."""
+    with _standby_lock:
+        proc, key = _standby["proc"], _standby["key"]
+        if proc is None or proc.poll() is not None or key != _standby_key(env):
+            _drop_standby()
+            return None
+        _standby.update(proc=None, key=None)
+    ready = bool(select.select([proc.stdout], [], [], 0)[0])   # its "ready" line: the imports are done
+    how = "imports done" if ready else "still importing"
+    runs.update_status(run_dir, pid=proc.pid, standby=how, message=f"waiting worker process {proc.pid} took "
+                                                                   f"the run ({how})")
+    try:
+        proc.stdin.write(json.dumps({"argv": argv, "out": str(run_dir / WORKER_OUT)}).encode() + b"\n")
+        proc.stdin.close()
+    except OSError:                         # it died just now: a fresh worker instead
+        proc.kill(), proc.wait()
+        return None
+    finally:
+        proc.stdout.close()
+    return proc
+
+
 def start(cfg: RunConfig, run_id: str | None = None) -> str:
-    """Launch a worker for an already validated cfg; returns the run id at once."""
+    """Launch a worker for an already validated cfg (the waiting one, if any); returns the run id at once."""
     run_id = run_id or runs.new_run_id(cfg.preset, cfg.seed)
     run_dir = runs.run_path(run_id, must_exist=False)
     run_dir.mkdir(parents=True, exist_ok=False)
@@ -54,13 +123,15 @@ def start(cfg: RunConfig, run_id: str | None = None) -> str:
     runs.write_json(run_dir / "status.json", {
         "state": "queued", "stage": "queued", "progress": 0.0, "message": "starting the worker process",
         "error": None, "pid": None, "queued": now, "updated": now})
-    env = child_env(PDIFF_RUNS_DIR=str(runs.runs_root()), PYTHONUNBUFFERED="1")
-    with open(run_dir / WORKER_OUT, "ab") as out:
-        proc = subprocess.Popen(worker_command(cfg, run_id), stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    env, command = worker_env(), worker_command(cfg, run_id)
+    proc = _hand_to_standby(run_dir, command[3:], env)       # argv after `python -m pdiff_core`
+    if proc is None:
+        with open(run_dir / WORKER_OUT, "ab") as out:
+            proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        # The worker needs seconds to import torch before its first status write, so this lands first.
+        runs.update_status(run_dir, pid=proc.pid, message=f"worker process {proc.pid} started")
     _children[proc.pid] = proc
-    # The worker needs seconds to import torch before its first status write, so this lands first.
-    runs.update_status(run_dir, pid=proc.pid, message=f"worker process {proc.pid} started")
     return run_id
 
 
@@ -185,7 +256,9 @@ def save_upload(filename: str, data: bytes) -> Path:
 
 
 def stop_all_started() -> None:
-    """Terminate workers this process started (for tests and shutdown hooks)."""
+    """Terminate workers this process started, and the waiting one (for tests and shutdown hooks)."""
+    with _standby_lock:
+        _drop_standby()
     for pid, proc in list(_children.items()):
         if proc.poll() is None:
             os.killpg(pid, signal.SIGTERM)

@@ -3,8 +3,10 @@ loading cuBLAS and cuDNN and for their first kernels (5.6 s of an 18.5 s digits-
 `start()` pays it in a background thread while the main thread loads data and builds the model.
 
 Why a thread and not a warm worker process: the cost is per process, and CUDA cannot be forked
-into one. PyTorch releases the GIL inside its ops, so the thread's first kernels do not stall the
-Python work beside it; the context itself is created under torch's init lock, which the main
+into one. The app's waiting worker (pdiff_core/standby.py) does a run's imports before the click
+but not this: it would hold a CUDA context while idle, and no GPU session has measured it yet.
+PyTorch releases the GIL inside its ops, so the thread's first kernels do not stall the Python
+work beside it; the context itself is created under torch's init lock, which the main
 thread's first CUDA call simply waits on. The thread draws no random numbers (that would move
 the seeded generators) and never fails a run: an error is recorded and the run goes on cold.
 

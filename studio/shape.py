@@ -235,6 +235,9 @@ def timings_table(status: dict) -> pd.DataFrame:
     """status.json's `timings` (pipeline stages) then `analysis_timings`, one row per stage with its
     seconds; nested parts (maps: pca_tsne, umap_fit...) get a row each, anything else a note."""
     rows = [{"part": "pipeline", "stage": k, "seconds": v, "note": ""} for k, v in (status.get("timings") or {}).items()]
+    if status.get("standby"):      # why its start was quick: its worker had imported torch before the click
+        rows.insert(0, {"part": "pipeline", "stage": "worker", "seconds": None,
+                        "note": f"a waiting worker took the run ({status['standby']})"})
     for k, v in (status.get("analysis_timings") or {}).items():
         if not isinstance(v, dict):
             rows.append({"part": "analysis", "stage": k, "seconds": v, "note": ""})

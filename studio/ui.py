@@ -319,6 +319,7 @@ def estimate_note(preset: str, device: str = "auto") -> str:
 
 def quick_demo_button() -> None:
     st.button(demo_label(), type="primary", icon=":material/play_arrow:", on_click=_start_demo)
+    jobs.standby()      # a worker does its imports while the user reads: the click then skips them
     if error := st.session_state.pop("demo_error", None):
         st.error(error, icon=":material/error:")
 

@@ -11,6 +11,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 torch.set_num_threads(1)   # as runs do: on shared 2-core machines two threads ran up to 20x slower
+# No waiting worker (jobs.standby) behind the in-process AppTests: each test's own runs directory would stop
+# the last one and start another, 5.5 s of CPU each. The browser tests' servers and test_jobs turn it on.
+os.environ["PDIFF_STANDBY"] = "0"
 
 
 # pytest-xdist runs the tests on two workers (pyproject's addopts), and each worker builds the fixtures its

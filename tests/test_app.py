@@ -478,9 +478,12 @@ def test_run_page_is_the_complete_record_of_a_finished_run(finished_run, monkeyp
 
 def test_run_page_of_a_going_run_is_live(runs_dir):
     fake_run(runs_dir, "going", {"state": "running", "losses": {"ae": [[0, 1.0], [10, 0.5]], "ddpm": []},
-                                 "message": "diffusion step 40"}, "12:00:00 [autoencoder] step 10\n")
+                                 "message": "diffusion step 40", "standby": "imports done"},
+             "12:00:00 [autoencoder] step 10\n")
     at = app("run", "going")
     assert_clean(at)
+    worker = at.dataframe[0].value.set_index("stage").loc["worker"]          # how its worker began
+    assert worker["note"] == "a waiting worker took the run (imports done)" and worker["seconds"] == ""
     assert at.get("progress") and at.button(key="cancel-going")
     assert at.get("plotly_chart"), "no loss curves while going"
     assert "[autoencoder] step 10" in " ".join(c.value for c in at.code)

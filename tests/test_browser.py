@@ -79,7 +79,8 @@ def streamlit_server(runs_dir: Path, log: Path):
     """`streamlit run app.py` on a free loopback port with PDIFF_RUNS_DIR=runs_dir; yields its URL.
     Its demo button runs the tiny preset (DEMO_PRESET): the same clicks and pages on smaller data."""
     port = free_port()
-    env = dict(os.environ, PDIFF_RUNS_DIR=str(runs_dir), PYTHONUNBUFFERED="1", PDIFF_DEMO_PRESET=DEMO_PRESET)
+    env = dict(os.environ, PDIFF_RUNS_DIR=str(runs_dir), PYTHONUNBUFFERED="1", PDIFF_DEMO_PRESET=DEMO_PRESET,
+               PDIFF_STANDBY="1")      # as a user's server: a worker waits, imports done, for the next launch
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
@@ -287,6 +288,7 @@ def test_quick_demo_then_every_page(demo_run):
     status = runs.read_status(runs_dir / run_id)
     assert status["state"] == "done"
     assert runs.read_json(runs_dir / run_id / "config.json")["preset"] == DEMO_PRESET   # the button ran the demo
+    assert status.get("standby"), "the demo did not go to the worker that waited behind the button"
     # tiny's small map: t-SNE ran in the run's own process (no helper); UMAP is left for the Parameter space page
     analysis = runs.read_json(runs_dir / run_id / "analysis.json")
     assert analysis["embeddings"]["params"]["umap"].startswith("on demand"), analysis["embeddings"]["params"]

@@ -2,6 +2,7 @@
 import io
 import os
 import re
+import select
 import signal
 import threading
 import time
@@ -41,17 +42,89 @@ def test_worker_command_rebuilds_the_config():
     assert cmd[-3:] == ["--run-id", "x", "--quiet"]
 
 
-def test_two_runs_at_once_both_finish(runs_dir):
+def waiting_worker(timeout: float = 120):
+    """The worker jobs.standby() started, once it says its imports are done."""
+    jobs.standby()
+    proc = jobs._standby["proc"]
+    assert proc is not None, "no worker was started"
+    assert select.select([proc.stdout], [], [], timeout)[0], f"the waiting worker was not ready in {timeout} s"
+    return proc
+
+
+def test_two_runs_at_once_both_finish(runs_dir, monkeypatch):
+    """The first run goes to a worker that did its imports before (jobs.standby), the second to a fresh one:
+    the same config gives the same predictions either way."""
+    monkeypatch.setenv("PDIFF_STANDBY", "1")
+    waiting = waiting_worker()
     a = jobs.start(preset_config("tiny", seed=1, **FAST))
-    b = jobs.start(preset_config("tiny", seed=2, **FAST))
+    jobs.standby()                  # a worker of ours is going: no second one waits beside it
+    assert jobs._standby["proc"] is None
+    b = jobs.start(preset_config("tiny", seed=1, **FAST))
     first = runs.read_status(runs.run_path(a))
-    assert first["state"] in ("queued", "running") and first["pid"]      # shown at once, with its pid
+    assert first["state"] in ("queued", "running") and first["pid"] == waiting.pid   # shown at once, with its pid
+    assert first["standby"] == "imports done"
+    assert runs.read_status(runs.run_path(b))["pid"] not in (None, waiting.pid)
+    assert "standby" not in runs.read_status(runs.run_path(b))
     assert {r["run"] for r in jobs.list_runs()} == {a, b}
     for rid in (a, b):
         status = wait(rid)
         assert status["state"] == "done", status
         assert (runs.run_path(rid) / "metrics.json").exists()
         assert status["losses"]["ae"] and status["losses"]["ddpm"]
+    assert waiting.wait(timeout=30) == 0
+    pa, pb = (runs.read_npz(runs.run_path(r) / "predictions.npz") for r in (a, b))
+    assert pa.keys() == pb.keys() and all(np.array_equal(pa[k], pb[k]) for k in pa)
+
+
+def test_a_waiting_worker_is_used_only_where_a_fresh_one_would_be_the_same(runs_dir, monkeypatch, tmp_path):
+    """A waiting worker started for another runs directory (or another environment) is stopped, not
+    used; PDIFF_STANDBY=0 starts none; one whose app has gone (end of its input) exits by itself."""
+    monkeypatch.setenv("PDIFF_STANDBY", "0")
+    jobs.standby()
+    assert jobs._standby["proc"] is None
+    monkeypatch.setenv("PDIFF_STANDBY", "1")
+    jobs.standby()
+    first = jobs._standby["proc"]
+    jobs.standby()
+    assert jobs._standby["proc"] is first                       # still the one: nothing changed
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(tmp_path / "elsewhere"))
+    jobs.standby()
+    second = jobs._standby["proc"]
+    assert second is not first and first.poll() is not None     # the stale one was stopped
+    monkeypatch.setenv("PDIFF_RUNS_DIR", str(runs_dir))
+    assert jobs._hand_to_standby(runs_dir, ["run"], jobs.worker_env()) is None and second.poll() is not None
+    third = waiting_worker()
+    jobs._standby.update(proc=None, key=None)
+    third.stdin.close()                                          # as when the app's server exits
+    assert third.wait(timeout=30) == 0
+
+
+@pytest.mark.parametrize("waiting", [False, True], ids=["fresh", "waiting"])
+def test_worker_that_dies_at_startup_shows_its_error(runs_dir, monkeypatch, waiting):
+    """Its one line reaches the run's status from a fresh worker, and from a waiting one given the run
+    while still importing (it once lost all its output there: the app had stopped reading its "ready")."""
+    if waiting:
+        monkeypatch.setenv("PDIFF_STANDBY", "1")
+        jobs.standby()
+        pid = jobs._standby["proc"].pid
+    rid = jobs.start(preset_config("tiny", dataset="npz", data_root="/nonexistent/data.npz", **FAST))
+    status = wait(rid, timeout=120)
+    assert status["state"] == "failed"
+    assert "npz file not found" in status["error"]
+    assert (status["pid"] == pid and status["standby"] == "still importing") if waiting else status["pid"]
+
+
+def test_a_waiting_worker_whose_imports_failed_says_why_in_the_run(runs_dir, monkeypatch, tmp_path):
+    """An import error in the waiting worker is not lost: the run it is given fails with it, as a fresh
+    worker's would."""
+    (tmp_path / "torch.py").write_text("raise ImportError('a broken torch, for this test')\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("PDIFF_STANDBY", "1")
+    pid = waiting_worker().pid
+    rid = jobs.start(preset_config("tiny", **FAST))
+    status = wait(rid, timeout=60)
+    assert status["state"] == "failed" and status["pid"] == pid
+    assert "exited with code 1" in status["error"] and "ImportError: a broken torch, for this test" in status["error"]
 
 
 def test_cancel_stops_the_worker(runs_dir):
@@ -101,13 +174,6 @@ def test_killed_worker_is_reported_failed_on_disk(runs_dir):
     assert status["state"] == "failed"
     assert "was killed by SIGKILL" in status["error"]
     assert runs.read_status(runs.run_path(rid))["state"] == "failed"     # not left "running" for other readers
-
-
-def test_worker_that_dies_at_startup_shows_its_error(runs_dir):
-    rid = jobs.start(preset_config("tiny", dataset="npz", data_root="/nonexistent/data.npz", **FAST))
-    status = wait(rid, timeout=120)
-    assert status["state"] == "failed"
-    assert "npz file not found" in status["error"]
 
 
 def test_a_dead_pid_from_another_app_process_is_failed(runs_dir):
