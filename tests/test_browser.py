@@ -526,16 +526,25 @@ def test_comparing_three_runs_on_shared_axes(demo_run, tiny_run, tmp_path, monke
         page.goto(f"{url}/runs")
         wait_page(page, "Runs", '[data-testid="stDataFrame"]')
         box = page.locator(".st-key-compare")
-        from playwright.sync_api import expect
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout, expect
         chips = box.locator("[data-tag] [title]")
         expect(chips).to_have_count(2)                  # the default pair, cleared so the test picks all three
         box.get_by_label("Clear all").click()
         expect(chips).to_have_count(0)
         page.wait_for_selector(IDLE)
         for rid in three:
-            box.locator("input").fill(rid)
-            page.locator('[data-testid="stMultiSelectDropdown"]', has_text=rid).wait_for()   # Enter before the
-            page.keyboard.press("Enter")                                # filtered list showed was lost once
+            # Enter before the filtered list showed was lost once; and on a loaded machine the rerun of the
+            # last pick can land after IDLE was read and redraw the box, dropping what was typed: type again
+            for attempt in range(3):
+                box.locator("input").fill(rid)
+                try:
+                    page.locator('[data-testid="stMultiSelectDropdown"]', has_text=rid).wait_for(timeout=15_000)
+                    break
+                except PlaywrightTimeout:
+                    if attempt == 2:
+                        raise
+                    page.wait_for_selector(IDLE)
+            page.keyboard.press("Enter")
             page.wait_for_selector(IDLE)
             page.keyboard.press("Escape")
             box.locator(f'[data-tag] [title="{rid}"]').wait_for()
