@@ -6,8 +6,9 @@ a worker that did its imports before the click ("waiting", jobs.standby) and a f
 "waiting" starts the worker `lead` seconds before jobs.start, as the page does while the user reads it
 (its imports take 4-6 s here). The time is the app's click-to-results: from jobs.start to the run's
 "finished" in status.json, and its two parts: to the run's "started" (the worker's imports, when it
-has them to do, and the run's checks and data) and from there to "finished". CPU is the worker's and its children's (the t-SNE helper), the waiting
-worker's imports included, so the two ways should spend about the same."""
+has them to do, and the run's checks and data) and from there to "finished". CPU is the worker's
+and its children's (the t-SNE helper), the waiting worker's imports included, so the two ways
+should spend about the same."""
 from __future__ import annotations
 
 import argparse

@@ -70,14 +70,15 @@ def standby() -> None:
     if os.environ.get("PDIFF_STANDBY") == "0" or any(alive(pid) for pid in list(_children)):
         return
     env = worker_env()
+    key = _standby_key(env)
     with _standby_lock:
         proc = _standby["proc"]
-        if proc is not None and proc.poll() is None and _standby["key"] == _standby_key(env):
+        if proc is not None and proc.poll() is None and _standby["key"] == key:
             return
         _drop_standby()
         proc = subprocess.Popen([sys.executable, "-m", "pdiff_core.standby"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
-        _standby.update(proc=proc, key=_standby_key(env))
+        _standby.update(proc=proc, key=key)
 
 
 def _drop_standby() -> None:
@@ -86,7 +87,8 @@ def _drop_standby() -> None:
     if proc is not None:
         proc.kill()                         # it holds no run: nothing is lost
         proc.wait()
-        proc.stdin.close(), proc.stdout.close()
+        proc.stdin.close()
+        proc.stdout.close()
 
 
 def _hand_to_standby(run_dir: Path, argv: list[str], env: dict[str, str]) -> subprocess.Popen | None:
@@ -106,7 +108,8 @@ def _hand_to_standby(run_dir: Path, argv: list[str], env: dict[str, str]) -> sub
         proc.stdin.write(json.dumps({"argv": argv, "out": str(run_dir / WORKER_OUT)}).encode() + b"\n")
         proc.stdin.close()
     except OSError:                         # it died just now: a fresh worker instead
-        proc.kill(), proc.wait()
+        proc.kill()
+        proc.wait()
         return None
     finally:
         proc.stdout.close()

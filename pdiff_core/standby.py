@@ -46,7 +46,8 @@ def main() -> int:
     null = os.open(os.devnull, os.O_RDONLY)
     for fd, to in ((out, 1), (out, 2), (null, 0)):
         os.dup2(fd, to)
-    os.close(out), os.close(null)
+    os.close(out)
+    os.close(null)
     if failed:
         print(failed, file=sys.stderr, end="")
         return 1
