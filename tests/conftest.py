@@ -29,6 +29,10 @@ def pytest_collection_modifyitems(items):
     for item, name in group.items():
         if name:
             item.add_marker(pytest.mark.xdist_group(name))
+        # "slow" (pyproject's markers): every browser test starts a server and chromium, and the shared
+        # fixtures are a clicked demo and a sweep of worker processes; the other slow tests carry the mark
+        if name or item.path.name == "test_browser.py":
+            item.add_marker(pytest.mark.slow)
     items.sort(key=lambda item: group[item] is None)      # stable: the order within each part is kept
 
 
@@ -52,9 +56,10 @@ def runs_dir(tmp_path, monkeypatch):
 
 
 @contextmanager
-def executed(tmp_path_factory, preset: str, name: str, **modules):
-    """`preset` run in this process on one thread, as the pipeline runs it, in its own runs directory
-    (PDIFF_RUNS_DIR points there while it runs; `modules` patch sys.modules); yields the run directory.
+def executed(tmp_path_factory, preset: str, name: str, overrides: dict | None = None, **modules):
+    """`preset` (with `overrides` of its config) run in this process on one thread, as the pipeline runs it,
+    in its own runs directory (PDIFF_RUNS_DIR points there while it runs; `modules` patch sys.modules);
+    yields the run directory.
     Both are restored before the yield: two session runs that both kept the variable set left a test
     reading whichever was made last, and a patched module stayed patched for the whole session (a test
     that names a run by id sets PDIFF_RUNS_DIR to run_dir.parent; one that re-runs it patches alike)."""
@@ -70,7 +75,7 @@ def executed(tmp_path_factory, preset: str, name: str, **modules):
     run_dir.mkdir()
     try:
         with one_thread():
-            execute(preset_config(preset), run_dir)
+            execute(preset_config(preset, **(overrides or {})), run_dir)
     finally:
         mp.undo()
     yield run_dir

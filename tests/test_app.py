@@ -1,9 +1,8 @@
 """The Streamlit app through streamlit.testing.v1.AppTest: every page with no runs and with a finished
 run, the launch form's validation, launching, and failed / cancelled / dead runs."""
+import functools
 import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +13,19 @@ from streamlit.testing.v1 import AppTest
 from pdiff_core import jobs, runs
 from pdiff_core.config import DIGITS_QUICK_WORDS, preset_config
 from studio import shape
-from tests.conftest import ROOT, fake_sweep
+from tests.conftest import ROOT, executed, fake_sweep
+
+try:
+    from streamlit.components.v2 import manifest_scanner
+except ImportError:         # a Streamlit without v2 components: nothing is scanned, nothing to keep
+    manifest_scanner = None
+if manifest_scanner is not None:
+    # Each new AppTest scans every installed distribution's metadata for Streamlit v2 components before its
+    # first run: 0.6 s of a 0.66 s Launch page render here (375 distributions), paid once by nearly every test
+    # in this file. No package is installed during a test session, so this process scans once and keeps the
+    # answer (a server scans once, at its start).
+    _scan = functools.cache(manifest_scanner.scan_component_manifests)
+    manifest_scanner.scan_component_manifests = lambda *a, **kw: list(_scan(*a, **kw))
 
 APP = str(ROOT / "app.py")
 TIMEOUT = 60           # AppTest's default of 3 s is too short for a first import of torch on a busy machine
@@ -25,22 +36,11 @@ FAMILY_PAGES = ["transfer"]     # results of a task-family run only: on any othe
 RUN_PAGES = [p for p in PAGES if p != "sweeps"]     # the pages that show the active run's state
 
 
-def cli_run(tmp_path_factory, preset: str, run_id: str, *sets: str) -> tuple:
-    """One real run of `preset` (with `sets`: KEY=VALUE overrides) from the CLI, in its own runs directory:
-    (runs dir, run id)."""
-    root = tmp_path_factory.mktemp(f"runs_{run_id}")
-    env = dict(os.environ, PDIFF_RUNS_DIR=str(root))
-    subprocess.run([sys.executable, "-m", "pdiff_core", "run", "--preset", preset, "--quiet", "--run-id", run_id,
-                    *(a for kv in sets for a in ("--set", kv))],
-                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
-    assert runs.read_json(root / run_id / "status.json")["state"] == "done"
-    return root, run_id
-
-
 @pytest.fixture(scope="session")
-def finished_run(tmp_path_factory):
-    """One real tiny run, analysis included."""
-    return cli_run(tmp_path_factory, "tiny", "tiny")
+def finished_run(tiny_run):
+    """One real tiny run, analysis included: conftest's, shared with test_analysis and test_cli (a second
+    tiny run from the CLI cost each test worker another 9-10 s)."""
+    return tiny_run.parent, tiny_run.name
 
 
 def app(page: str, run: str | None = None) -> AppTest:
@@ -289,8 +289,9 @@ def test_similarity_pair_reads_the_iou_row_of_the_model_it_names(finished_run, t
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory):
     """A real tiny run cut to seconds, with 2 generated models: a run of another size than finished_run's."""
-    return cli_run(tmp_path_factory, "tiny", "small", "k=4", "n_generate=2", "base_min_steps=0", "ae_steps=20",
-                   "ddpm_steps=20", "ddim_steps=5")
+    cut = dict(k=4, n_generate=2, base_min_steps=0, ae_steps=20, ddpm_steps=20, ddim_steps=5)
+    with executed(tmp_path_factory, "tiny", "small", cut) as run_dir:
+        return run_dir.parent, run_dir.name
 
 
 def test_a_selected_generated_model_does_not_follow_a_switch_to_another_run(finished_run, small_run, tmp_path,
@@ -320,6 +321,7 @@ def set_number(at: AppTest, key: str, value):
     return at.run()
 
 
+@pytest.mark.slow
 def test_launch_form_rejects_bad_values(runs_dir):
     at = set_number(app("launch"), "opt_k", 0)
     assert "k must be a positive integer" in texts(at.error)
@@ -372,6 +374,7 @@ def test_launch_refuses_a_run_that_cannot_fit_in_memory(runs_dir):
     assert not runs_dir.exists() or not any(runs_dir.iterdir())           # nothing was started
 
 
+@pytest.mark.slow
 def test_launch_starts_a_worker_and_shows_it(runs_dir):
     at = app("launch")
     at.selectbox(key="preset").set_value("tiny").run()
@@ -413,6 +416,7 @@ def test_failed_cancelled_and_dead_runs_render_their_state(page, runs_dir):
     assert runs.read_status(runs_dir / "dead")["state"] == "failed"
 
 
+@pytest.mark.slow
 def test_a_damaged_run_says_what_is_wrong_and_leaves_the_other_runs_alone(finished_run, runs_dir):
     """JSON of the wrong shape, a truncated file, a finished run without metrics.json: that run's pages show
     one message saying what to do, never a traceback, and every page of a good run beside it still works."""

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from pdiff_core.autoencoder import ParamAutoencoder, conv_plan, train_autoencoder
@@ -20,6 +21,7 @@ def test_shapes_for_odd_dims():
         assert z.shape == (3, 12) and ae.decode(z).shape == (3, dim) and ae(x).shape == (3, dim)
 
 
+@pytest.mark.slow
 def test_reconstructs_a_toy_trajectory():
     """Points on a smooth 2-D curve in 300-D: a trained AE reconstructs them far better than the mean."""
     torch.manual_seed(0)

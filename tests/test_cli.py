@@ -293,6 +293,7 @@ def test_presets_and_empty_list(capsys, runs_dir):
     assert code == 0 and "no runs" in out
 
 
+@pytest.mark.slow
 def test_output_into_a_closed_pipe_ends_quietly(runs_dir):
     """`python -m pdiff_core presets | head -1`: the reader is gone before the output is written. It said
     'error: [Errno 32] Broken pipe' and exited 2 (or 120 from the exit-time flush); as other tools, quietly 0."""
@@ -304,6 +305,7 @@ def test_output_into_a_closed_pipe_ends_quietly(runs_dir):
     assert p.wait(timeout=60) == 0 and err == "", (p.returncode, err)
 
 
+@pytest.mark.slow
 def test_real_process_exit_code(runs_dir):
     """The same through `python -m pdiff_core`, as a user types it."""
     p = subprocess.run([sys.executable, "-m", "pdiff_core", "run", "--set", "layers=nope"],
@@ -313,6 +315,7 @@ def test_real_process_exit_code(runs_dir):
     no_running_runs(runs_dir)
 
 
+@pytest.mark.slow
 def test_sigterm_ends_the_run_cancelled_and_stops_its_helper(runs_dir):
     """`kill`, `timeout` or a job scheduler: the run ends 'cancelled', not 'running' forever,
     and the analysis's helper process goes with it."""

@@ -235,6 +235,7 @@ def test_digits_fractions():
 # -----------------------------------------------------------------------------
 # MNIST-1D
 
+@pytest.mark.slow
 def test_mnist1d_shapes_determinism_and_global_rng():
     np.random.seed(7)
     random.seed(7)

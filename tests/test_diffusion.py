@@ -55,6 +55,7 @@ def test_samplers_shapes_and_determinism():
     assert d.shape == (5, 20) and torch.equal(d, e) and torch.isfinite(d).all()
 
 
+@pytest.mark.slow
 def test_ddpm_learns_a_two_point_distribution():
     """Trained on two latents, both samplers land near them (not on random noise)."""
     torch.manual_seed(0)
@@ -217,6 +218,7 @@ def test_guided_scale_one_is_the_conditional_net():
     assert torch.allclose(Guided(net, c, 0.0)(x, t), eps_u, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_conditional_ddpm_learns_two_conditional_distributions():
     """Condition A = [1, 0] -> N(+2, 0.3^2), B = [0, 1] -> N(-2, 0.3^2) per coordinate. Each
     condition's samples land on its own mode (a net that ignored cond would put both at the same

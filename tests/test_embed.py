@@ -20,6 +20,7 @@ def points(n=90, d=40, seed=0):
     return np.random.default_rng(seed).normal(size=(n, d))
 
 
+@pytest.mark.slow
 def test_helper_gives_the_numbers_this_process_gives():
     x = points()
     maps, status, timings = embed.PendingMaps(x, 7).result()
@@ -43,6 +44,7 @@ def test_helper_gives_the_numbers_this_process_gives():
     assert not np.allclose(other["tsne"], maps["tsne"])
 
 
+@pytest.mark.slow
 def test_a_dead_helper_falls_back_to_this_process():
     x = points(seed=1)
     helper = embed.start_helper()
@@ -57,6 +59,7 @@ def test_a_dead_helper_falls_back_to_this_process():
     np.testing.assert_array_equal(maps["tsne"], ref["tsne"])
 
 
+@pytest.mark.slow
 def test_a_small_map_stays_in_this_process_unless_a_helper_is_running():
     """tiny's map (169 points) is quicker to compute here than to start the helper for; digits-quick's is not."""
     from pdiff_core.analysis import map_points
@@ -74,6 +77,7 @@ def test_a_small_map_stays_in_this_process_unless_a_helper_is_running():
     assert embed.PendingMaps(x, 4, embed.helper_pays(len(x))).result()[2]["where"] == "helper process"
 
 
+@pytest.mark.slow
 def test_giving_up_while_waiting_stops_the_helper():
     pending = embed.PendingMaps(points(n=1500, d=60), 0)   # t-SNE of 1500 points: a few seconds
     proc = pending.helper.proc
@@ -87,6 +91,7 @@ def test_giving_up_while_waiting_stops_the_helper():
     assert embed.start_helper().alive()                   # the next run gets a fresh one
 
 
+@pytest.mark.slow
 def test_helper_reports_a_failed_request_and_the_fallback_raises_the_same():
     x = points(n=3)                                        # too few points for t-SNE's perplexity
     x[0, 0] = np.nan

@@ -114,6 +114,7 @@ def run_one(cfg: dict, runs_dir, monkeypatch) -> tuple[str, str]:
     return "failing", f"exit {code}, state {status.get('state')}: {status.get('error') or status.get('message')}"
 
 
+@pytest.mark.slow
 def test_every_accepted_config_runs_or_is_refused_up_front(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(embed, "umap_available", lambda: False)   # umap's cold import alone takes 30-40 s
     sigterm = signal.getsignal(signal.SIGTERM)                     # the CLI installs its own handler

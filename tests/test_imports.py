@@ -7,6 +7,7 @@ import pytest
 from tests.conftest import ROOT
 
 
+@pytest.mark.slow
 def test_core_imports_without_streamlit_or_umap():
     """The GPU machine has neither (nor ray): pdiff_core must not import them at module level."""
     code = ("import sys, pdiff_core, pdiff_core.pipeline, pdiff_core.analysis, pdiff_core.jobs, pdiff_core.__main__,"
@@ -17,6 +18,7 @@ def test_core_imports_without_streamlit_or_umap():
     assert p.returncode == 0, p.stderr
 
 
+@pytest.mark.slow
 def test_what_trains_nothing_imports_no_torch(tmp_path):
     """torch costs about 1 s to import. A sweep's driver, a Ray worker's executor, the CLI's list and
     presets, a run refused for a bad value, and the app's Home page on a first visit (no runs yet) read JSON

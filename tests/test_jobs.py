@@ -51,6 +51,7 @@ def waiting_worker(timeout: float = 120):
     return proc
 
 
+@pytest.mark.slow
 def test_two_runs_at_once_both_finish(runs_dir, monkeypatch):
     """The first run goes to a worker that did its imports before (jobs.standby), the second to a fresh one:
     the same config gives the same predictions either way."""
@@ -76,6 +77,7 @@ def test_two_runs_at_once_both_finish(runs_dir, monkeypatch):
     assert pa.keys() == pb.keys() and all(np.array_equal(pa[k], pb[k]) for k in pa)
 
 
+@pytest.mark.slow
 def test_a_waiting_worker_is_used_only_where_a_fresh_one_would_be_the_same(runs_dir, monkeypatch, tmp_path):
     """A waiting worker started for another runs directory (or another environment) is stopped, not
     used; PDIFF_STANDBY=0 starts none; one whose app has gone (end of its input) exits by itself."""
@@ -99,6 +101,7 @@ def test_a_waiting_worker_is_used_only_where_a_fresh_one_would_be_the_same(runs_
     assert third.wait(timeout=30) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("waiting", [False, True], ids=["fresh", "waiting"])
 def test_worker_that_dies_at_startup_shows_its_error(runs_dir, monkeypatch, waiting):
     """Its one line reaches the run's status from a fresh worker, and from a waiting one given the run
@@ -114,6 +117,7 @@ def test_worker_that_dies_at_startup_shows_its_error(runs_dir, monkeypatch, wait
     assert (status["pid"] == pid and status["standby"] == "still importing") if waiting else status["pid"]
 
 
+@pytest.mark.slow
 def test_a_waiting_worker_whose_imports_failed_says_why_in_the_run(runs_dir, monkeypatch, tmp_path):
     """An import error in the waiting worker is not lost: the run it is given fails with it, as a fresh
     worker's would."""
@@ -127,6 +131,7 @@ def test_a_waiting_worker_whose_imports_failed_says_why_in_the_run(runs_dir, mon
     assert "exited with code 1" in status["error"] and "ImportError: a broken torch, for this test" in status["error"]
 
 
+@pytest.mark.slow
 def test_cancel_stops_the_worker(runs_dir):
     rid = jobs.start(preset_config("digits-quick", **FAST))
     wait(rid, states=("running",), timeout=120)
@@ -165,6 +170,7 @@ def test_a_cancel_file_is_never_read_half_written(runs_dir):
     assert texts and set(texts) <= {"cancelled from the app\n", "cancelled with the sweep\n"}, set(texts)
 
 
+@pytest.mark.slow
 def test_killed_worker_is_reported_failed_on_disk(runs_dir):
     rid = jobs.start(preset_config("digits-quick", **FAST))
     pid = runs.read_status(runs.run_path(rid))["pid"]
@@ -187,6 +193,7 @@ def test_a_dead_pid_from_another_app_process_is_failed(runs_dir):
     assert status["state"] == "failed" and "[diffusion] step 10" in status["error"]
 
 
+@pytest.mark.slow
 def test_delete_refuses_a_going_run_then_deletes(runs_dir):
     rid = jobs.start(preset_config("digits-quick", **FAST))
     with pytest.raises(runs.RunError, match="still going"):

@@ -50,6 +50,7 @@ def test_tiny_run_writes_the_contract(runs_dir):
     assert m["base"]["test_acc"] > 0.5                          # the base model learned digits
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_metrics(runs_dir):
     _, d1, _ = run_tiny("s1", seed=3)
     _, d2, _ = run_tiny("s2", seed=3)
@@ -126,6 +127,7 @@ def test_run_ids_cannot_escape(runs_dir):
             runs.run_path(bad, must_exist=False)
 
 
+@pytest.mark.slow
 def test_diverging_collection_halves_the_rate_and_finishes(runs_dir):
     cfg = tiny(layers="all", collect_lr=10.0)
     d = runs.run_path("div", must_exist=False)

@@ -198,6 +198,7 @@ def test_a_device_this_machine_lacks_is_refused_at_creation(runs_dir, monkeypatc
     assert not (runs_dir / "_sweeps" / "gpu").exists()
 
 
+@pytest.mark.slow
 def test_a_cell_that_exits_before_starting_says_why(runs_dir, monkeypatch):
     """Its worker's one line, not only its exit code (the line was left in the stage's hidden .RID.out)."""
     from pdiff_core import jobs
@@ -297,6 +298,7 @@ def test_mean_ci_is_a_t_interval_over_seeds():
     assert sweep.mean_ci([5.0])[0] == 5.0 and sweep.mean_ci([]) [3] == 0
 
 
+@pytest.mark.slow
 def test_a_killed_local_worker_is_retried_once(tmp_path):
     runs_dir = tmp_path / "runs"
     # no analysis stage: this checks the retry, and the analysis only costs time here
@@ -324,6 +326,7 @@ def test_a_killed_local_worker_is_retried_once(tmp_path):
     assert runs.read_status(first)["state"] == "running", "the killed attempt is kept as it was left"
 
 
+@pytest.mark.slow
 def test_a_killed_driver_resumes_with_only_the_missing_cells(tmp_path):
     runs_dir = tmp_path / "runs"
     proc = cli(runs_dir, "--preset", "tiny", "--grid", "k=12,16,20", "--grid", "analysis=false", "--name", "res",
@@ -370,6 +373,7 @@ def test_a_going_cell_is_asked_to_stop_through_its_cancel_file_once_it_reports(t
     assert executors.ask_to_stop(cell) is True and (cell / "CANCEL").read_text() == "cancelled from the app\n"
 
 
+@pytest.mark.slow
 def test_cancel_stops_the_going_cell_and_the_remaining_ones(tmp_path, monkeypatch):
     runs_dir = tmp_path / "runs"
     monkeypatch.setenv("PDIFF_RUNS_DIR", str(runs_dir))

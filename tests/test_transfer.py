@@ -63,6 +63,7 @@ def _units(n=4):
             for i in range(n)]
 
 
+@pytest.mark.slow
 def test_task_collection_gives_the_same_heads_in_one_process_and_two():
     units = _units()
     seen = []
