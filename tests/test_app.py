@@ -321,7 +321,6 @@ def set_number(at: AppTest, key: str, value):
     return at.run()
 
 
-@pytest.mark.slow
 def test_launch_form_rejects_bad_values(runs_dir):
     at = set_number(app("launch"), "opt_k", 0)
     assert "k must be a positive integer" in texts(at.error)
@@ -416,7 +415,6 @@ def test_failed_cancelled_and_dead_runs_render_their_state(page, runs_dir):
     assert runs.read_status(runs_dir / "dead")["state"] == "failed"
 
 
-@pytest.mark.slow
 def test_a_damaged_run_says_what_is_wrong_and_leaves_the_other_runs_alone(finished_run, runs_dir):
     """JSON of the wrong shape, a truncated file, a finished run without metrics.json: that run's pages show
     one message saying what to do, never a traceback, and every page of a good run beside it still works."""
