@@ -29,9 +29,8 @@ def pytest_collection_modifyitems(items):
     for item, name in group.items():
         if name:
             item.add_marker(pytest.mark.xdist_group(name))
-        # "slow" (pyproject's markers): every browser test starts a server and chromium, and the shared
-        # fixtures are a clicked demo and a sweep of worker processes; the other slow tests carry the mark
-        if name or item.path.name == "test_browser.py":
+            # "slow" (pyproject's markers): the shared fixtures are a clicked demo and a sweep of worker
+            # processes; the other slow tests carry the mark themselves
             item.add_marker(pytest.mark.slow)
     items.sort(key=lambda item: group[item] is None)      # stable: the order within each part is kept
 

@@ -28,6 +28,7 @@ from pdiff_core import jobs, runs
 from pdiff_core.config import DIGITS_QUICK_WORDS
 from tests.conftest import ROOT, wait_for
 
+pytestmark = pytest.mark.slow       # every test here starts a server and chromium (pyproject's markers)
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
